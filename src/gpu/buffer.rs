@@ -1,0 +1,122 @@
+//! GPU buffers and their pool. Creating buffers is expensive in WebGPU (and on some drivers a
+//! synchronization point), so activations are recycled: a dropped [`GpuBuffer`] goes back to the pool,
+//! keyed by its size rounded up to 256 bytes, and the next request of that size class reuses it.
+//! Weights are allocated exactly (`pooled = false`) and freed when dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Usage of every buffer the kernels see: bindable as storage, copyable both ways.
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+const ALIGN: u64 = 256;
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct PoolStats {
+    /// Bytes held by live buffers (weights + activations in use).
+    pub live_bytes: u64,
+    /// Highest `live_bytes` seen.
+    pub peak_live_bytes: u64,
+    /// Bytes parked in the pool, ready for reuse.
+    pub cached_bytes: u64,
+    /// Buffers created on the device so far.
+    pub created: u64,
+    /// Requests served from the pool.
+    pub reused: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct PoolInner {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    stats: PoolStats,
+}
+
+/// A pool of storage buffers by size class.
+#[derive(Default)]
+pub struct BufferPool {
+    inner: Arc<Mutex<PoolInner>>,
+}
+
+impl BufferPool {
+    pub(crate) fn acquire(&self, device: &wgpu::Device, size: u64, pooled: bool) -> GpuBuffer {
+        let class = size.max(4).div_ceil(ALIGN) * ALIGN;
+        let alloc = if pooled { class } else { size.max(4).div_ceil(4) * 4 };
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let reused = if pooled { inner.free.get_mut(&class).and_then(|v| v.pop()) } else { None };
+        let buffer = match reused {
+            Some(b) => {
+                inner.stats.reused += 1;
+                inner.stats.cached_bytes -= class;
+                b
+            }
+            None => {
+                inner.stats.created += 1;
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size: alloc,
+                    usage: STORAGE_USAGE,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        inner.stats.live_bytes += alloc;
+        inner.stats.peak_live_bytes = inner.stats.peak_live_bytes.max(inner.stats.live_bytes);
+        GpuBuffer { buffer: Some(buffer), size, alloc, pool: if pooled { Some(self.inner.clone()) } else { None }, stats: self.inner.clone() }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).stats
+    }
+
+    /// Frees every cached buffer (e.g. after loading, or under memory pressure).
+    pub fn trim(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, v) in inner.free.drain() {
+            for b in v {
+                b.destroy();
+            }
+        }
+        inner.stats.cached_bytes = 0;
+    }
+}
+
+/// A storage buffer; returned to its pool (or destroyed) on drop.
+pub struct GpuBuffer {
+    buffer: Option<wgpu::Buffer>,
+    /// Bytes the user asked for.
+    size: u64,
+    /// Bytes actually allocated (size class).
+    alloc: u64,
+    pool: Option<Arc<Mutex<PoolInner>>>,
+    stats: Arc<Mutex<PoolInner>>,
+}
+
+impl GpuBuffer {
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+    /// Bytes requested (the allocation may be larger).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        let Some(buffer) = self.buffer.take() else { return };
+        {
+            let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            s.stats.live_bytes -= self.alloc;
+        }
+        match &self.pool {
+            Some(pool) => {
+                let mut inner = pool.lock().unwrap_or_else(|p| p.into_inner());
+                inner.stats.cached_bytes += self.alloc;
+                inner.free.entry(self.alloc).or_default().push(buffer);
+            }
+            None => buffer.destroy(),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Adapter and device creation. We request the adapter's real limits (storage binding size, buffer size,
+//! workgroup sizes) rather than WebGPU's defaults, and the optional features we can use (shader-f16,
+//! subgroups, timestamp queries) only where they exist, so the f32 / no-subgroup path always works.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+use super::buffer::BufferPool;
+use super::pipeline::PipelineCache;
+
+/// What the caller wants from the device. Optional features are used only when the adapter offers them.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    pub allow_f16: bool,
+    pub allow_subgroups: bool,
+    pub allow_timestamps: bool,
+    pub power_preference: wgpu::PowerPreference,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            allow_f16: true,
+            allow_subgroups: true,
+            allow_timestamps: cfg!(feature = "profiling"),
+            power_preference: wgpu::PowerPreference::HighPerformance,
+        }
+    }
+}
+
+/// The capabilities of the opened device, as the kernels see them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Caps {
+    pub adapter_name: String,
+    pub backend: String,
+    pub driver: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamps: bool,
+    pub max_storage_binding: u64,
+    pub max_buffer_size: u64,
+    pub max_workgroup_invocations: u32,
+    pub max_workgroup_size_x: u32,
+    pub max_workgroups_per_dim: u32,
+    pub max_workgroup_storage: u32,
+    pub max_storage_buffers_per_stage: u32,
+    pub min_uniform_align: u32,
+}
+
+/// One GPU device with its caches. Cheap to share (`Arc`).
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub caps: Caps,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) pool: BufferPool,
+    /// The first uncaptured GPU error since it was last taken; turned into `Error::GpuValidation`.
+    pub(crate) uncaptured: Arc<Mutex<Option<String>>>,
+    pub(crate) lost: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// Opens the best adapter. Fails with [`Error::NoAdapter`] when there is none (no silent CPU fallback).
+    pub async fn new(opts: GpuOptions) -> Result<Arc<Self>> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = if cfg!(target_arch = "wasm32") {
+            wgpu::Backends::BROWSER_WEBGPU
+        } else {
+            wgpu::Backends::PRIMARY
+        };
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: opts.power_preference,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| {
+                Error::NoAdapter(format!(
+                    "{e}. Natively install a Vulkan driver (e.g. Mesa's lavapipe: mesa-vulkan-drivers); in a \
+                     browser enable WebGPU"
+                ))
+            })?;
+        Self::from_adapter(adapter, opts).await
+    }
+
+    /// Opens a device on a given adapter.
+    pub async fn from_adapter(adapter: wgpu::Adapter, opts: GpuOptions) -> Result<Arc<Self>> {
+        let info = adapter.get_info();
+        let offered = adapter.features();
+        let limits = adapter.limits();
+
+        let mut features = wgpu::Features::empty();
+        let f16 = opts.allow_f16 && offered.contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        // wgpu's WebGPU backend never reports SUBGROUP; natively it is real.
+        let subgroups = opts.allow_subgroups && offered.contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        let timestamps = opts.allow_timestamps && offered.contains(wgpu::Features::TIMESTAMP_QUERY);
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+
+        // Ask for everything the adapter offers: the defaults (128 MiB binding, 256 MiB buffer) are far below what
+        // real hardware supports and would cap the model size for no reason.
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("webvlm"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::DeviceRequest(e.to_string()))?;
+
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        {
+            let slot = uncaptured.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                log::error!("uncaptured GPU error: {e}");
+                let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+                if s.is_none() {
+                    *s = Some(e.to_string());
+                }
+            }));
+        }
+        let lost = Arc::new(Mutex::new(None::<String>));
+        {
+            let slot = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(format!("{reason:?}: {msg}"));
+                }
+            });
+        }
+
+        let caps = Caps {
+            adapter_name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            shader_f16: f16,
+            subgroups,
+            timestamps,
+            max_storage_binding: limits.max_storage_buffer_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+            max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
+            max_workgroup_size_x: limits.max_compute_workgroup_size_x,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            min_uniform_align: limits.min_uniform_buffer_offset_alignment,
+        };
+        log::info!("webvlm GPU: {} ({}) f16={} subgroups={}", caps.adapter_name, caps.backend, f16, subgroups);
+        Ok(Arc::new(Self {
+            device,
+            queue,
+            caps,
+            pipelines: PipelineCache::default(),
+            pool: BufferPool::default(),
+            uncaptured,
+            lost,
+        }))
+    }
+
+    /// Native convenience: blocks on [`GpuContext::new`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: GpuOptions) -> Result<Arc<Self>> {
+        pollster::block_on(Self::new(opts))
+    }
+
+    /// Returns (and clears) a GPU error that happened outside any call that could report it.
+    pub fn take_error(&self) -> Result<()> {
+        if let Some(msg) = self.lost.lock().ok().and_then(|s| s.clone()) {
+            return Err(Error::DeviceLost(msg));
+        }
+        match self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(msg) => Err(Error::GpuValidation(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that a buffer of `bytes` may be bound as one storage binding on this device.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        if bytes > self.caps.max_storage_binding {
+            return Err(Error::LimitExceeded {
+                what: what.to_string(),
+                limit: "maxStorageBufferBindingSize",
+                needed: bytes,
+                offered: self.caps.max_storage_binding,
+            });
+        }
+        if bytes > self.caps.max_buffer_size {
+            return Err(Error::LimitExceeded {
+                what: what.to_string(),
+                limit: "maxBufferSize",
+                needed: bytes,
+                offered: self.caps.max_buffer_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Statistics of the buffer pool (bytes live and cached).
+    pub fn pool_stats(&self) -> super::PoolStats {
+        self.pool.stats()
+    }
+
+    /// Number of compiled pipelines in the cache.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+}

@@ -1,0 +1,71 @@
+//! Async readback that works on both targets: copy into a MAP_READ staging buffer, `map_async`, await a
+//! oneshot. Natively we drive the device with `poll`; in the browser the event loop resolves the mapping.
+
+use crate::error::{Error, Result};
+
+use super::{DType, GpuContext, Tensor};
+
+impl GpuContext {
+    /// Reads `bytes` bytes of `t` starting at byte `offset`.
+    pub async fn read_bytes(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        if offset + bytes > t.buf.size() || bytes % 4 != 0 || offset % 4 != 0 {
+            return Err(Error::Shape { op: "readback", detail: format!("{bytes} bytes at {offset} of {}", t.buf.size()) });
+        }
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(t.buf.raw(), offset, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let mapped = rx.await.map_err(|_| Error::Readback("mapping callback dropped".into()))?;
+        mapped.map_err(|e| Error::Readback(e.to_string()))?;
+        self.take_error()?;
+        let data = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Readback(format!("{e:?}")))?
+            .to_vec();
+        staging.unmap();
+        staging.destroy();
+        Ok(data)
+    }
+
+    /// Reads an f32 (or f16, converted) tensor.
+    pub async fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let n = t.numel();
+        match t.dtype {
+            DType::F32 => {
+                let b = self.read_bytes(t, 0, n as u64 * 4).await?;
+                Ok(bytemuck::pod_collect_to_vec(&b))
+            }
+            DType::F16 => {
+                let b = self.read_bytes(t, 0, t.bytes()).await?;
+                let h: Vec<u16> = bytemuck::pod_collect_to_vec(&b);
+                Ok(h[..n].iter().map(|&x| half::f16::from_bits(x).to_f32()).collect())
+            }
+            d => Err(Error::UnsupportedDtype { op: "read_f32", dtype: d.to_string() }),
+        }
+    }
+
+    pub async fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        if t.dtype != DType::U32 {
+            return Err(Error::UnsupportedDtype { op: "read_u32", dtype: t.dtype.to_string() });
+        }
+        let b = self.read_bytes(t, 0, t.numel() as u64 * 4).await?;
+        Ok(bytemuck::pod_collect_to_vec(&b))
+    }
+}

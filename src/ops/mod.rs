@@ -1,0 +1,22 @@
+//! Kernels: one Rust file per kernel family (`shaders/<family>.wgsl` beside it), each with its dispatch
+//! function(s) and a CPU reference (`cpu_*`) that the tests compare against.
+//!
+//! Conventions: ops record into a [`Recorder`](crate::gpu::Recorder) and return new tensors (from the pool);
+//! nothing is submitted or read back here. Shapes are row-major, outermost first.
+
+pub mod elementwise;
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Tensor};
+
+pub(crate) fn expect_dtype(op: &'static str, t: &Tensor, dtype: DType) -> Result<()> {
+    if t.dtype != dtype {
+        return Err(Error::UnsupportedDtype { op, dtype: format!("{} (expected {dtype})", t.dtype) });
+    }
+    Ok(())
+}
+
+/// Packs a `#[repr(C)]` parameter struct for the uniform block.
+pub(crate) fn params<T: bytemuck::Pod>(p: &T) -> Vec<u8> {
+    bytemuck::bytes_of(p).to_vec()
+}
