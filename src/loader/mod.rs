@@ -71,7 +71,8 @@ impl<B: AsRef<[u8]>> WeightSource for MemorySource<B> {
     }
 }
 
-impl WeightSource for [u8] {
+/// A borrowed slice (pass `&slice`: a `&&[u8]` coerces to `&dyn WeightSource`).
+impl WeightSource for &[u8] {
     fn len(&self) -> u64 {
         <[u8]>::len(self) as u64
     }
