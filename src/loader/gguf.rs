@@ -44,6 +44,8 @@ const MAX_DIMS: u32 = 4;
 /// Most tensors / key-values accepted (also bounded by the file's size).
 const MAX_TENSORS: u64 = 1 << 20;
 const MAX_KVS: u64 = 1 << 20;
+/// Most entries reserved up front from a count in the file (vectors grow past it as entries actually parse).
+const PREALLOC: u64 = 4096;
 
 fn format_err(detail: impl Into<String>) -> Error {
     Error::Format { format: "GGUF", detail: detail.into() }
@@ -423,7 +425,7 @@ impl Reader<'_> {
                         self.r.remaining()
                     )));
                 }
-                let mut items = Vec::with_capacity(count as usize);
+                let mut items = Vec::with_capacity(count.min(PREALLOC) as usize);
                 for _ in 0..count {
                     items.push(self.value(elem, depth + 1, what)?);
                 }
@@ -463,8 +465,8 @@ impl Gguf {
             return Err(format_err(format!("tensor count {tensor_count} is impossible for a file of {file_len} bytes")));
         }
 
-        let mut metadata = Vec::with_capacity(kv_count as usize);
-        let mut meta_index = HashMap::with_capacity(kv_count as usize);
+        let mut metadata = Vec::with_capacity(kv_count.min(PREALLOC) as usize);
+        let mut meta_index = HashMap::with_capacity(kv_count.min(PREALLOC) as usize);
         for i in 0..kv_count {
             let key = r.string(MAX_KEY_LEN, &format!("metadata key #{i}"))?;
             let what = format!("metadata `{key}`");
@@ -494,8 +496,8 @@ impl Gguf {
             rel_offset: u64,
             n_bytes: u64,
         }
-        let mut raws = Vec::with_capacity(tensor_count as usize);
-        let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+        let mut raws = Vec::with_capacity(tensor_count.min(PREALLOC) as usize);
+        let mut tensor_index = HashMap::with_capacity(tensor_count.min(PREALLOC) as usize);
         for i in 0..tensor_count {
             let name = r.string(MAX_KEY_LEN, &format!("tensor #{i} name"))?;
             let what = format!("tensor `{name}`");
