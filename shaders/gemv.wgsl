@@ -1,2 +1,231 @@
-// placeholder: kernel family not written yet
-@compute @workgroup_size(1) fn main() {}
+// GEMV for decode: y[m, n] = sum_k x[m, k] * w[n, k] + bias[n] for MR <= 4 rows of x, reading every weight
+// byte once (each weight word is decoded once and dotted with all MR rows of x).
+// One entry point per weight dtype: gemv_f32, gemv_f16, gemv_q8_0, gemv_q4_0, gemv_q4_1.
+//
+// Work split (measured on lavapipe; see docs/benchmarks.md):
+// - default: one invocation per output row, no barriers and no workgroup memory (barriers are expensive on
+//   lavapipe and SwiftShader; a shared-memory tree reduction was slower than this);
+// - SUBGROUPS: one subgroup per output row; its lanes read consecutive 16-byte chunks of the row (coalesced) and
+//   combine with subgroupAdd, still without barriers. Rows of a workgroup are shared out over its subgroups, so
+//   any subgroup size works.
+//
+// Layouts (src/gpu/tensor.rs): all weights are read as vec4<u32> words.
+//   f32: K % 4 == 0, 4 elements per vec4.   f16: K % 8 == 0, 8 halves per vec4 (element 2i in the low half).
+//   q8_0: 2 vec4 of qs per block (32 x i8). q4_0 / q4_1: 1 vec4 of qs per block. Scales at word p.scales_offset
+//   (a multiple of 4: qs sections are whole vec4s): q8_0 / q4_0 two f16 `d` per word, q4_1 one word (d | m << 16).
+
+override WG: u32 = 64u;   // invocations per workgroup
+override ROWS: u32 = 64u; // output rows per workgroup (== WG without subgroups)
+override MR: u32 = 1u;    // rows of x, 1..4
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    scales_offset: u32, // in u32 words
+    has_bias: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;   // (MR, K)
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // (N, K) in the dtype's layout
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // (N); x again when there is no bias
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;   // (MR, N)
+
+const FMT_F32: u32 = 0u;
+const FMT_F16: u32 = 1u;
+const FMT_Q8_0: u32 = 2u;
+const FMT_Q4_0: u32 = 3u;
+const FMT_Q4_1: u32 = 4u;
+
+// acc[m] += dot(wv, x[m, 4i .. 4i+4]) for m < MR. MR is an override constant, so the branches fold away.
+fn accum(acc: vec4<f32>, wv: vec4<f32>, i: u32, k4: u32) -> vec4<f32> {
+    var a = acc;
+    a.x += dot(wv, x[i]);
+    if (MR > 1u) { a.y += dot(wv, x[k4 + i]); }
+    if (MR > 2u) { a.z += dot(wv, x[2u * k4 + i]); }
+    if (MR > 3u) { a.w += dot(wv, x[3u * k4 + i]); }
+    return a;
+}
+
+fn word(i: u32) -> u32 {
+    return w[i >> 2u][i & 3u];
+}
+
+fn i8x4(v: u32) -> vec4<f32> {
+    // sign-extend each byte
+    return vec4<f32>(vec4<i32>(i32(v << 24u), i32(v << 16u), i32(v << 8u), i32(v)) >> vec4<u32>(24u));
+}
+
+fn lo4(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
+}
+
+fn hi4(v: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
+}
+
+// Partial dot products of weight row `row` with the MR rows of x over the chunks lane, lane + stride, ...
+// (a chunk is 4 f32, 8 f16 or one 32-element block). `fmt` is a constant at every call site.
+fn row_dot(fmt: u32, row: u32, lane: u32, stride: u32) -> vec4<f32> {
+    let k4 = p.k / 4u;
+    var acc = vec4<f32>(0.0);
+    if (fmt == FMT_F32) {
+        let base = row * k4;
+        for (var i = lane; i < k4; i += stride) {
+            acc = accum(acc, bitcast<vec4<f32>>(w[base + i]), i, k4);
+        }
+    } else if (fmt == FMT_F16) {
+        let k8 = p.k / 8u;
+        let base = row * k8;
+        for (var i = lane; i < k8; i += stride) {
+            let q = w[base + i];
+            acc = accum(acc, vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), 2u * i, k4);
+            acc = accum(acc, vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), 2u * i + 1u, k4);
+        }
+    } else if (fmt == FMT_Q8_0) {
+        let bpr = p.k / 32u;
+        for (var j = lane; j < bpr; j += stride) {
+            let b = row * bpr + j;
+            let q0 = w[2u * b];
+            let q1 = w[2u * b + 1u];
+            let xi = 8u * j;
+            var s = accum(vec4<f32>(0.0), i8x4(q0.x), xi, k4);
+            s = accum(s, i8x4(q0.y), xi + 1u, k4);
+            s = accum(s, i8x4(q0.z), xi + 2u, k4);
+            s = accum(s, i8x4(q0.w), xi + 3u, k4);
+            s = accum(s, i8x4(q1.x), xi + 4u, k4);
+            s = accum(s, i8x4(q1.y), xi + 5u, k4);
+            s = accum(s, i8x4(q1.z), xi + 6u, k4);
+            s = accum(s, i8x4(q1.w), xi + 7u, k4);
+            let ds = unpack2x16float(word(p.scales_offset + b / 2u));
+            acc += s * select(ds.x, ds.y, (b & 1u) == 1u);
+        }
+    } else if (fmt == FMT_Q4_0) {
+        let bpr = p.k / 32u;
+        let eight = vec4<f32>(8.0);
+        for (var j = lane; j < bpr; j += stride) {
+            let b = row * bpr + j;
+            let q = w[b];
+            let xi = 8u * j;
+            // word t: low nibbles = elements 4t..4t+3, high nibbles = elements 16+4t..16+4t+3
+            var s = accum(vec4<f32>(0.0), lo4(q.x) - eight, xi, k4);
+            s = accum(s, lo4(q.y) - eight, xi + 1u, k4);
+            s = accum(s, lo4(q.z) - eight, xi + 2u, k4);
+            s = accum(s, lo4(q.w) - eight, xi + 3u, k4);
+            s = accum(s, hi4(q.x) - eight, xi + 4u, k4);
+            s = accum(s, hi4(q.y) - eight, xi + 5u, k4);
+            s = accum(s, hi4(q.z) - eight, xi + 6u, k4);
+            s = accum(s, hi4(q.w) - eight, xi + 7u, k4);
+            let ds = unpack2x16float(word(p.scales_offset + b / 2u));
+            acc += s * select(ds.x, ds.y, (b & 1u) == 1u);
+        }
+    } else {
+        // Q4_1: x = q * d + m, dequantized before the dot (d may be 0, so m cannot be factored through d)
+        let bpr = p.k / 32u;
+        for (var j = lane; j < bpr; j += stride) {
+            let b = row * bpr + j;
+            let q = w[b];
+            let dm = unpack2x16float(word(p.scales_offset + b));
+            let d = vec4<f32>(dm.x);
+            let m = vec4<f32>(dm.y);
+            let xi = 8u * j;
+            acc = accum(acc, fma(lo4(q.x), d, m), xi, k4);
+            acc = accum(acc, fma(lo4(q.y), d, m), xi + 1u, k4);
+            acc = accum(acc, fma(lo4(q.z), d, m), xi + 2u, k4);
+            acc = accum(acc, fma(lo4(q.w), d, m), xi + 3u, k4);
+            acc = accum(acc, fma(hi4(q.x), d, m), xi + 4u, k4);
+            acc = accum(acc, fma(hi4(q.y), d, m), xi + 5u, k4);
+            acc = accum(acc, fma(hi4(q.z), d, m), xi + 6u, k4);
+            acc = accum(acc, fma(hi4(q.w), d, m), xi + 7u, k4);
+        }
+    }
+    return acc;
+}
+
+fn store(row: u32, acc: vec4<f32>) {
+    var b = 0.0;
+    if (p.has_bias != 0u) { b = bias[row]; }
+    y[row] = acc.x + b;
+    if (MR > 1u) { y[p.n + row] = acc.y + b; }
+    if (MR > 2u) { y[2u * p.n + row] = acc.z + b; }
+    if (MR > 3u) { y[3u * p.n + row] = acc.w + b; }
+}
+
+#ifdef SUBGROUPS
+fn gemv(fmt: u32, wg: u32, sid: u32, nsg: u32, lane: u32, sg_size: u32) {
+    // Subgroup-uniform loop: every lane of a subgroup takes the same rows, so subgroupAdd sees full subgroups.
+    for (var r = sid; r < ROWS; r += nsg) {
+        let row = wg * ROWS + r;
+        if (row >= p.n) { return; }
+        let acc = subgroupAdd(row_dot(fmt, row, lane, sg_size));
+        if (lane == 0u) { store(row, acc); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
+            @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+    gemv(FMT_F32, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
+}
+@compute @workgroup_size(WG)
+fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
+            @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+    gemv(FMT_F16, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
+}
+@compute @workgroup_size(WG)
+fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
+             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+    gemv(FMT_Q8_0, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
+}
+@compute @workgroup_size(WG)
+fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
+             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+    gemv(FMT_Q4_0, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
+}
+@compute @workgroup_size(WG)
+fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
+             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+    gemv(FMT_Q4_1, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
+}
+#else
+fn gemv(fmt: u32, wg: u32, li: u32) {
+    let row = wg * ROWS + li;
+    if (li >= ROWS || row >= p.n) { return; }
+    store(row, row_dot(fmt, row, 0u, 1u));
+}
+
+@compute @workgroup_size(WG)
+fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    gemv(FMT_F32, wid.x + wid.y * nwg.x, li);
+}
+@compute @workgroup_size(WG)
+fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    gemv(FMT_F16, wid.x + wid.y * nwg.x, li);
+}
+@compute @workgroup_size(WG)
+fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    gemv(FMT_Q8_0, wid.x + wid.y * nwg.x, li);
+}
+@compute @workgroup_size(WG)
+fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    gemv(FMT_Q4_0, wid.x + wid.y * nwg.x, li);
+}
+@compute @workgroup_size(WG)
+fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    gemv(FMT_Q4_1, wid.x + wid.y * nwg.x, li);
+}
+#endif

@@ -38,7 +38,7 @@ pub static SHADERS: &[ShaderFile] = &[
     shader!("softmax", [&[]]),
     shader!("rope", [&[]]),
     shader!("embedding", [&[]]),
-    shader!("matmul", [&[], &["F16_WEIGHTS"], &["SHADER_F16"]]),
+    shader!("matmul", [&[], &["F16_WEIGHTS"], &["F16_WEIGHTS", "SHADER_F16"], &["QUANT", "Q8_0"], &["QUANT", "Q4_0"], &["QUANT", "Q4_1"]]),
     shader!("gemv", [&[], &["SUBGROUPS"]]),
     shader!("attention", [&[]]),
     shader!("vision", [&[]]),

@@ -5,6 +5,7 @@
 //! nothing is submitted or read back here. Shapes are row-major, outermost first.
 
 pub mod elementwise;
+pub mod matmul;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

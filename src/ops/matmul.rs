@@ -1,0 +1,391 @@
+//! Matrix products (`shaders/gemv.wgsl`, `shaders/matmul.wgsl`): [`linear`] (`y = x·wᵀ + b` with the weight in
+//! F32, F16, Q8_0, Q4_0 or Q4_1, dequantized inside the kernels) and the general f32 [`matmul`], with the CPU
+//! reference [`cpu_linear`] and the weight upload helpers the loader uses ([`upload_weight`], [`upload_ggml`]).
+//!
+//! Kernel choice in [`linear`]: decode (M ≤ [`GEMV_MAX_M`] rows of x) is memory-bound, so it goes to a GEMV that
+//! reads each weight byte once and dots it with all M rows; everything else goes to the 64×64-tiled GEMM.
+//! On adapters with subgroups the GEMV gives each output row a subgroup (coalesced loads + `subgroupAdd`);
+//! without, one invocation per row (no barriers: they are expensive on lavapipe and SwiftShader).
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, Binding, DType, GpuContext, PipelineKey, Recorder, Tensor};
+use crate::loader::{self, quant};
+
+use super::{expect_dtype, params};
+
+/// Largest number of x rows the GEMV handles in one weight pass (it keeps one vec4 accumulator: one lane per row).
+pub const GEMV_MAX_M: usize = 4;
+
+/// GEMM tile (output rows × columns per workgroup); must match `shaders/matmul.wgsl`.
+const TILE: usize = 64;
+
+/// Output rows per GEMV workgroup and its size (one invocation per row without subgroups).
+const GEMV_WG: u32 = 64;
+const GEMV_SG_ROWS: u32 = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemvParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    scales_offset: u32,
+    has_bias: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    trans_b: u32,
+    scales_offset: u32,
+    has_bias: u32,
+    a_batch: u32,
+    b_batch: u32,
+    c_batch: u32,
+    _pad: [u32; 3],
+}
+
+/// How [`linear`] computes a product; [`linear_with`] forces one (tests and the benchmark use it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// GEMV when M ≤ [`GEMV_MAX_M`] and the weight rows are vec4-aligned, GEMM otherwise.
+    Auto,
+    Gemv,
+    Gemm,
+}
+
+fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Shape { op, detail: format!("{what} = {v} does not fit in u32") })
+}
+
+/// Whether the GEMV can read weight rows of length `k` of `dtype` as whole vec4 words.
+pub fn gemv_supports(dtype: DType, k: usize) -> bool {
+    match dtype {
+        DType::F32 => k % 4 == 0,
+        DType::F16 => k % 8 == 0,
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => k % DType::QK == 0,
+        DType::U32 => false,
+    }
+}
+
+/// `y = x·wᵀ + bias`, PyTorch `nn.Linear` semantics.
+///
+/// - `x`: `[.., K]` f32 (M = product of the leading dims)
+/// - `w`: `[N, K]` in F32, F16, Q8_0, Q4_0 or Q4_1 (quantized: K % 32 == 0)
+/// - `bias`: `[N]` f32
+/// - returns `[.., N]` f32
+pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_with(rec, x, w, bias, Path::Auto)
+}
+
+/// [`linear`] with the kernel chosen by the caller.
+pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, path: Path) -> Result<Tensor> {
+    const OP: &str = "linear";
+    expect_dtype(OP, x, DType::F32)?;
+    let (n, k) = match w.shape[..] {
+        [n, k] => (n, k),
+        _ => return Err(Error::Shape { op: OP, detail: format!("weight must be [N, K], got {:?}", w.shape) }),
+    };
+    if x.shape.is_empty() || x.cols() != k {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!("x {:?} has K = {} but the weight {:?} has K = {k}", x.shape, x.cols(), w.shape),
+        });
+    }
+    if w.dtype == DType::U32 {
+        return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() });
+    }
+    if w.dtype.is_quantized() && k % DType::QK != 0 {
+        return Err(Error::Shape { op: OP, detail: format!("{} weights need K % 32 == 0, got K = {k}", w.dtype) });
+    }
+    if let Some(b) = bias {
+        expect_dtype(OP, b, DType::F32)?;
+        if b.numel() != n {
+            return Err(Error::Shape { op: OP, detail: format!("bias {:?} does not match N = {n}", b.shape) });
+        }
+    }
+    let m = x.rows();
+    let mut out_shape = x.shape.clone();
+    *out_shape.last_mut().unwrap() = n;
+    let out = rec.ctx().empty(&out_shape, DType::F32)?;
+    if m == 0 || n == 0 {
+        return Ok(out);
+    }
+    let use_gemv = match path {
+        Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
+        Path::Gemv => {
+            if !gemv_supports(w.dtype, k) {
+                return Err(Error::Shape { op: OP, detail: format!("the GEMV needs vec4-aligned {} rows, K = {k}", w.dtype) });
+            }
+            true
+        }
+        Path::Gemm => false,
+    };
+    if use_gemv {
+        // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
+        for m0 in (0..m).step_by(GEMV_MAX_M) {
+            let mr = (m - m0).min(GEMV_MAX_M);
+            gemv(rec, x, m0, mr, w, bias, &out, n, k)?;
+        }
+    } else {
+        gemm(rec, x, w, bias, &out, m, n, k, 1, [0, 0, 0], true)?;
+    }
+    Ok(out)
+}
+
+/// A storage binding of rows `m0 .. m0 + rows` of a row-major f32 matrix with `cols` columns, or the whole
+/// buffer when `m0 == 0` (binding offsets must be multiples of the adapter's storage offset alignment, which
+/// arbitrary row offsets are not, so a later chunk of rows is first copied to a small buffer).
+fn row_chunk(rec: &mut Recorder, t: &Tensor, m0: usize, rows: usize, cols: usize) -> Result<Tensor> {
+    if m0 == 0 {
+        return Ok(t.clone());
+    }
+    let chunk = rec.ctx().empty(&[rows, cols], DType::F32)?;
+    rec.copy(t, (m0 * cols * 4) as u64, &chunk, 0, (rows * cols * 4) as u64)?;
+    Ok(chunk)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemv(
+    rec: &mut Recorder,
+    x: &Tensor,
+    m0: usize,
+    mr: usize,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    const OP: &str = "gemv";
+    let ctx = rec.ctx();
+    let subgroups = ctx.caps.subgroups;
+    let entry = match w.dtype {
+        DType::F32 => "gemv_f32",
+        DType::F16 => "gemv_f16",
+        DType::Q8_0 => "gemv_q8_0",
+        DType::Q4_0 => "gemv_q4_0",
+        DType::Q4_1 => "gemv_q4_1",
+        DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
+    };
+    let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG };
+    let key = PipelineKey::new("gemv", entry)
+        .define_if(subgroups, "SUBGROUPS")
+        .constant("WG", GEMV_WG)
+        .constant("ROWS", rows_per_wg)
+        .constant("MR", mr as u32);
+    let p = GemvParams {
+        m: mr as u32,
+        n: u32_dim(OP, "N", n)?,
+        k: u32_dim(OP, "K", k)?,
+        scales_offset: w.scales_offset,
+        has_bias: bias.is_some() as u32,
+        _pad: [0; 3],
+    };
+    let xs = row_chunk(rec, x, m0, mr, k)?;
+    // Output rows m0.. are a separate chunk when m0 > 0: write them to a small buffer and copy back.
+    let ys = if m0 == 0 { out.clone() } else { rec.ctx().empty(&[mr, n], DType::F32)? };
+    // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
+    let b: Binding = bias.unwrap_or(&xs).into();
+    let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
+    rec.dispatch(&key, &params(&p), &[(&xs).into(), w.into(), b, (&ys).into()], grid)?;
+    if m0 > 0 {
+        rec.copy(&ys, 0, out, (m0 * n * 4) as u64, (mr * n * 4) as u64)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    rec: &mut Recorder,
+    a: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    strides: [usize; 3],
+    trans_b: bool,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    let ctx = rec.ctx();
+    let key = match w.dtype {
+        DType::F32 => PipelineKey::new("matmul", "matmul"),
+        DType::F16 => PipelineKey::new("matmul", "matmul").define("F16_WEIGHTS").define_if(ctx.caps.shader_f16, "SHADER_F16"),
+        DType::Q8_0 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q8_0"),
+        DType::Q4_0 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_0"),
+        DType::Q4_1 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_1"),
+        DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
+    };
+    if w.dtype != DType::F32 && !trans_b {
+        return Err(Error::UnsupportedDtype { op: OP, dtype: format!("{} as an untransposed B", w.dtype) });
+    }
+    let p = GemmParams {
+        m: u32_dim(OP, "M", m)?,
+        n: u32_dim(OP, "N", n)?,
+        k: u32_dim(OP, "K", k)?,
+        trans_b: trans_b as u32,
+        scales_offset: w.scales_offset,
+        has_bias: bias.is_some() as u32,
+        a_batch: u32_dim(OP, "batch stride", strides[0])?,
+        b_batch: u32_dim(OP, "batch stride", strides[1])?,
+        c_batch: u32_dim(OP, "batch stride", strides[2])?,
+        _pad: [0; 3],
+    };
+    let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, batch as u32];
+    let b: Binding = bias.unwrap_or(a).into();
+    rec.dispatch(&key, &params(&p), &[a.into(), w.into(), b, out.into()], grid)
+}
+
+/// General f32 matrix product: `a [M, K] × b [K, N]` (or `× b[N, K]ᵀ` with `transpose_b`) → `[M, N]`.
+/// Batched: `a [B, M, K]` with `b` either `[B, K, N]` / `[B, N, K]` or 2-D (shared by every batch) → `[B, M, N]`.
+pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
+    const OP: &str = "matmul";
+    expect_dtype(OP, a, DType::F32)?;
+    expect_dtype(OP, b, DType::F32)?;
+    let (batch, m, k) = match a.shape[..] {
+        [m, k] => (1, m, k),
+        [bt, m, k] => (bt, m, k),
+        _ => return Err(Error::Shape { op: OP, detail: format!("a must be [M, K] or [B, M, K], got {:?}", a.shape) }),
+    };
+    let (b_batch, kb, n) = match (&b.shape[..], transpose_b) {
+        ([x, y], false) => (None, *x, *y),
+        ([y, x], true) => (None, *x, *y),
+        ([bt, x, y], false) => (Some(*bt), *x, *y),
+        ([bt, y, x], true) => (Some(*bt), *x, *y),
+        _ => return Err(Error::Shape { op: OP, detail: format!("b must be 2-D or 3-D, got {:?}", b.shape) }),
+    };
+    if kb != k {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!("a {:?} has K = {k}, b {:?} (transpose_b = {transpose_b}) has K = {kb}", a.shape, b.shape),
+        });
+    }
+    if let Some(bt) = b_batch {
+        if bt != batch || a.shape.len() != 3 {
+            return Err(Error::Shape { op: OP, detail: format!("batch of a {:?} and b {:?} differ", a.shape, b.shape) });
+        }
+    }
+    let out_shape = if a.shape.len() == 3 { vec![batch, m, n] } else { vec![m, n] };
+    let out = rec.ctx().empty(&out_shape, DType::F32)?;
+    if batch == 0 || m == 0 || n == 0 {
+        return Ok(out);
+    }
+    if batch > rec.ctx().caps.max_workgroups_per_dim as usize {
+        return Err(Error::LimitExceeded {
+            what: "matmul batch".into(),
+            limit: "maxComputeWorkgroupsPerDimension",
+            needed: batch as u64,
+            offered: rec.ctx().caps.max_workgroups_per_dim as u64,
+        });
+    }
+    let strides = [m * k, if b_batch.is_some() { k * n } else { 0 }, m * n];
+    gemm(rec, a, b, None, &out, m, n, k, batch, strides, transpose_b)?;
+    Ok(out)
+}
+
+// ---- weights -------------------------------------------------------------------------------------------------
+
+fn loader_dtype(dtype: DType) -> Result<loader::DType> {
+    Ok(match dtype {
+        DType::F32 => loader::DType::F32,
+        DType::F16 => loader::DType::F16,
+        DType::Q8_0 => loader::DType::Q8_0,
+        DType::Q4_0 => loader::DType::Q4_0,
+        DType::Q4_1 => loader::DType::Q4_1,
+        DType::U32 => return Err(Error::UnsupportedDtype { op: "upload_weight", dtype: dtype.to_string() }),
+    })
+}
+
+fn rows_cols(op: &'static str, shape: &[usize]) -> Result<(usize, usize)> {
+    match shape.split_last() {
+        Some((&cols, rest)) => Ok((rest.iter().product(), cols)),
+        None => Err(Error::Shape { op, detail: "a weight needs at least one dimension".into() }),
+    }
+}
+
+/// Quantizes (or converts) f32 values to `dtype` exactly as ggml does and uploads them as a weight tensor
+/// (unpooled) in the GPU layout of [`crate::gpu::Tensor`]. This is "quantize at load".
+/// Weights larger than the adapter's `maxStorageBufferBindingSize` are an [`Error::LimitExceeded`].
+pub fn upload_weight(ctx: &GpuContext, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let ld = loader_dtype(dtype)?;
+    // shape-only limit check first: a too-large weight is refused before anything is converted
+    ctx.check_binding("weight", dtype.storage_bytes(n))?;
+    if data.len() != n {
+        return Err(Error::Shape { op: "upload_weight", detail: format!("{} values for shape {shape:?}", data.len()) });
+    }
+    if ld.is_quantized() {
+        let (_, cols) = rows_cols("upload_weight", shape)?;
+        if cols % DType::QK != 0 {
+            return Err(Error::Shape {
+                op: "upload_weight",
+                detail: format!("{dtype} needs the last dim to be a multiple of 32, got {shape:?}"),
+            });
+        }
+    }
+    let bytes = quant::quantize(ld, data)?;
+    upload_ggml(ctx, &bytes, shape, dtype)
+}
+
+/// Uploads a tensor's bytes exactly as GGUF stores them (F32, F16 or ggml Q8_0/Q4_0/Q4_1 blocks, row by row),
+/// splitting quantized blocks into the GPU layout with the loader's [`quant::split_gpu_layout`].
+pub fn upload_ggml(ctx: &GpuContext, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
+    const OP: &str = "upload_ggml";
+    let ld = loader_dtype(dtype)?;
+    let (rows, cols) = rows_cols(OP, shape)?;
+    let n = rows * cols;
+    let need = ld.n_bytes(n as u64);
+    if need != Some(bytes.len() as u64) {
+        return Err(Error::Shape { op: OP, detail: format!("{dtype} {shape:?} needs {need:?} bytes, got {}", bytes.len()) });
+    }
+    ctx.check_binding("weight", dtype.storage_bytes(n))?;
+    match dtype {
+        DType::F32 => ctx.upload_words(&bytemuck::pod_collect_to_vec::<u8, u32>(bytes), shape, dtype, 0, false),
+        DType::F16 => {
+            // two little-endian halves per word, element 2i low: the GGUF bytes read as u32 (padded when odd)
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            ctx.upload_words(&bytemuck::pod_collect_to_vec::<u8, u32>(&padded), shape, dtype, 0, false)
+        }
+        _ => {
+            let (mut qs, scales) = quant::split_gpu_layout(ld, bytes, rows, cols)?;
+            let scales_offset = u32_dim(OP, "scales offset", qs.len())?;
+            qs.extend_from_slice(&scales);
+            ctx.upload_words(&qs, shape, dtype, scales_offset, false)
+        }
+    }
+}
+
+// ---- CPU reference -------------------------------------------------------------------------------------------
+
+/// `y[m, n] = Σ_k x[m, k] · w[n, k] + bias[n]` in f64, rounded to f32 once. `w_dequantized` is `[n, k]`.
+pub fn cpu_linear(x: &[f32], m: usize, k: usize, w_dequantized: &[f32], n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "cpu_linear: x");
+    assert_eq!(w_dequantized.len(), n * k, "cpu_linear: w");
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        for j in 0..n {
+            let wr = &w_dequantized[j * k..(j + 1) * k];
+            let mut s: f64 = bias.map_or(0.0, |b| b[j] as f64);
+            for (a, b) in xr.iter().zip(wr) {
+                s += *a as f64 * *b as f64;
+            }
+            y[i * n + j] = s as f32;
+        }
+    }
+    y
+}
+
+/// The values the kernels see for `data` stored as `dtype` (ggml quantize → dequantize, or f16 rounding).
+pub fn cpu_roundtrip(data: &[f32], dtype: DType) -> Result<Vec<f32>> {
+    let ld = loader_dtype(dtype)?;
+    quant::dequantize(ld, &quant::quantize(ld, data)?, data.len())
+}

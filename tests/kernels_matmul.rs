@@ -1,0 +1,298 @@
+//! GEMV and GEMM kernels (`webvlm::ops::matmul`) against the f64 CPU reference on random odd shapes, for every
+//! weight dtype and both paths; the GPU dequantization against the `gguf` package's fixtures; the typed errors.
+//!
+//! Tolerance: the reference is exact up to one final f32 rounding, and the weights it sees are the CPU
+//! dequantization of exactly the bytes the GPU reads, so the only difference is the GPU's f32 accumulation. Any
+//! summation order of K products (plus the bias, and the per-block scale product of Q8_0/Q4_0) has a rounding
+//! error of at most γ_{K+8}·Σ|x·w| with γ_n = n·u/(1 − n·u), u = 2⁻²⁴ (Higham, Accuracy and Stability of
+//! Numerical Algorithms, §3.1), plus u·|y| for the reference's own rounding. We check each element against that
+//! bound, so the test is strict for cancelling sums and never flaky for large ones.
+
+mod common;
+
+use std::sync::Arc;
+
+use webvlm::gpu::{DType, GpuContext, Recorder};
+use webvlm::ops::matmul::{self as mm, Path};
+use webvlm::testing::Rng;
+use webvlm::Error;
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn gamma(n: usize) -> f64 {
+    n as f64 * U / (1.0 - n as f64 * U)
+}
+
+/// Checks `got` against `cpu_linear` with the per-element accumulation bound from the module docs.
+#[allow(clippy::too_many_arguments)]
+fn check_linear(what: &str, got: &[f32], x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>) -> Result<(), String> {
+    let want = mm::cpu_linear(x, m, k, w, n, bias);
+    if got.len() != want.len() {
+        return Err(format!("{what}: {} outputs, expected {}", got.len(), want.len()));
+    }
+    let g = gamma(k + 8);
+    for i in 0..m {
+        for j in 0..n {
+            let mut mag: f64 = bias.map_or(0.0, |b| b[j].abs() as f64);
+            for t in 0..k {
+                mag += (x[i * k + t] as f64 * w[j * k + t] as f64).abs();
+            }
+            let (gv, wv) = (got[i * n + j], want[i * n + j]);
+            let tol = g * mag + U * wv.abs() as f64 + 1e-30;
+            let err = (gv as f64 - wv as f64).abs();
+            if !(err <= tol) {
+                return Err(format!(
+                    "{what}: y[{i}, {j}] = {gv}, want {wv} (|err| {err:e} > bound {tol:e}; Σ|x·w| = {mag:e})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_linear(
+    ctx: &Arc<GpuContext>,
+    rng: &mut Rng,
+    dtype: DType,
+    (m, k, n): (usize, usize, usize),
+    path: Path,
+    with_bias: bool,
+) -> Result<(), String> {
+    let what = format!("{dtype} {path:?} M={m} K={k} N={n} bias={with_bias}");
+    let x = rng.vec(m * k, -1.0, 1.0);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let b = rng.vec(n, -1.0, 1.0);
+    // The weights as the kernels see them (quantized/rounded by the loader's ggml-exact code).
+    let w_deq = mm::cpu_roundtrip(&w, dtype).map_err(|e| format!("{what}: {e}"))?;
+    let tw = mm::upload_weight(ctx, &w, &[n, k], dtype).map_err(|e| format!("{what}: {e}"))?;
+    let tx = ctx.upload_f32(&x, &[m, k]).map_err(|e| e.to_string())?;
+    let tb = ctx.upload_f32(&b, &[n]).map_err(|e| e.to_string())?;
+    let mut rec = Recorder::new(ctx);
+    let y = mm::linear_with(&mut rec, &tx, &tw, with_bias.then_some(&tb), path).map_err(|e| format!("{what}: {e}"))?;
+    rec.submit().map_err(|e| format!("{what}: {e}"))?;
+    if y.shape != [m, n] {
+        return Err(format!("{what}: output shape {:?}", y.shape));
+    }
+    let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
+    check_linear(&what, &got, &x, m, k, &w_deq, n, with_bias.then_some(&b[..]))
+}
+
+const MS: &[usize] = &[1, 2, 3, 17, 64, 129];
+const NS: &[usize] = &[1, 7, 65, 257];
+
+/// f32 / f16 weights: GEMV (M ≤ 4, K a multiple of 8 for the vec4 loads) and GEMM (any M, K, N, odd included).
+async fn float_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
+    let mut rng = Rng::new(11);
+    for dtype in [DType::F32, DType::F16] {
+        for (i, &n) in NS.iter().enumerate() {
+            for (j, &k) in [8usize, 96, 200].iter().enumerate() {
+                let m = [1, 2, 3, 4][(i + j) % 4];
+                run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemv, (i + j) % 2 == 0).await?;
+            }
+            for (j, &m) in MS.iter().enumerate() {
+                let k = [1usize, 37, 75, 96, 33, 130][(i + j) % 6];
+                run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemm, j % 2 == 1).await?;
+            }
+        }
+        // Auto with a ragged K falls back to the GEMM even for M = 1.
+        run_linear(&ctx, &mut rng, dtype, (1, 37, 9), Path::Auto, true).await?;
+        // More rows than one GEMV pass handles: chunks of 4 rows.
+        run_linear(&ctx, &mut rng, dtype, (9, 64, 33), Path::Gemv, true).await?;
+    }
+    Ok(())
+}
+
+/// Q8_0 / Q4_0 / Q4_1 weights, dequantized in the kernels.
+async fn quant_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
+    let mut rng = Rng::new(12);
+    for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for (i, &n) in NS.iter().enumerate() {
+            for (j, &k) in [32usize, 96, 576].iter().enumerate() {
+                let m = [1, 2, 3, 4][(i + j) % 4];
+                run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemv, (i + j) % 2 == 0).await?;
+            }
+            for (j, &m) in MS.iter().enumerate() {
+                let k = [32usize, 96, 576][(i + j) % 3];
+                run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemm, j % 2 == 1).await?;
+            }
+        }
+        run_linear(&ctx, &mut rng, dtype, (9, 64, 33), Path::Auto, true).await?;
+    }
+    Ok(())
+}
+
+async fn linear_float() -> Result<(), String> {
+    float_weights(common::ctx().await).await
+}
+
+async fn linear_quant() -> Result<(), String> {
+    quant_weights(common::ctx().await).await
+}
+
+/// The fallback kernels (no shader-f16, no subgroups) on the same shapes.
+async fn linear_plain_context() -> Result<(), String> {
+    let ctx = common::ctx_plain().await;
+    float_weights(ctx.clone()).await?;
+    quant_weights(ctx).await
+}
+
+/// Leading dims of x are flattened into M, and the output keeps them.
+async fn linear_keeps_leading_dims() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(13);
+    let (k, n) = (64, 24);
+    let x = rng.vec(2 * 3 * k, -1.0, 1.0);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let tx = ctx.upload_f32(&x, &[2, 3, k]).map_err(|e| e.to_string())?;
+    let tw = mm::upload_weight(&ctx, &w, &[n, k], DType::Q8_0).map_err(|e| e.to_string())?;
+    let mut rec = Recorder::new(&ctx);
+    let y = mm::linear(&mut rec, &tx, &tw, None).map_err(|e| e.to_string())?;
+    rec.submit().map_err(|e| e.to_string())?;
+    if y.shape != [2, 3, n] {
+        return Err(format!("shape {:?}", y.shape));
+    }
+    let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
+    let w_deq = mm::cpu_roundtrip(&w, DType::Q8_0).map_err(|e| e.to_string())?;
+    check_linear("leading dims", &got, &x, 6, k, &w_deq, n, None)
+}
+
+/// General f32 matmul: plain, transposed, batched, batched with a shared B; odd sizes.
+async fn matmul_general() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(14);
+    for &(batch, m, k, n) in &[(0usize, 1usize, 1usize, 1usize), (0, 70, 33, 65), (3, 17, 40, 9), (2, 65, 7, 130)] {
+        for trans in [false, true] {
+            for shared_b in [false, true] {
+                if batch == 0 && shared_b {
+                    continue;
+                }
+                let nb = batch.max(1);
+                let what = format!("matmul batch={batch} M={m} K={k} N={n} trans={trans} shared_b={shared_b}");
+                let a = rng.vec(nb * m * k, -1.0, 1.0);
+                let bcount = if shared_b { 1 } else { nb };
+                let b = rng.vec(bcount * k * n, -1.0, 1.0);
+                let a_shape = if batch == 0 { vec![m, k] } else { vec![batch, m, k] };
+                let inner = if trans { vec![n, k] } else { vec![k, n] };
+                let b_shape = if batch == 0 || shared_b { inner } else { [vec![batch], inner].concat() };
+                let ta = ctx.upload_f32(&a, &a_shape).map_err(|e| e.to_string())?;
+                let tb = ctx.upload_f32(&b, &b_shape).map_err(|e| e.to_string())?;
+                let mut rec = Recorder::new(&ctx);
+                let c = mm::matmul(&mut rec, &ta, &tb, trans).map_err(|e| format!("{what}: {e}"))?;
+                rec.submit().map_err(|e| e.to_string())?;
+                let got = ctx.read_f32(&c).await.map_err(|e| e.to_string())?;
+                for bi in 0..nb {
+                    // as [N, K] for the reference
+                    let bsl = &b[(if shared_b { 0 } else { bi }) * k * n..][..k * n];
+                    let wt: Vec<f32> =
+                        if trans { bsl.to_vec() } else { (0..n * k).map(|i| bsl[(i % k) * n + i / k]).collect() };
+                    check_linear(
+                        &format!("{what} batch {bi}"),
+                        &got[bi * m * n..(bi + 1) * m * n],
+                        &a[bi * m * k..(bi + 1) * m * k],
+                        m,
+                        k,
+                        &wt,
+                        n,
+                        None,
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The GPU dequantization of the `gguf` package's bytes equals its own dequantization, bit for bit: an identity
+/// x picks out each weight element exactly (1·w plus exact zeros), through the GEMV and the GEMM.
+async fn dequant_matches_gguf_fixtures() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let (rows, cols) = (6usize, 96usize);
+    let fixtures: [(DType, &[u8], &[u8]); 3] = [
+        (DType::Q8_0, include_bytes!("fixtures/quant/q8_0.bin"), include_bytes!("fixtures/quant/q8_0_deq.bin")),
+        (DType::Q4_0, include_bytes!("fixtures/quant/q4_0.bin"), include_bytes!("fixtures/quant/q4_0_deq.bin")),
+        (DType::Q4_1, include_bytes!("fixtures/quant/q4_1.bin"), include_bytes!("fixtures/quant/q4_1_deq.bin")),
+    ];
+    let mut eye = vec![0f32; cols * cols];
+    for i in 0..cols {
+        eye[i * cols + i] = 1.0;
+    }
+    let tx = ctx.upload_f32(&eye, &[cols, cols]).map_err(|e| e.to_string())?;
+    for (dtype, bytes, deq) in fixtures {
+        let want: Vec<f32> = bytemuck::pod_collect_to_vec(deq);
+        let tw = mm::upload_ggml(&ctx, bytes, &[rows, cols], dtype).map_err(|e| format!("{dtype}: {e}"))?;
+        for path in [Path::Gemv, Path::Gemm] {
+            let mut rec = Recorder::new(&ctx);
+            let y = mm::linear_with(&mut rec, &tx, &tw, None, path).map_err(|e| format!("{dtype}: {e}"))?;
+            rec.submit().map_err(|e| e.to_string())?;
+            let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?; // [cols, rows] = wᵀ
+            for r in 0..rows {
+                for c in 0..cols {
+                    let (g, w) = (got[c * rows + r], want[r * cols + c]);
+                    if g != w {
+                        return Err(format!("{dtype} {path:?}: w[{r}, {c}] dequantized to {g} on the GPU, gguf says {w}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn typed_errors() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let x = ctx.upload_f32(&[0.0; 2 * 64], &[2, 64]).map_err(|e| e.to_string())?;
+    let w = mm::upload_weight(&ctx, &[0.0; 3 * 96], &[3, 96], DType::Q4_0).map_err(|e| e.to_string())?;
+    let mut rec = Recorder::new(&ctx);
+    match mm::linear(&mut rec, &x, &w, None) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("K mismatch: expected Error::Shape, got {other:?}")),
+    }
+    let w_ok = mm::upload_weight(&ctx, &[0.0; 3 * 64], &[3, 64], DType::F32).map_err(|e| e.to_string())?;
+    let bad_bias = ctx.upload_f32(&[0.0; 4], &[4]).map_err(|e| e.to_string())?;
+    match mm::linear(&mut rec, &x, &w_ok, Some(&bad_bias)) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("bias length: expected Error::Shape, got {other:?}")),
+    }
+    match mm::upload_weight(&ctx, &[0.0; 2 * 40], &[2, 40], DType::Q8_0) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("K % 32 != 0: expected Error::Shape, got {other:?}")),
+    }
+    let ids = ctx.upload_u32(&[0; 3 * 64], &[3, 64]).map_err(|e| e.to_string())?;
+    match mm::linear(&mut rec, &x, &ids, None) {
+        Err(Error::UnsupportedDtype { .. }) => {}
+        other => return Err(format!("u32 weight: expected Error::UnsupportedDtype, got {other:?}")),
+    }
+    let xi = ctx.upload_u32(&[0; 64], &[1, 64]).map_err(|e| e.to_string())?;
+    match mm::linear(&mut rec, &xi, &w_ok, None) {
+        Err(Error::UnsupportedDtype { .. }) => {}
+        other => return Err(format!("u32 x: expected Error::UnsupportedDtype, got {other:?}")),
+    }
+    // A weight larger than one storage binding is refused before anything is converted or allocated.
+    let huge_rows = (ctx.caps.max_storage_binding / (4 * 1024)) as usize + 1;
+    match mm::upload_weight(&ctx, &[], &[huge_rows, 1024], DType::F32) {
+        Err(Error::LimitExceeded { limit, .. }) if limit == "maxStorageBufferBindingSize" || limit == "maxBufferSize" => {}
+        other => return Err(format!("over the binding limit: expected Error::LimitExceeded, got {other:?}")),
+    }
+    let a = ctx.upload_f32(&[0.0; 6], &[2, 3]).map_err(|e| e.to_string())?;
+    let b = ctx.upload_f32(&[0.0; 8], &[4, 2]).map_err(|e| e.to_string())?;
+    match mm::matmul(&mut rec, &a, &b, false) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("matmul K mismatch: expected Error::Shape, got {other:?}")),
+    }
+    Ok(())
+}
+
+mod run {
+    crate::gpu_tests!(
+        linear_float,
+        linear_quant,
+        linear_plain_context,
+        linear_keeps_leading_dims,
+        matmul_general,
+        dequant_matches_gguf_fixtures,
+        typed_errors,
+    );
+}
