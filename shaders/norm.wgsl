@@ -1,2 +1,69 @@
-// placeholder: kernel family not written yet
-@compute @workgroup_size(1) fn main() {}
+// Row normalization: RMSNorm (Llama) and LayerNorm (ViT). One workgroup per row; each invocation strides over
+// the row, then a workgroup tree reduction. Statistics are accumulated in f32.
+// bindings: 1 x (rows, cols), 2 weight (cols), [3 bias (cols) for LAYER], last: out (rows, cols)
+
+override WG: u32 = 64u;
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+    // RMSNorm: Gemma-style (1 + w) when 1; Llama uses w (0)
+    add_unit_offset: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+#ifdef LAYER
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#else
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#endif
+
+var<workgroup> red: array<vec2<f32>, WG>;
+
+fn reduce(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    red[lid] = v;
+    workgroupBarrier();
+    var s = WG / 2u;
+    loop {
+        if (s == 0u) { break; }
+        if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+        workgroupBarrier();
+        s = s / 2u;
+    }
+    return red[0];
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) { return; } // uniform per workgroup, so no barrier divergence
+    let lid = lid3.x;
+    let base = row * p.cols;
+#ifdef LAYER
+    // two-pass for accuracy: mean, then centered variance
+    var s = 0.0;
+    for (var i = lid; i < p.cols; i += WG) { s += x[base + i]; }
+    let mean = reduce(lid, vec2<f32>(s, 0.0)).x / f32(p.cols);
+    workgroupBarrier();
+    var v = 0.0;
+    for (var i = lid; i < p.cols; i += WG) { let d = x[base + i] - mean; v += d * d; }
+    let var_ = reduce(lid, vec2<f32>(v, 0.0)).x / f32(p.cols);
+    let inv = inverseSqrt(var_ + p.eps);
+    for (var i = lid; i < p.cols; i += WG) {
+        out[base + i] = (x[base + i] - mean) * inv * weight[i] + bias[i];
+    }
+#else
+    var ss = 0.0;
+    for (var i = lid; i < p.cols; i += WG) { let a = x[base + i]; ss += a * a; }
+    let ms = reduce(lid, vec2<f32>(ss, 0.0)).x / f32(p.cols);
+    let inv = inverseSqrt(ms + p.eps);
+    let off = f32(p.add_unit_offset);
+    for (var i = lid; i < p.cols; i += WG) {
+        out[base + i] = x[base + i] * inv * (weight[i] + off);
+    }
+#endif
+}

@@ -34,13 +34,13 @@ pub static SHADERS: &[ShaderFile] = &[
     shader!("quant", []), // library: validated inside its includers
     shader!("copy", [&[]]),
     shader!("elementwise", [&[], &["BINARY"]]),
-    shader!("norm", [&[]]),
+    shader!("norm", [&[], &["LAYER"]]),
     shader!("softmax", [&[]]),
-    shader!("rope", [&[]]),
-    shader!("embedding", [&[]]),
+    shader!("rope", [&[], &["INTERLEAVED"]]),
+    shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
     shader!("matmul", [&[], &["F16_WEIGHTS"], &["F16_WEIGHTS", "SHADER_F16"], &["QUANT", "Q8_0"], &["QUANT", "Q4_0"], &["QUANT", "Q4_1"]]),
     shader!("gemv", [&[], &["SUBGROUPS"]]),
-    shader!("attention", [&[]]),
+    shader!("attention", [&[], &["SPLIT"], &["COMBINE"]]),
     shader!("vision", [&[]]),
     shader!("sample", [&[]]),
 ];

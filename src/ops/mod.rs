@@ -4,8 +4,13 @@
 //! Conventions: ops record into a [`Recorder`](crate::gpu::Recorder) and return new tensors (from the pool);
 //! nothing is submitted or read back here. Shapes are row-major, outermost first.
 
+pub mod attention;
 pub mod elementwise;
 pub mod matmul;
+pub mod embedding;
+pub mod norm;
+pub mod rope;
+pub mod softmax;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};

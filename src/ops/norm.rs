@@ -1,0 +1,72 @@
+//! Row normalizations (`shaders/norm.wgsl`): RMSNorm (Llama-family decoders) and LayerNorm (ViT towers).
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, DType, PipelineKey, Recorder, Tensor};
+
+use super::{expect_dtype, params};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    eps: f32,
+    add_unit_offset: u32,
+}
+
+fn check(op: &'static str, x: &Tensor, w: &Tensor) -> Result<()> {
+    expect_dtype(op, x, DType::F32)?;
+    expect_dtype(op, w, DType::F32)?;
+    if w.numel() != x.cols() {
+        return Err(Error::Shape { op, detail: format!("weight {:?} vs input {:?}", w.shape, x.shape) });
+    }
+    Ok(())
+}
+
+/// `x / sqrt(mean(x²) + eps) * w` over the last dim. x [.., C], w [C].
+pub fn rms_norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    check("rms_norm", x, w)?;
+    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, eps, add_unit_offset: 0 };
+    let key = PipelineKey::new("norm", "main").constant("WG", 64);
+    let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);
+    rec.dispatch(&key, &params(&p), &[x.into(), w.into(), (&out).into()], grid)?;
+    Ok(out)
+}
+
+/// `(x - mean) / sqrt(var + eps) * w + b` over the last dim (biased variance, like PyTorch).
+pub fn layer_norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+    check("layer_norm", x, w)?;
+    check("layer_norm", x, b)?;
+    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, eps, add_unit_offset: 0 };
+    let key = PipelineKey::new("norm", "main").define("LAYER").constant("WG", 64);
+    let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);
+    rec.dispatch(&key, &params(&p), &[x.into(), w.into(), b.into(), (&out).into()], grid)?;
+    Ok(out)
+}
+
+pub fn cpu_rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len();
+    x.chunks(c)
+        .flat_map(|row| {
+            let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / c as f64;
+            let inv = 1.0 / (ms + eps as f64).sqrt();
+            row.iter().zip(w).map(move |(&v, &g)| (v as f64 * inv * g as f64) as f32)
+        })
+        .collect()
+}
+
+pub fn cpu_layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len();
+    x.chunks(c)
+        .flat_map(|row| {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            row.iter()
+                .zip(w.iter().zip(b))
+                .map(move |(&v, (&g, &bb))| ((v as f64 - mean) * inv * g as f64 + bb as f64) as f32)
+        })
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! Rotary position embedding (`shaders/rope.wgsl`). The cos/sin table is computed here in f64 from the model's
+//! inverse frequencies (which carry any rope scaling), uploaded once per model, and indexed by position.
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, DType, GpuContext, PipelineKey, Recorder, Tensor};
+
+use super::{expect_dtype, params};
+
+/// Which pairs of a head's dims rotate together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Hugging Face `rotate_half`: (i, i + D/2).
+    RotateHalf,
+    /// Meta / GGUF: (2i, 2i + 1).
+    Interleaved,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    t: u32,
+    heads: u32,
+    dim: u32,
+    pos0: u32,
+    max_pos: u32,
+    _p: [u32; 3],
+}
+
+/// The table for `max_pos` positions: `[cos (max_pos, D/2) | sin (max_pos, D/2)]`.
+pub fn cpu_cos_sin_table(inv_freq: &[f64], max_pos: usize) -> Vec<f32> {
+    let h = inv_freq.len();
+    let mut t = vec![0f32; 2 * max_pos * h];
+    for pos in 0..max_pos {
+        for (i, f) in inv_freq.iter().enumerate() {
+            // like PyTorch: the angle is formed in f32 (pos * inv_freq), then cos/sin taken exactly
+            let angle = (pos as f32 * *f as f32) as f64;
+            t[pos * h + i] = angle.cos() as f32;
+            t[max_pos * h + pos * h + i] = angle.sin() as f32;
+        }
+    }
+    t
+}
+
+/// Uploads the cos/sin table; returns a [2, max_pos, D/2] tensor.
+pub fn cos_sin_table(ctx: &GpuContext, inv_freq: &[f64], max_pos: usize) -> Result<Tensor> {
+    let t = cpu_cos_sin_table(inv_freq, max_pos);
+    ctx.upload_f32(&t, &[2, max_pos, inv_freq.len()])
+}
+
+/// Rotates x [T, H, D] (positions pos0..pos0+T) with the table from [`cos_sin_table`].
+pub fn rope(rec: &mut Recorder, x: &Tensor, table: &Tensor, pos0: usize, layout: RopeLayout) -> Result<Tensor> {
+    expect_dtype("rope", x, DType::F32)?;
+    let [t, h, d] = x.shape[..] else {
+        return Err(Error::Shape { op: "rope", detail: format!("x must be [T, H, D], got {:?}", x.shape) });
+    };
+    let [2, max_pos, half] = table.shape[..] else {
+        return Err(Error::Shape { op: "rope", detail: format!("table must be [2, P, D/2], got {:?}", table.shape) });
+    };
+    if d % 2 != 0 || half * 2 != d {
+        return Err(Error::Shape { op: "rope", detail: format!("head dim {d} vs table half-dim {half}") });
+    }
+    if pos0 + t > max_pos {
+        return Err(Error::ContextOverflow { tokens: pos0 + t, context: max_pos });
+    }
+    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let p = Params { t: t as u32, heads: h as u32, dim: d as u32, pos0: pos0 as u32, max_pos: max_pos as u32, _p: [0; 3] };
+    let key = PipelineKey::new("rope", "main").define_if(layout == RopeLayout::Interleaved, "INTERLEAVED").constant("WG", 256);
+    let grid = grid_1d(((t * h * half) as u32).div_ceil(256), rec.ctx().caps.max_workgroups_per_dim);
+    rec.dispatch(&key, &params(&p), &[x.into(), table.into(), (&out).into()], grid)?;
+    Ok(out)
+}
+
+/// Reference: rotation in f64 with angles formed like PyTorch's.
+pub fn cpu_rope(x: &[f32], t: usize, h: usize, d: usize, inv_freq: &[f64], pos0: usize, layout: RopeLayout) -> Vec<f32> {
+    let mut out = x.to_vec();
+    let half = d / 2;
+    for ti in 0..t {
+        for hi in 0..h {
+            let base = (ti * h + hi) * d;
+            for i in 0..half {
+                let angle = ((pos0 + ti) as f32 * inv_freq[i] as f32) as f64;
+                let (s, c) = angle.sin_cos();
+                let (a, b) = match layout {
+                    RopeLayout::RotateHalf => (base + i, base + i + half),
+                    RopeLayout::Interleaved => (base + 2 * i, base + 2 * i + 1),
+                };
+                let (x0, x1) = (x[a] as f64, x[b] as f64);
+                out[a] = (x0 * c - x1 * s) as f32;
+                out[b] = (x1 * c + x0 * s) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Standard inverse frequencies `theta^(-2i/D)`.
+pub fn inv_freq(theta: f64, dim: usize) -> Vec<f64> {
+    (0..dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / dim as f64)).collect()
+}

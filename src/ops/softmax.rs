@@ -1,0 +1,36 @@
+//! Numerically stable row softmax (`shaders/softmax.wgsl`). Attention has its own fused online softmax; this one
+//! serves sampling-side probabilities and tests.
+
+use crate::error::Result;
+use crate::gpu::{grid_1d, DType, PipelineKey, Recorder, Tensor};
+
+use super::{expect_dtype, params};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    _p: [u32; 2],
+}
+
+/// Softmax over the last dim of x [.., C].
+pub fn softmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    expect_dtype("softmax", x, DType::F32)?;
+    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, _p: [0; 2] };
+    let key = PipelineKey::new("softmax", "main").constant("WG", 64);
+    let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);
+    rec.dispatch(&key, &params(&p), &[x.into(), (&out).into()], grid)?;
+    Ok(out)
+}
+
+pub fn cpu_softmax(x: &[f32], cols: usize) -> Vec<f32> {
+    x.chunks(cols)
+        .flat_map(|row| {
+            let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+            row.iter().map(move |&v| ((v as f64 - m).exp() / s) as f32)
+        })
+        .collect()
+}

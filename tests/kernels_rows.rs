@@ -1,0 +1,123 @@
+//! Row kernels (RMSNorm, LayerNorm, softmax), RoPE (both layouts) and embedding lookup (f32, f16, Q8_0, Q4_0,
+//! Q4_1) against their CPU references on random inputs of odd sizes.
+
+mod common;
+
+use webvlm::gpu::{DType, Recorder};
+use webvlm::loader::quant;
+use webvlm::ops::{embedding, norm, rope, softmax};
+use webvlm::testing::{check_close, Rng};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+fn e(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
+async fn norms() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(3);
+    for &(r, c) in &[(1usize, 1usize), (2, 3), (7, 64), (5, 129), (3, 576), (1, 1000)] {
+        let x = rng.vec(r * c, -3.0, 3.0);
+        let w = rng.vec(c, 0.5, 1.5);
+        let b = rng.vec(c, -0.5, 0.5);
+        let tx = ctx.upload_f32(&x, &[r, c]).map_err(e)?;
+        let tw = ctx.upload_f32(&w, &[c]).map_err(e)?;
+        let tb = ctx.upload_f32(&b, &[c]).map_err(e)?;
+        let mut rec = Recorder::new(&ctx);
+        let rms = norm::rms_norm(&mut rec, &tx, &tw, 1e-5).map_err(e)?;
+        let ln = norm::layer_norm(&mut rec, &tx, &tw, &tb, 1e-6).map_err(e)?;
+        rec.submit().map_err(e)?;
+        // f32 accumulation over ≤ 1000 terms: relative error ~1e-6
+        let got = ctx.read_f32(&rms).await.map_err(e)?;
+        check_close(&format!("rms_norm [{r},{c}]"), &got, &norm::cpu_rms_norm(&x, &w, 1e-5), 1e-5, 1e-5)?;
+        let got = ctx.read_f32(&ln).await.map_err(e)?;
+        check_close(&format!("layer_norm [{r},{c}]"), &got, &norm::cpu_layer_norm(&x, &w, &b, 1e-6), 2e-5, 1e-5)?;
+    }
+    Ok(())
+}
+
+async fn softmax_rows() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(4);
+    for &(r, c) in &[(1usize, 1usize), (3, 5), (4, 77), (2, 1031), (1, 49152)] {
+        let x = rng.vec(r * c, -20.0, 20.0);
+        let tx = ctx.upload_f32(&x, &[r, c]).map_err(e)?;
+        let mut rec = Recorder::new(&ctx);
+        let y = softmax::softmax(&mut rec, &tx).map_err(e)?;
+        rec.submit().map_err(e)?;
+        let got = ctx.read_f32(&y).await.map_err(e)?;
+        check_close(&format!("softmax [{r},{c}]"), &got, &softmax::cpu_softmax(&x, c), 1e-7, 1e-5)?;
+    }
+    Ok(())
+}
+
+async fn rope_both_layouts() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(5);
+    for &(t, h, d, pos0, theta) in
+        &[(1usize, 1usize, 2usize, 0usize, 10000.0), (3, 4, 8, 5, 10000.0), (17, 3, 64, 100, 100000.0), (2, 9, 128, 4000, 500000.0)]
+    {
+        let inv = rope::inv_freq(theta, d);
+        let table = rope::cos_sin_table(&ctx, &inv, 4096 + 8).map_err(e)?;
+        let x = rng.vec(t * h * d, -2.0, 2.0);
+        let tx = ctx.upload_f32(&x, &[t, h, d]).map_err(e)?;
+        for layout in [rope::RopeLayout::RotateHalf, rope::RopeLayout::Interleaved] {
+            let mut rec = Recorder::new(&ctx);
+            let y = rope::rope(&mut rec, &tx, &table, pos0, layout).map_err(e)?;
+            rec.submit().map_err(e)?;
+            let got = ctx.read_f32(&y).await.map_err(e)?;
+            let want = rope::cpu_rope(&x, t, h, d, &inv, pos0, layout);
+            check_close(&format!("rope {layout:?} t={t} h={h} d={d} pos0={pos0}"), &got, &want, 1e-6, 1e-6)?;
+        }
+    }
+    // past the table: a typed error, not a GPU fault
+    let table = rope::cos_sin_table(&ctx, &rope::inv_freq(10000.0, 8), 16).map_err(e)?;
+    let tx = ctx.upload_f32(&[0.0; 8 * 4], &[4, 1, 8]).map_err(e)?;
+    let mut rec = Recorder::new(&ctx);
+    match rope::rope(&mut rec, &tx, &table, 14, rope::RopeLayout::RotateHalf) {
+        Err(webvlm::Error::ContextOverflow { .. }) => Ok(()),
+        other => Err(format!("expected ContextOverflow, got {other:?}")),
+    }
+}
+
+async fn embedding_all_dtypes() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(6);
+    let (vocab, dim) = (37usize, 96usize);
+    let table = rng.vec(vocab * dim, -1.0, 1.0);
+    let ids: Vec<u32> = (0..13).map(|_| rng.usize(0, vocab - 1) as u32).chain([0, vocab as u32 - 1]).collect();
+    let tids = ctx.upload_u32(&ids, &[ids.len()]).map_err(e)?;
+    for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        // the reference table is what the stored dtype represents exactly
+        let (tt, reference) = match dtype {
+            DType::F32 => (ctx.upload_f32(&table, &[vocab, dim]).map_err(e)?, table.clone()),
+            DType::F16 => {
+                let r: Vec<f32> = table.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+                (ctx.upload_f16(&table, &[vocab, dim]).map_err(e)?, r)
+            }
+            q => {
+                let bytes = quant::quantize(q.try_into().map_err(e)?, &table).map_err(e)?;
+                let r = quant::dequantize(q.try_into().map_err(e)?, &bytes, table.len()).map_err(e)?;
+                let (qs, scales) = quant::split_gpu_layout(q.try_into().map_err(e)?, &bytes, vocab, dim).map_err(e)?;
+                let off = qs.len() as u32;
+                let words: Vec<u32> = qs.into_iter().chain(scales).collect();
+                (ctx.upload_words(&words, &[vocab, dim], q, off, false).map_err(e)?, r)
+            }
+        };
+        let mut rec = Recorder::new(&ctx);
+        let y = embedding::embedding(&mut rec, &tt, &tids).map_err(e)?;
+        rec.submit().map_err(e)?;
+        let got = ctx.read_f32(&y).await.map_err(e)?;
+        // dequantization is exact arithmetic (int × f16 scale); Q4_1's `q*d + m` may be fused into an fma on the
+        // GPU, so allow one rounding step there
+        let tol = if dtype == DType::Q4_1 { 1e-6 } else { 0.0 };
+        check_close(&format!("embedding {dtype}"), &got, &embedding::cpu_embedding(&reference, dim, &ids), tol, tol)?;
+    }
+    Ok(())
+}
+
+mod run {
+    crate::gpu_tests!(norms, softmax_rows, rope_both_layouts, embedding_all_dtypes);
+}
