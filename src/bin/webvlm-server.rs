@@ -1,0 +1,99 @@
+//! `webvlm-server`: the embedded `search/v1` retrieval server (BM25 over a JSONL corpus) that also serves the demo
+//! page same-origin. All logic lives in `webvlm::server`; this is the CLI.
+//!
+//! ```text
+//! webvlm-server --corpus data/corpus.jsonl --port 8080 --host 127.0.0.1 --www www --pkg pkg
+//! ```
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::path::PathBuf;
+
+    use clap::Parser;
+    use webvlm::server::{shutdown_signal, Server, ServerConfig, DEFAULT_MAX_BODY_BYTES};
+
+    #[derive(Parser, Debug)]
+    #[command(name = "webvlm-server", version, about = "search/v1 retrieval server (tantivy BM25) + demo page")]
+    struct Cli {
+        /// JSONL corpus to index at start: one {"id","title","url","text","source"?} object per line.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Keep the index in this directory (opened if it exists) instead of RAM.
+        #[arg(long)]
+        index_dir: Option<PathBuf>,
+        /// Rebuild an existing --index-dir from --corpus.
+        #[arg(long)]
+        reindex: bool,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Directory served at / (the demo page).
+        #[arg(long, default_value = "www")]
+        www: PathBuf,
+        /// Directory served at /pkg/ (wasm-pack output).
+        #[arg(long, default_value = "pkg")]
+        pkg: PathBuf,
+        /// Origin allowed cross-origin access, e.g. http://localhost:5173 (repeatable; `*` allows any).
+        /// Default: none, same-origin only.
+        #[arg(long = "cors-origin")]
+        cors_origins: Vec<String>,
+        /// Extra CSP connect-src source for the page, e.g. https://huggingface.co (repeatable).
+        #[arg(long = "connect-src")]
+        connect_src: Vec<String>,
+        /// Largest accepted request body, in bytes.
+        #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+    }
+
+    pub fn main() -> std::process::ExitCode {
+        let cli = Cli::parse();
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the tokio runtime: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let config = ServerConfig {
+            corpus: cli.corpus,
+            index_dir: cli.index_dir,
+            reindex: cli.reindex,
+            host: cli.host,
+            port: cli.port,
+            www: Some(cli.www),
+            pkg: Some(cli.pkg),
+            cors_origins: cli.cors_origins,
+            connect_src: cli.connect_src,
+            max_body_bytes: cli.max_body_bytes,
+        };
+        let result = rt.block_on(async {
+            let server = Server::bind(config).await?;
+            if let Some(r) = server.corpus_report() {
+                eprintln!(
+                    "corpus: {} lines, {} indexed, {} skipped (invalid UTF-8 {}, invalid JSON {}, too long {}, \
+                     missing fields {}, duplicate ids {}), {} truncated, {} non-web URLs dropped",
+                    r.lines, r.accepted, r.skipped(), r.invalid_utf8, r.invalid_json, r.too_long, r.missing_fields,
+                    r.duplicate_ids, r.truncated, r.dropped_urls
+                );
+            }
+            eprintln!("{} documents; listening on http://{}", server.documents(), server.local_addr());
+            server.run(shutdown_signal()).await
+        });
+        match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    native::main()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
