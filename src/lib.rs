@@ -1,0 +1,13 @@
+//! webvlm: a vision-language model runtime on WebGPU (browser, via wasm) and wgpu (native), from one code base,
+//! and a multimodal search pipeline built on it. See ARCHITECTURE.md for the layers.
+
+pub mod error;
+pub mod gpu;
+pub mod loader;
+pub mod ops;
+pub mod retrieval;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod server;
+pub mod testing;
+
+pub use error::{Error, Result};
