@@ -1,0 +1,256 @@
+//! Scaled dot-product attention (`shaders/attention.wgsl`) for the ViT (bidirectional) and the LLM (causal,
+//! grouped-query, over a KV cache), plus [`write_kv`] to append new keys/values to a cache.
+//!
+//! The kernel is flash-style: an online softmax over key blocks per (query row, head), so the [Tq, kv_len] score
+//! matrix never exists in memory and any context length works. When Tq·Hq rows are too few to fill the device
+//! (decode, Tq = 1), the keys are split into chunks processed by different invocations and merged by a second
+//! small kernel (split-K, "flash decoding"). Layouts:
+//! - q `[Tq, Hq, D]`, out `[Tq, Hq, D]` (so `out.reshape([Tq, Hq*D])` feeds o_proj),
+//! - k, v `[Tmax, Hkv, D]`, of which the first `kv_len` rows are valid (the cache); for the ViT Tmax = kv_len.
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, DType, PipelineKey, Recorder, Tensor};
+
+use super::{expect_dtype, params};
+
+const WG: u32 = 64;
+/// Keys per online-softmax block in the shader (`BK`); split chunks are multiples of it.
+const BK: usize = 8;
+/// Largest head dimension: the kernel keeps q and the accumulator (2·D floats) per invocation, unrolled in
+/// vec4 slots (so D must also be a multiple of 4).
+pub const MAX_HEAD_DIM: usize = 128;
+/// Most keys one invocation walks. llvmpipe (lavapipe) silently ends all loops of an invocation after 65535
+/// iterations in total; the kernel spends ~2.1 per key, so longer rows are split (and merged) instead.
+const MAX_CHUNK: usize = 16384;
+/// Split-K aims for about this many invocations in flight (rows × splits); below it, rows are split over keys.
+const TARGET_INVOCATIONS: usize = 2048;
+/// Fewest keys per split: shorter chunks cost more in partial writes and the combine than they gain.
+const MIN_CHUNK: usize = 32;
+
+/// What the attention sees beyond the tensors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    /// Causal mask: query i (absolute position `q_pos0 + i`) sees keys `0..=q_pos0 + i`.
+    pub causal: bool,
+    /// Softmax scale, usually `1 / sqrt(D)`.
+    pub scale: f32,
+    /// Valid rows of k and v (the cache fill, including the new tokens).
+    pub kv_len: usize,
+    /// Absolute position of the first query row (0 for a prompt without cache).
+    pub q_pos0: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tq: u32,
+    hq: u32,
+    hkv: u32,
+    kv_len: u32,
+    q_pos0: u32,
+    causal: u32,
+    n_split: u32,
+    chunk: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// How the keys of each row are divided among invocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnPlan {
+    /// Number of key chunks per row (1 = one invocation per row, no combine pass).
+    pub n_split: usize,
+    /// Keys per chunk (a multiple of the shader's block size).
+    pub chunk: usize,
+}
+
+impl AttnPlan {
+    /// The default plan: split over keys only when Tq·Hq rows leave the device idle.
+    pub fn auto(tq: usize, hq: usize, kv_len: usize) -> Self {
+        let rows = (tq * hq).max(1);
+        let want = TARGET_INVOCATIONS.div_ceil(rows);
+        let max_split = kv_len.div_ceil(MIN_CHUNK).max(1);
+        Self::with_splits(kv_len, want.min(max_split))
+    }
+
+    /// A plan with about `n_split` chunks (rounded so every chunk is a whole number of blocks).
+    pub fn with_splits(kv_len: usize, n_split: usize) -> Self {
+        let n = n_split.clamp(1, kv_len.max(1));
+        let chunk = (kv_len.div_ceil(n).div_ceil(BK) * BK).clamp(BK, MAX_CHUNK);
+        Self { n_split: kv_len.div_ceil(chunk).max(1), chunk }
+    }
+}
+
+fn check(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttnParams) -> Result<(usize, usize, usize, usize, usize)> {
+    expect_dtype("attention", q, DType::F32)?;
+    expect_dtype("attention", k, DType::F32)?;
+    expect_dtype("attention", v, DType::F32)?;
+    let shape_err = |detail: String| Error::Shape { op: "attention", detail };
+    let (tq, hq, d) = match q.shape[..] {
+        [a, b, c] => (a, b, c),
+        _ => return Err(shape_err(format!("q must be [Tq, Hq, D], got {:?}", q.shape))),
+    };
+    let (tmax, hkv, dk) = match k.shape[..] {
+        [a, b, c] => (a, b, c),
+        _ => return Err(shape_err(format!("k must be [Tmax, Hkv, D], got {:?}", k.shape))),
+    };
+    if v.shape != k.shape {
+        return Err(shape_err(format!("v {:?} must have the shape of k {:?}", v.shape, k.shape)));
+    }
+    if dk != d {
+        return Err(shape_err(format!("head dim of q {:?} and k {:?} differ", q.shape, k.shape)));
+    }
+    if d == 0 || d > MAX_HEAD_DIM || d % 4 != 0 {
+        return Err(shape_err(format!("head dim {d} must be a multiple of 4 in 4..={MAX_HEAD_DIM}")));
+    }
+    if hkv == 0 || hq == 0 || hq % hkv != 0 {
+        return Err(shape_err(format!("{hq} query heads are not a multiple of {hkv} kv heads")));
+    }
+    if p.kv_len == 0 || p.kv_len > tmax {
+        return Err(shape_err(format!("kv_len {} not in 1..={tmax} (the cache rows of k {:?})", p.kv_len, k.shape)));
+    }
+    if p.causal && p.q_pos0 + tq > p.kv_len {
+        return Err(shape_err(format!(
+            "causal queries at positions {}..{} need kv_len ≥ {}, got {}; write the new keys first",
+            p.q_pos0,
+            p.q_pos0 + tq,
+            p.q_pos0 + tq,
+            p.kv_len
+        )));
+    }
+    Ok((tq, hq, hkv, d, tmax))
+}
+
+/// `softmax(q kᵀ · scale + mask) v` per head. See the module docs for layouts; returns `[Tq, Hq, D]`.
+pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p: &AttnParams) -> Result<Tensor> {
+    let plan = AttnPlan::auto(q.shape.first().copied().unwrap_or(0), q.shape.get(1).copied().unwrap_or(0), p.kv_len);
+    attention_with_plan(rec, q, k, v, p, plan)
+}
+
+/// [`attention`] with an explicit key split (tests and the benchmark use it to cover and time both paths).
+pub fn attention_with_plan(
+    rec: &mut Recorder,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    p: &AttnParams,
+    plan: AttnPlan,
+) -> Result<Tensor> {
+    let (tq, hq, hkv, d, _) = check(q, k, v, p)?;
+    let plan = AttnPlan::with_splits(p.kv_len, plan.n_split);
+    let ctx = rec.ctx();
+    let out = ctx.empty(&[tq, hq, d], DType::F32)?;
+    if tq == 0 {
+        return Ok(out);
+    }
+    let rows = tq * hq;
+    let prm = Params {
+        tq: tq as u32,
+        hq: hq as u32,
+        hkv: hkv as u32,
+        kv_len: p.kv_len as u32,
+        q_pos0: p.q_pos0 as u32,
+        causal: p.causal as u32,
+        n_split: plan.n_split as u32,
+        chunk: plan.chunk as u32,
+        scale: p.scale,
+        _pad: [0; 3],
+    };
+    let bytes = params(&prm);
+    let max_wg = ctx.caps.max_workgroups_per_dim;
+    let key = |entry: &'static str| {
+        PipelineKey::new("attention", entry).define_value("HEAD_DIM", d).constant("WG", WG)
+    };
+    let grid = grid_1d((rows * plan.n_split).div_ceil(WG as usize) as u32, max_wg);
+    if plan.n_split == 1 {
+        rec.dispatch(&key("attn"), &bytes, &[q.into(), k.into(), v.into(), (&out).into()], grid)?;
+    } else {
+        let part_o = ctx.empty(&[plan.n_split, hq, tq, d], DType::F32)?;
+        let part_ml = ctx.empty(&[plan.n_split, hq, tq, 2], DType::F32)?;
+        rec.dispatch(
+            &key("attn").define("SPLIT"),
+            &bytes,
+            &[q.into(), k.into(), v.into(), (&part_o).into(), (&part_ml).into()],
+            grid,
+        )?;
+        let grid = grid_1d((rows * d).div_ceil(WG as usize) as u32, max_wg);
+        rec.dispatch(
+            &key("combine").define("COMBINE"),
+            &bytes,
+            &[(&part_o).into(), (&part_ml).into(), (&out).into()],
+            grid,
+        )?;
+    }
+    Ok(out)
+}
+
+/// Copies `new` `[T, Hkv, D]` into rows `pos..pos+T` of `cache` `[Tmax, Hkv, D]` (one buffer copy).
+pub fn write_kv(rec: &mut Recorder, cache: &Tensor, new: &Tensor, pos: usize) -> Result<()> {
+    expect_dtype("write_kv", cache, DType::F32)?;
+    expect_dtype("write_kv", new, DType::F32)?;
+    let (tmax, row) = match cache.shape[..] {
+        [t, h, d] => (t, h * d),
+        _ => return Err(Error::Shape { op: "write_kv", detail: format!("cache must be [Tmax, Hkv, D], got {:?}", cache.shape) }),
+    };
+    let t = match new.shape[..] {
+        [t, h, d] if h * d == row && new.shape[1..] == cache.shape[1..] => t,
+        _ => {
+            return Err(Error::Shape {
+                op: "write_kv",
+                detail: format!("new rows {:?} must be [T, {}, {}] like the cache {:?}", new.shape, cache.shape[1], cache.shape[2], cache.shape),
+            })
+        }
+    };
+    if pos + t > tmax {
+        return Err(Error::ContextOverflow { tokens: pos + t, context: tmax });
+    }
+    if t == 0 {
+        return Ok(());
+    }
+    let bytes_per_row = (row * 4) as u64;
+    rec.copy(new, 0, cache, pos as u64 * bytes_per_row, t as u64 * bytes_per_row)
+}
+
+// ---- CPU reference -------------------------------------------------------------------------------------------
+
+/// Naive attention with an f64 softmax: the reference for the tests. `q` is `[tq, hq, d]`, `k`/`v` are
+/// `[≥ kv_len, hkv, d]`; returns `[tq, hq, d]`.
+#[allow(clippy::too_many_arguments)]
+pub fn cpu_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    tq: usize,
+    hq: usize,
+    hkv: usize,
+    d: usize,
+    p: &AttnParams,
+) -> Vec<f32> {
+    let group = hq / hkv;
+    let mut out = vec![0f32; tq * hq * d];
+    let mut scores = vec![0f64; p.kv_len];
+    for i in 0..tq {
+        let end = if p.causal { (p.q_pos0 + i + 1).min(p.kv_len) } else { p.kv_len };
+        for h in 0..hq {
+            let hk = h / group;
+            let qr = &q[(i * hq + h) * d..][..d];
+            let mut mx = f64::NEG_INFINITY;
+            for (t, s) in scores[..end].iter_mut().enumerate() {
+                let kr = &k[(t * hkv + hk) * d..][..d];
+                *s = qr.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * p.scale as f64;
+                mx = mx.max(*s);
+            }
+            let mut sum = 0.0;
+            for s in &mut scores[..end] {
+                *s = (*s - mx).exp();
+                sum += *s;
+            }
+            let o = &mut out[(i * hq + h) * d..][..d];
+            for (j, od) in o.iter_mut().enumerate() {
+                let acc: f64 = (0..end).map(|t| scores[t] * v[(t * hkv + hk) * d + j] as f64).sum();
+                *od = (acc / sum) as f32;
+            }
+        }
+    }
+    out
+}
