@@ -1,0 +1,250 @@
+//! Processor tests against references made by transformers / Pillow:
+//! - `tests/fixtures/images/idefics3_processor.{json,safetensors}` + `chelsea.png`
+//!   (scripts/make_processor_fixtures.py: transformers' `Idefics3ImageProcessorPil` and `Idefics3Processor`);
+//! - `tests/fixtures/real/smollm2_reference.json` (scripts/real_smollm2_reference.py: the SmolLM2 chat template
+//!   rendered and tokenized by transformers) with the real SmolLM2 GGUF (`WEBVLM_SMOLLM2_GGUF`, or the default
+//!   paths under models/; required when `WEBVLM_REQUIRE_REAL=1`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use webvlm::processor::image::{decode_image, Idefics3ImageConfig, Idefics3ImageProcessor, LongestEdge, ProcessedImage};
+use webvlm::processor::prompt::{expand_image_tokens, image_prompt_string};
+use webvlm::Error;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture_json() -> Value {
+    let p = root().join("tests/fixtures/images/idefics3_processor.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// Minimal safetensors reader (the format: u64 header length, JSON header, raw little-endian data).
+fn safetensors(path: &Path) -> HashMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: HashMap<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut out = HashMap::new();
+    for (name, v) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = v["dtype"].as_str().unwrap().to_string();
+        let shape = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let off = v["data_offsets"].as_array().unwrap();
+        let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+        out.insert(name, (dtype, shape, data[a..b].to_vec()));
+    }
+    out
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn chelsea() -> webvlm::processor::image::RgbImage {
+    let bytes = std::fs::read(root().join("tests/fixtures/images/chelsea.png")).unwrap();
+    let img = decode_image(&bytes).unwrap();
+    assert_eq!((img.width, img.height), (451, 300));
+    img
+}
+
+fn processor(f: impl FnOnce(&mut Idefics3ImageConfig)) -> Idefics3ImageProcessor {
+    // the fixture's settings block is SmolVLM-256M's preprocessor_config.json: parse it as such
+    let j = fixture_json();
+    let mut cfg = Idefics3ImageConfig::from_json(&j["smolvlm_256m_preprocessor_config"].to_string()).unwrap();
+    assert_eq!(cfg, Idefics3ImageConfig::default(), "defaults must be SmolVLM-256M's config");
+    f(&mut cfg);
+    Idefics3ImageProcessor::new(cfg).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    assert_eq!(a.len(), b.len());
+    let mut worst = (0f32, 0);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let d = (x - y).abs();
+        if d > worst.0 || d.is_nan() {
+            worst = (d, i);
+        }
+    }
+    worst
+}
+
+fn check_full_variant(name: &str, out: &ProcessedImage) {
+    let j = fixture_json();
+    let v = &j["variants"][name];
+    let st = safetensors(&root().join("tests/fixtures/images/idefics3_processor.safetensors"));
+    let (dtype, shape, pv) = &st[&format!("{name}.pixel_values")];
+    assert_eq!(dtype, "F32");
+    assert_eq!(shape[1..], [out.n_images, 3, out.height, out.width], "{name}: shape");
+    assert_eq!(out.rows, vec![v["rows"].as_u64().unwrap() as usize], "{name}: rows");
+    assert_eq!(out.cols, vec![v["cols"].as_u64().unwrap() as usize], "{name}: cols");
+    let want = f32s(pv);
+    let (d, i) = max_abs_diff(&out.pixel_values, &want);
+    let plane = out.height * out.width;
+    println!("{name}: max |Δ| = {d:e} at flat index {i}");
+    assert!(
+        d <= 1e-5,
+        "{name}: max |Δ| {d} at frame {} channel {} y {} x {}: got {} want {}",
+        i / (3 * plane),
+        i / plane % 3,
+        i % plane / out.width,
+        i % out.width,
+        out.pixel_values[i],
+        want[i]
+    );
+    let (_, _, mask) = &st[&format!("{name}.pixel_attention_mask")];
+    assert_eq!(&out.pixel_attention_mask, mask, "{name}: pixel_attention_mask");
+}
+
+#[test]
+fn idefics3_nosplit_64_matches_transformers() {
+    let p = processor(|c| {
+        c.do_image_splitting = false;
+        c.max_image_size = LongestEdge { longest_edge: 64 };
+    });
+    let out = p.process(&[chelsea()]).unwrap();
+    check_full_variant("nosplit_64", &out);
+}
+
+#[test]
+fn idefics3_split_64_matches_transformers() {
+    let p = processor(|c| {
+        c.size = LongestEdge { longest_edge: 128 };
+        c.max_image_size = LongestEdge { longest_edge: 64 };
+    });
+    let out = p.process(&[chelsea()]).unwrap();
+    assert_eq!(out.n_images, 5);
+    check_full_variant("split_64", &out);
+}
+
+/// The real SmolVLM settings (13 frames of 512²): the fixture keeps the exact uint8 levels of every frame as a
+/// sha256, two 128² crops, and per-frame statistics.
+#[test]
+fn idefics3_smolvlm_512_matches_transformers() {
+    let j = fixture_json();
+    let v = &j["variants"]["smolvlm_512"];
+    let out = processor(|_| {}).process(&[chelsea()]).unwrap();
+    assert_eq!((out.n_images, out.height, out.width), (13, 512, 512));
+    assert_eq!((out.rows.clone(), out.cols.clone()), (vec![3], vec![4]));
+    assert!(out.pixel_attention_mask.iter().all(|&m| m == 1));
+    let plane = 512 * 512;
+    let st = safetensors(&root().join("tests/fixtures/images/idefics3_processor.safetensors"));
+    for (frame, want_sha) in v["tile_levels_sha256"].as_array().unwrap().iter().enumerate() {
+        let px = &out.pixel_values[frame * 3 * plane..(frame + 1) * 3 * plane];
+        // levels = round((pv + 1) * 127.5), exact inverse of (l/255 - 0.5)/0.5
+        let levels: Vec<u8> = px.iter().map(|&x| ((x as f64 + 1.0) * 127.5).round() as u8).collect();
+        let back_err = px
+            .iter()
+            .zip(&levels)
+            .map(|(&x, &l)| (((l as f64 / 255.0 - 0.5) / 0.5) as f32 - x).abs())
+            .fold(0f32, f32::max);
+        assert!(back_err < 1e-6, "frame {frame}: values are not on the uint8 grid ({back_err})");
+        let crop_name = match frame {
+            0 => Some("smolvlm_512.tile0_crop128_levels"),
+            12 => Some("smolvlm_512.global_crop128_levels"),
+            _ => None,
+        };
+        if let Some(name) = crop_name {
+            let (_, _, want) = &st[name];
+            let mut got = Vec::with_capacity(3 * 128 * 128);
+            for c in 0..3 {
+                for y in 0..128 {
+                    got.extend_from_slice(&levels[c * plane + y * 512..c * plane + y * 512 + 128]);
+                }
+            }
+            let n_diff = got.iter().zip(want).filter(|(a, b)| a != b).count();
+            assert_eq!(n_diff, 0, "{name}: {n_diff} of {} levels differ", got.len());
+        }
+        let summary = &v["tile_summary"][frame];
+        let first: Vec<f32> =
+            summary["first64_ch0_row0"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let (d, i) = max_abs_diff(&px[..64], &first);
+        assert!(d <= 1e-5, "frame {frame}: first64 differs by {d} at x={i}");
+        let mean = px.iter().map(|&x| x as f64).sum::<f64>() / px.len() as f64;
+        assert!((mean - summary["mean"].as_f64().unwrap()).abs() < 1e-5, "frame {frame}: mean {mean}");
+        let sha = format!("{:x}", Sha256::digest(&levels));
+        assert_eq!(&sha, want_sha.as_str().unwrap(), "frame {frame}: uint8 levels differ from transformers'");
+    }
+}
+
+#[test]
+fn idefics3_prompt_expansion_matches_transformers() {
+    let j = fixture_json();
+    let v = &j["variants"];
+    assert_eq!(image_prompt_string(3, 4, 64), v["smolvlm_512"]["prompt_expansion"].as_str().unwrap());
+    assert_eq!(image_prompt_string(2, 2, 4), v["split_64"]["prompt_expansion_image_seq_len_4"].as_str().unwrap());
+    assert_eq!(image_prompt_string(0, 0, 4), v["nosplit_64"]["prompt_expansion_image_seq_len_4"].as_str().unwrap());
+    let call = &j["processor_call"];
+    let text = expand_image_tokens(call["prompt"].as_str().unwrap(), &[3], &[4], 64).unwrap();
+    assert!(text.contains(call["expanded_text_via_replace_image_token"].as_str().unwrap()));
+    assert_eq!(text.matches("<image>").count() as u64, call["n_image_tokens"].as_u64().unwrap());
+}
+
+// ---- decoding limits ----------------------------------------------------------------------------------------
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+}
+
+/// A PNG whose header claims `w × h` RGB pixels, with a tiny (bogus) IDAT.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    png_chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    png_chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+#[test]
+fn decompression_bombs_are_refused() {
+    for (w, h) in [(100_000, 10), (10, 20_000), (16_000, 16_000)] {
+        match decode_image(&png_header_only(w, h)) {
+            Err(Error::Image(msg)) => {
+                println!("{w}x{h}: {msg}");
+                assert!(msg.contains("refused") || msg.contains("limit"), "{msg}");
+            }
+            other => panic!("{w}x{h}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn undecodable_bytes_are_errors() {
+    let png = std::fs::read(root().join("tests/fixtures/images/chelsea.png")).unwrap();
+    for (what, bytes) in [
+        ("empty", Vec::new()),
+        ("text", b"hello, not an image".to_vec()),
+        ("truncated png", png[..png.len() / 3].to_vec()),
+        ("corrupt IDAT", png_header_only(4, 4)),
+    ] {
+        match decode_image(&bytes) {
+            Err(Error::Image(msg)) => println!("{what}: {msg}"),
+            other => panic!("{what}: expected Error::Image, got {other:?}"),
+        }
+    }
+}
