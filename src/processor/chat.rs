@@ -187,13 +187,30 @@ impl ChatTemplate {
     }
 }
 
-/// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=indent, sort_keys=sort_keys)`.
+/// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=indent, sort_keys=sort_keys)`
+/// (`separators` is not supported).
 fn tojson_filter(value: JValue, kwargs: Kwargs) -> std::result::Result<JValue, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
     let mut out = String::new();
     py_json(&value, indent, sort_keys.unwrap_or(false), 0, &mut out)?;
+    if ensure_ascii.unwrap_or(false) {
+        // json.dumps(ensure_ascii=True): every non-ASCII char as \uXXXX (UTF-16 surrogate pairs)
+        let mut ascii = String::with_capacity(out.len());
+        for ch in out.chars() {
+            if ch.is_ascii() {
+                ascii.push(ch);
+            } else {
+                let mut buf = [0u16; 2];
+                for unit in ch.encode_utf16(&mut buf) {
+                    ascii.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        out = ascii;
+    }
     Ok(JValue::from_safe_string(out))
 }
 
