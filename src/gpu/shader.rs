@@ -41,8 +41,8 @@ pub static SHADERS: &[ShaderFile] = &[
     shader!("matmul", [&[], &["F16_WEIGHTS"], &["F16_WEIGHTS", "SHADER_F16"], &["QUANT", "Q8_0"], &["QUANT", "Q4_0"], &["QUANT", "Q4_1"]]),
     shader!("gemv", [&[], &["SUBGROUPS"]]),
     shader!("attention", [&[], &["SPLIT"], &["COMBINE"]]),
-    shader!("vision", [&[]]),
-    shader!("sample", [&[]]),
+    shader!("vision", [&["UNFOLD"], &["SHUFFLE"]]),
+    shader!("sample", [&["ARGMAX_PARTIAL"], &["ARGMAX_FINAL"], &["STATS"], &["THRESHOLD"], &["COUNT"], &["COMPACT"], &["RANK"], &["PICK"], &["PENALTY"]]),
 ];
 
 pub fn source(name: &str) -> Result<&'static str> {

@@ -10,7 +10,9 @@ pub mod matmul;
 pub mod embedding;
 pub mod norm;
 pub mod rope;
+pub mod sample;
 pub mod softmax;
+pub mod vision;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
