@@ -2,9 +2,13 @@
 //! and a multimodal search pipeline built on it. See ARCHITECTURE.md for the layers.
 
 pub mod error;
+pub mod generation;
 pub mod gpu;
 pub mod loader;
+pub mod models;
+pub mod nn;
 pub mod ops;
+pub mod processor;
 pub mod retrieval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod server;

@@ -1,0 +1,184 @@
+//! The generation loop — one implementation for native and wasm (it is `async` and awaits only the GPU
+//! readback of the sampled token id).
+//!
+//! Prefill runs the prompt embeddings (text + image features) through the decoder in one submission; each decode
+//! step is one submission too (embed the last token → decoder → LM head → repetition penalty → sample), and reads
+//! back one u32. Sampling is greedy, or temperature / top-k / top-p with a seeded RNG, with HF-style repetition
+//! penalty; stops on stop tokens or `max_new_tokens`; streams text at UTF-8-safe boundaries; can be cancelled.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Recorder, Tensor};
+use crate::models::Model;
+use crate::nn::KvCache;
+use crate::ops::sample;
+use crate::testing::Rng;
+
+/// Sampling and stopping settings.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: u32,
+    /// 1 = off.
+    pub top_p: f32,
+    /// 1 = off.
+    pub repetition_penalty: f32,
+    pub seed: u64,
+    /// Tokens that end generation (not emitted).
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self { max_new_tokens: 128, temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0, stop_tokens: vec![] }
+    }
+}
+
+/// A cancellation flag shared with whoever may cancel (a UI button, an `AbortSignal`, a timeout).
+#[derive(Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    StopToken,
+    MaxTokens,
+    ContextFull,
+    Cancelled,
+}
+
+/// Timings and counts of one generation.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    /// Submissions per decoded token (1 by design).
+    pub submissions_per_token: f64,
+    pub dispatches_per_token: f64,
+}
+
+impl GenerationStats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        if self.prefill_ms > 0.0 { self.prompt_tokens as f64 / (self.prefill_ms / 1e3) } else { 0.0 }
+    }
+    pub fn decode_tok_s(&self) -> f64 {
+        // the first token comes from prefill; decode steps = generated - 1
+        let steps = self.generated_tokens.saturating_sub(1);
+        if self.decode_ms > 0.0 { steps as f64 / (self.decode_ms / 1e3) } else { 0.0 }
+    }
+}
+
+pub struct GenerationOutput {
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+    pub stats: GenerationStats,
+}
+
+/// Wall clock in milliseconds on both targets.
+pub fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+    }
+}
+
+/// Picks the next token from logits [1, V] on the GPU; returns the U32 [1] tensor to read back.
+fn pick(rec: &mut Recorder, logits: &Tensor, cfg: &GenerationConfig, history: &[u32], rng: &mut Rng) -> Result<Tensor> {
+    let mut logits = logits.clone();
+    if cfg.repetition_penalty != 1.0 && !history.is_empty() {
+        let h = rec.ctx().upload_u32(history, &[history.len()])?;
+        logits = sample::repetition_penalty(rec, &logits, &h, cfg.repetition_penalty)?;
+    }
+    if cfg.temperature <= 0.0 {
+        sample::argmax(rec, &logits)
+    } else {
+        let p = sample::SampleParams { temperature: cfg.temperature, top_k: cfg.top_k, top_p: cfg.top_p, uniform: rng.f32() };
+        sample::sample(rec, &logits, &p)
+    }
+}
+
+/// Generates from prompt embeddings `x` [T, D] (see [`Model::embed_prompt`]) appended to `cache`.
+/// `on_token(id)` is called for every generated token (return `false` to stop).
+pub async fn generate(
+    ctx: &GpuContext,
+    model: &Model,
+    cache: &mut KvCache,
+    x: &Tensor,
+    cfg: &GenerationConfig,
+    cancel: &CancelToken,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<GenerationOutput> {
+    let mut stats = GenerationStats { prompt_tokens: x.rows(), ..Default::default() };
+    if cache.len + x.rows() > cache.max_len {
+        return Err(Error::ContextOverflow { tokens: cache.len + x.rows(), context: cache.max_len });
+    }
+    let mut rng = Rng::new(cfg.seed);
+    let mut tokens = Vec::new();
+    let t0 = now_ms();
+    let mut rec = Recorder::new(ctx);
+    let logits = model.lm.forward(&mut rec, x, cache, false)?;
+    let id_t = pick(&mut rec, &logits, cfg, &tokens, &mut rng)?;
+    rec.submit()?;
+    let mut id = ctx.read_u32(&id_t).await?[0];
+    stats.prefill_ms = now_ms() - t0;
+    let t1 = now_ms();
+    let mut dispatches = 0usize;
+    let stop = loop {
+        if cancel.is_cancelled() {
+            break StopReason::Cancelled;
+        }
+        if cfg.stop_tokens.contains(&id) {
+            break StopReason::StopToken;
+        }
+        tokens.push(id);
+        if !on_token(id) {
+            break StopReason::Cancelled;
+        }
+        if tokens.len() >= cfg.max_new_tokens {
+            break StopReason::MaxTokens;
+        }
+        if cache.len + 1 > cache.max_len {
+            break StopReason::ContextFull;
+        }
+        let mut rec = Recorder::new(ctx);
+        let ids = ctx.upload_u32(&[id], &[1])?;
+        let x = model.lm.embed(&mut rec, &ids)?;
+        let logits = model.lm.forward(&mut rec, &x, cache, false)?;
+        let id_t = pick(&mut rec, &logits, cfg, &tokens, &mut rng)?;
+        dispatches += rec.len();
+        rec.submit()?;
+        id = ctx.read_u32(&id_t).await?[0];
+    };
+    stats.decode_ms = now_ms() - t1;
+    stats.generated_tokens = tokens.len();
+    let steps = tokens.len().saturating_sub(1).max(1);
+    stats.submissions_per_token = 1.0;
+    stats.dispatches_per_token = dispatches as f64 / steps as f64;
+    if stop == StopReason::Cancelled && cancel.is_cancelled() && tokens.is_empty() {
+        return Err(Error::Cancelled);
+    }
+    Ok(GenerationOutput { tokens, stop, stats })
+}

@@ -1,0 +1,426 @@
+//! Model architectures, one file each, and [`Model`]: a Llama-family decoder with an optional vision tower +
+//! adapter, loaded from a Hugging Face repo layout (safetensors) or from GGUF (+ `mmproj`).
+//!
+//! The adapter kind is an enum chosen by the checkpoint's config: Idefics3/SmolVLM's pixel shuffle + linear, or
+//! LLaVA's linear-GELU-linear MLP. Image features replace the embeddings of the `<image>` token positions, in order.
+
+pub mod gguf_names;
+pub mod llama;
+pub mod siglip;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, GpuContext, Recorder, Tensor};
+use crate::loader::gguf::Gguf;
+use crate::loader::safetensors::ShardedSafetensors;
+use crate::loader::WeightSource;
+use crate::nn::{Activation, GgufStore, Linear, LoadOptions, Mlp, VarBuilder, WeightStore};
+use crate::ops::vision;
+
+pub use llama::{Llama, LlamaConfig};
+pub use siglip::{VisionConfig, VisionTransformer};
+
+/// A set of named files (a Hugging Face repo snapshot, user-picked files, an in-memory map).
+pub trait ModelFiles {
+    fn open(&self, name: &str) -> Result<Box<dyn WeightSource>>;
+    fn exists(&self, name: &str) -> bool;
+    fn read_to_vec(&self, name: &str) -> Result<Vec<u8>> {
+        let s = self.open(name)?;
+        s.read_at(0, s.len())
+    }
+}
+
+/// A local directory.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct DirFiles(pub std::path::PathBuf);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ModelFiles for DirFiles {
+    fn open(&self, name: &str) -> Result<Box<dyn WeightSource>> {
+        Ok(Box::new(crate::loader::FileSource::open(self.0.join(name))?))
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.0.join(name).is_file()
+    }
+}
+
+/// Files held in memory (browser uploads, tests).
+#[derive(Default)]
+pub struct MemoryFiles(pub BTreeMap<String, std::sync::Arc<Vec<u8>>>);
+
+struct SharedBytes(std::sync::Arc<Vec<u8>>);
+
+impl WeightSource for SharedBytes {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.0.as_slice().read_exact_at(offset, buf)
+    }
+}
+
+impl ModelFiles for MemoryFiles {
+    fn open(&self, name: &str) -> Result<Box<dyn WeightSource>> {
+        let b = self.0.get(name).ok_or_else(|| Error::Io(format!("missing model file `{name}`")))?;
+        Ok(Box::new(SharedBytes(b.clone())))
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// How image features become LLM input embeddings.
+pub enum Connector {
+    /// Idefics3 / SmolVLM: pixel shuffle by `scale_factor`, then a bias-free linear.
+    PixelShuffleLinear { scale_factor: usize, proj: Linear },
+    /// LLaVA: linear → activation → linear.
+    Mlp(Mlp),
+}
+
+/// The vision half of a VLM.
+pub struct VisionStack {
+    pub tower: VisionTransformer,
+    pub connector: Connector,
+    /// Feed the connector the output after the tower's final LayerNorm (Idefics3) or before it (LLaVA's
+    /// `vision_feature_layer = -1`).
+    pub use_post_norm: bool,
+    pub image_token_id: u32,
+}
+
+impl VisionStack {
+    /// LLM input embeddings per image token: one image `pixels` [3, H, W] → [image_seq_len, D_text].
+    pub fn encode(&self, rec: &mut Recorder, pixels: &Tensor) -> Result<Tensor> {
+        let out = self.tower.forward(rec, pixels, None)?;
+        let feats = match (self.use_post_norm, out.post_norm) {
+            (true, Some(t)) => t,
+            _ => out.last_layer,
+        };
+        self.connect(rec, &feats)
+    }
+
+    pub fn connect(&self, rec: &mut Recorder, feats: &Tensor) -> Result<Tensor> {
+        match &self.connector {
+            Connector::PixelShuffleLinear { scale_factor, proj } => {
+                let shuffled = vision::pixel_shuffle(rec, feats, self.tower.cfg.grid(), *scale_factor)?;
+                proj.forward(rec, &shuffled)
+            }
+            Connector::Mlp(mlp) => mlp.forward(rec, feats),
+        }
+    }
+
+    /// Image tokens per image.
+    pub fn image_seq_len(&self) -> usize {
+        match &self.connector {
+            Connector::PixelShuffleLinear { scale_factor, .. } => self.tower.cfg.num_patches() / (scale_factor * scale_factor),
+            Connector::Mlp(_) => self.tower.cfg.num_patches(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Arch {
+    Llama,
+    Idefics3,
+    Llava,
+}
+
+/// A loaded model: the decoder, and the vision stack for VLMs.
+pub struct Model {
+    pub arch: Arch,
+    pub lm: Llama,
+    pub vision: Option<VisionStack>,
+}
+
+#[derive(Deserialize)]
+struct ArchProbe {
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Idefics3Json {
+    text_config: LlamaConfig,
+    vision_config: VisionConfig,
+    #[serde(default = "default_scale")]
+    scale_factor: usize,
+    #[serde(default = "default_image_token")]
+    image_token_id: u32,
+}
+fn default_scale() -> usize {
+    2
+}
+fn default_image_token() -> u32 {
+    49190
+}
+
+#[derive(Deserialize)]
+struct LlavaJson {
+    text_config: LlamaConfig,
+    vision_config: VisionConfig,
+    #[serde(default = "default_llava_image", alias = "image_token_id")]
+    image_token_index: u32,
+    #[serde(default = "default_gelu")]
+    projector_hidden_act: String,
+    #[serde(default = "default_true")]
+    multimodal_projector_bias: bool,
+    #[serde(default)]
+    vision_feature_layer: Option<i64>,
+    #[serde(default)]
+    vision_feature_select_strategy: Option<String>,
+}
+fn default_llava_image() -> u32 {
+    32000
+}
+fn default_gelu() -> String {
+    "gelu".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Parses a safetensors repo (single file or sharded index).
+pub fn open_safetensors(files: &dyn ModelFiles) -> Result<ShardedSafetensors> {
+    if files.exists("model.safetensors.index.json") {
+        let index = files.read_to_vec("model.safetensors.index.json")?;
+        ShardedSafetensors::open(&index, |shard| files.open(shard))
+    } else if files.exists("model.safetensors") {
+        ShardedSafetensors::single("model.safetensors", files.open("model.safetensors")?)
+    } else {
+        Err(Error::Io("no model.safetensors or model.safetensors.index.json in the model files".into()))
+    }
+}
+
+impl Model {
+    /// Loads a Hugging Face repo layout: `config.json` + safetensors.
+    pub fn load_hf(ctx: &GpuContext, files: &dyn ModelFiles, opts: LoadOptions, max_context: usize) -> Result<Model> {
+        let config = files.read_to_vec("config.json")?;
+        let store = open_safetensors(files)?;
+        Self::from_config(ctx, &config, &store, opts, max_context)
+    }
+
+    /// Builds the model that `config_json` describes from `store`.
+    pub fn from_config(
+        ctx: &GpuContext,
+        config_json: &[u8],
+        store: &dyn WeightStore,
+        opts: LoadOptions,
+        max_context: usize,
+    ) -> Result<Model> {
+        let bad = |e: serde_json::Error| Error::Config(format!("config.json: {e}"));
+        let probe: ArchProbe = serde_json::from_slice(config_json).map_err(bad)?;
+        let kind = probe.model_type.clone().unwrap_or_default();
+        let root = VarBuilder::new(store, ctx, opts);
+        match kind.as_str() {
+            "llama" | "mistral" | "smollm" | "smollm2" => {
+                let cfg: LlamaConfig = serde_json::from_slice(config_json).map_err(bad)?;
+                let ctx_len = max_context.min(cfg.max_position_embeddings.max(1));
+                let lm = Llama::load(cfg, &root.pp("model"), &root, ctx_len)?;
+                Ok(Model { arch: Arch::Llama, lm, vision: None })
+            }
+            "idefics3" | "smolvlm" => {
+                let c: Idefics3Json = serde_json::from_slice(config_json).map_err(bad)?;
+                let ctx_len = max_context.min(c.text_config.max_position_embeddings.max(1));
+                let m = root.pp("model");
+                let lm = Llama::load(c.text_config.clone(), &m.pp("text_model"), &root, ctx_len)?;
+                let tower = VisionTransformer::load(c.vision_config.clone(), &m.pp("vision_model"))?;
+                let d_in = c.vision_config.hidden_size * c.scale_factor * c.scale_factor;
+                if c.scale_factor == 0 || tower.cfg.grid() % c.scale_factor != 0 {
+                    return Err(Error::Config(format!("scale_factor {} must divide the patch grid {}", c.scale_factor, tower.cfg.grid())));
+                }
+                let proj = Linear::load(&m.pp("connector.modality_projection"), "proj", d_in, c.text_config.hidden_size, false)?;
+                let vision = VisionStack {
+                    tower,
+                    connector: Connector::PixelShuffleLinear { scale_factor: c.scale_factor, proj },
+                    use_post_norm: true,
+                    image_token_id: c.image_token_id,
+                };
+                Ok(Model { arch: Arch::Idefics3, lm, vision: Some(vision) })
+            }
+            "llava" => {
+                let c: LlavaJson = serde_json::from_slice(config_json).map_err(bad)?;
+                if c.vision_feature_layer.unwrap_or(-1) != -1 {
+                    return Err(Error::UnsupportedModel("LLaVA vision_feature_layer other than -1".into()));
+                }
+                if c.vision_feature_select_strategy.as_deref().unwrap_or("full") != "full" {
+                    return Err(Error::UnsupportedModel(
+                        "LLaVA vision_feature_select_strategy other than `full` (a SigLIP tower has no CLS token)".into(),
+                    ));
+                }
+                let ctx_len = max_context.min(c.text_config.max_position_embeddings.max(1));
+                // both the older (`language_model.model.*`) and newer (`model.language_model.*`) layouts exist
+                let (lm_vb, head_vb, tower_vb, proj_vb) = if root.contains("model.language_model.embed_tokens.weight") {
+                    (root.pp("model.language_model"), root.clone(), root.pp("model.vision_tower"), root.pp("model.multi_modal_projector"))
+                } else {
+                    (root.pp("language_model.model"), root.pp("language_model"), root.pp("vision_tower"), root.pp("multi_modal_projector"))
+                };
+                let tower_vb = if tower_vb.contains("vision_model.embeddings.patch_embedding.weight") { tower_vb.pp("vision_model") } else { tower_vb };
+                let lm = Llama::load(c.text_config.clone(), &lm_vb, &head_vb, ctx_len)?;
+                let tower = VisionTransformer::load(c.vision_config.clone(), &tower_vb)?;
+                let (dv, dt) = (c.vision_config.hidden_size, c.text_config.hidden_size);
+                let mlp = Mlp {
+                    fc1: Linear::load(&proj_vb, "linear_1", dv, dt, c.multimodal_projector_bias)?,
+                    fc2: Linear::load(&proj_vb, "linear_2", dt, dt, c.multimodal_projector_bias)?,
+                    act: Activation::from_hf(&c.projector_hidden_act)?,
+                };
+                let vision = VisionStack { tower, connector: Connector::Mlp(mlp), use_post_norm: false, image_token_id: c.image_token_index };
+                Ok(Model { arch: Arch::Llava, lm, vision: Some(vision) })
+            }
+            other => Err(Error::UnsupportedModel(format!(
+                "model_type `{other}` (architectures {:?}); supported: llama, idefics3/smolvlm, llava",
+                probe.architectures
+            ))),
+        }
+    }
+
+    /// Loads a llama.cpp GGUF text model and, optionally, its `mmproj` vision projector (SmolVLM/Idefics3 kind).
+    pub fn load_gguf(
+        ctx: &GpuContext,
+        text: Box<dyn WeightSource>,
+        mmproj: Option<Box<dyn WeightSource>>,
+        opts: LoadOptions,
+        max_context: usize,
+    ) -> Result<Model> {
+        let gguf = Gguf::parse(text.as_ref())?;
+        let arch = gguf.get_str("general.architecture")?.to_string();
+        if arch != "llama" {
+            return Err(Error::UnsupportedModel(format!("GGUF architecture `{arch}` (supported: llama)")));
+        }
+        let cfg = llama_config_from_gguf(&gguf)?;
+        let ctx_len = max_context.min(cfg.max_position_embeddings.max(1));
+        let store = GgufStore { gguf, src: text, map: gguf_names::llama, name: "GGUF text model".into() };
+        let root = VarBuilder::new(&store, ctx, opts);
+        let lm = Llama::load(cfg, &root.pp("model"), &root, ctx_len)?;
+        let Some(mm) = mmproj else {
+            return Ok(Model { arch: Arch::Llama, lm, vision: None });
+        };
+        let g = Gguf::parse(mm.as_ref())?;
+        let ptype = g.get_str("clip.projector_type").unwrap_or("").to_string();
+        if ptype != "idefics3" {
+            return Err(Error::UnsupportedModel(format!("mmproj projector_type `{ptype}` (supported: idefics3)")));
+        }
+        let u = |k: &str| g.get_u32(k).map(|v| v as usize);
+        let vcfg = VisionConfig {
+            hidden_size: u("clip.vision.embedding_length")?,
+            intermediate_size: u("clip.vision.feed_forward_length")?,
+            num_hidden_layers: u("clip.vision.block_count")?,
+            num_attention_heads: u("clip.vision.attention.head_count")?,
+            image_size: u("clip.vision.image_size")?,
+            patch_size: u("clip.vision.patch_size")?,
+            num_channels: 3,
+            layer_norm_eps: g.get_f32("clip.vision.attention.layer_norm_epsilon").unwrap_or(1e-6) as f64,
+            hidden_act: "gelu_pytorch_tanh".into(),
+        };
+        let scale_factor = u("clip.vision.projector.scale_factor").unwrap_or(2);
+        let image_token_id = image_token_from_gguf(&store.gguf).unwrap_or(default_image_token());
+        let mstore = GgufStore { gguf: g, src: mm, map: gguf_names::idefics3_mmproj, name: "mmproj".into() };
+        let mroot = VarBuilder::new(&mstore, ctx, opts);
+        let tower = VisionTransformer::load(vcfg.clone(), &mroot.pp("model.vision_model"))?;
+        let d_in = vcfg.hidden_size * scale_factor * scale_factor;
+        let proj = Linear::load(&mroot.pp("model.connector.modality_projection"), "proj", d_in, lm.cfg.hidden_size, false)?;
+        let vision = VisionStack {
+            tower,
+            connector: Connector::PixelShuffleLinear { scale_factor, proj },
+            use_post_norm: true,
+            image_token_id,
+        };
+        Ok(Model { arch: Arch::Idefics3, lm, vision: Some(vision) })
+    }
+
+    /// Input embeddings for a prompt: token embeddings, with the rows at `<image>` tokens replaced by the image
+    /// features (`images[i]` = [image_seq_len, D] from [`VisionStack::encode`], in prompt order).
+    pub fn embed_prompt(&self, rec: &mut Recorder, ids: &[u32], images: &[Tensor]) -> Result<Tensor> {
+        let vocab = self.lm.cfg.vocab_size as u32;
+        if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
+            return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        let t_ids = rec.ctx().upload_u32(ids, &[ids.len()])?;
+        let x = self.lm.embed(rec, &t_ids)?;
+        let positions: Vec<usize> = match &self.vision {
+            Some(v) => ids.iter().enumerate().filter(|(_, &t)| t == v.image_token_id).map(|(i, _)| i).collect(),
+            None => vec![],
+        };
+        let feature_rows: usize = images.iter().map(|t| t.rows()).sum();
+        if positions.len() != feature_rows {
+            return Err(Error::Shape {
+                op: "embed_prompt",
+                detail: format!("the prompt has {} image tokens but the images give {feature_rows} feature rows", positions.len()),
+            });
+        }
+        let d = x.cols();
+        let row = (d * 4) as u64;
+        let mut k = 0;
+        for img in images {
+            if img.cols() != d {
+                return Err(Error::Shape { op: "embed_prompt", detail: format!("image features {:?} vs hidden {d}", img.shape) });
+            }
+            // copy runs of consecutive image-token positions at once
+            let mut r = 0;
+            while r < img.rows() {
+                let start = positions[k];
+                let mut len = 1;
+                while r + len < img.rows() && positions[k + len] == start + len {
+                    len += 1;
+                }
+                rec.copy(img, r as u64 * row, &x, start as u64 * row, len as u64 * row)?;
+                r += len;
+                k += len;
+            }
+        }
+        Ok(x)
+    }
+
+    /// Bytes of weights on the GPU (decoder only; the vision tower is counted by the pool statistics).
+    pub fn lm_weight_bytes(&self) -> u64 {
+        self.lm.weight_bytes()
+    }
+}
+
+fn image_token_from_gguf(g: &Gguf) -> Option<u32> {
+    let tokens = g.get_str_array("tokenizer.ggml.tokens").ok()?;
+    tokens.iter().position(|t| *t == "<image>").map(|i| i as u32)
+}
+
+/// `LlamaConfig` from llama.cpp metadata. GGUF stores Q/K in the interleaved rotary order.
+pub fn llama_config_from_gguf(g: &Gguf) -> Result<LlamaConfig> {
+    let u = |k: &str| g.get_u32(&format!("llama.{k}")).map(|v| v as usize);
+    let heads = u("attention.head_count")?;
+    let hidden = u("embedding_length")?;
+    let vocab = match u("vocab_size") {
+        Ok(v) => v,
+        Err(_) => g.get_str_array("tokenizer.ggml.tokens")?.len(),
+    };
+    let tied = g.tensor("output.weight").is_none();
+    let eos = g.get_u32("tokenizer.ggml.eos_token_id").ok();
+    let bos = g.get_u32("tokenizer.ggml.bos_token_id").ok();
+    Ok(LlamaConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: u("feed_forward_length")?,
+        num_hidden_layers: u("block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(u("attention.head_count_kv").unwrap_or(heads)),
+        head_dim: Some(u("rope.dimension_count").unwrap_or(hidden / heads.max(1))),
+        rms_norm_eps: g.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
+        rope_theta: g.get_f32("llama.rope.freq_base").unwrap_or(10000.0) as f64,
+        rope_scaling: None,
+        rope_parameters: None,
+        max_position_embeddings: u("context_length").unwrap_or(2048),
+        tie_word_embeddings: tied,
+        hidden_act: "silu".into(),
+        attention_bias: false,
+        mlp_bias: false,
+        bos_token_id: bos.map(|v| v.into()),
+        eos_token_id: eos.map(|v| v.into()),
+        interleaved_rope: true,
+    })
+}
+
+/// The dtype names the CLI and the JS API accept.
+pub fn parse_dtype(s: &str) -> Result<Option<DType>> {
+    if s == "auto" { Ok(None) } else { s.parse().map(Some) }
+}

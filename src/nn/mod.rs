@@ -1,0 +1,138 @@
+//! Layers shared by the model files: dtype-dispatching [`Linear`], norms, embedding, the MLPs, and the
+//! [`KvCache`]. Each layer is built from a [`VarBuilder`] scope and records its forward pass into a
+//! [`Recorder`](crate::gpu::Recorder).
+
+mod weights;
+
+pub use weights::{GgufStore, LoadOptions, TensorMeta, VarBuilder, WeightStore};
+
+use crate::error::Result;
+use crate::gpu::{DType, GpuContext, Recorder, Tensor};
+use crate::ops::{elementwise, matmul, norm};
+
+/// `y = x·Wᵀ + b`; the kernel is chosen by the weight's dtype (f32, f16, Q8_0, Q4_0, Q4_1).
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+}
+
+impl Linear {
+    /// `name.weight` `[out, in]` and, when `bias`, `name.bias` `[out]`.
+    pub fn load(vb: &VarBuilder, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let vb = vb.pp(name);
+        let w = vb.matrix("weight", [out_dim, in_dim])?;
+        let b = if bias { Some(vb.f32("bias", &[out_dim])?) } else { None };
+        Ok(Self { w, b })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        matmul::linear(rec, x, &self.w, self.b.as_ref())
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.w.shape[0]
+    }
+}
+
+pub struct RmsNorm {
+    pub w: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(vb: &VarBuilder, name: &str, dim: usize, eps: f32) -> Result<Self> {
+        Ok(Self { w: vb.pp(name).f32("weight", &[dim])?, eps })
+    }
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        norm::rms_norm(rec, x, &self.w, self.eps)
+    }
+}
+
+pub struct LayerNorm {
+    pub w: Tensor,
+    pub b: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(vb: &VarBuilder, name: &str, dim: usize, eps: f32) -> Result<Self> {
+        let vb = vb.pp(name);
+        Ok(Self { w: vb.f32("weight", &[dim])?, b: vb.f32("bias", &[dim])?, eps })
+    }
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        norm::layer_norm(rec, x, &self.w, &self.b, self.eps)
+    }
+}
+
+/// Activation functions by their Hugging Face `hidden_act` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    GeluTanh,
+    GeluErf,
+    Silu,
+}
+
+impl Activation {
+    pub fn from_hf(name: &str) -> Result<Self> {
+        Ok(match name {
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" | "quick_gelu_tanh" => Activation::GeluTanh,
+            "gelu" => Activation::GeluErf,
+            "silu" | "swish" => Activation::Silu,
+            other => return Err(crate::Error::Config(format!("unsupported activation `{other}`"))),
+        })
+    }
+    pub fn forward(self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let op = match self {
+            Activation::GeluTanh => elementwise::Unary::GeluTanh,
+            Activation::GeluErf => elementwise::Unary::GeluErf,
+            Activation::Silu => elementwise::Unary::Silu,
+        };
+        elementwise::unary(rec, op, x)
+    }
+}
+
+/// Two linear layers with an activation between (ViT MLP, LLaVA projector): `fc2(act(fc1(x)))`.
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub act: Activation,
+}
+
+impl Mlp {
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let h = self.fc1.forward(rec, x)?;
+        let h = self.act.forward(rec, &h)?;
+        self.fc2.forward(rec, &h)
+    }
+}
+
+/// Per-layer key and value caches `[max_len, n_kv_heads, head_dim]`, allocated once per context length.
+pub struct KvCache {
+    pub k: Vec<Tensor>,
+    pub v: Vec<Tensor>,
+    /// Rows filled so far.
+    pub len: usize,
+    pub max_len: usize,
+}
+
+impl KvCache {
+    pub fn new(ctx: &GpuContext, layers: usize, max_len: usize, kv_heads: usize, head_dim: usize) -> Result<Self> {
+        let shape = [max_len, kv_heads, head_dim];
+        let mut k = Vec::with_capacity(layers);
+        let mut v = Vec::with_capacity(layers);
+        for _ in 0..layers {
+            k.push(ctx.empty(&shape, DType::F32)?);
+            v.push(ctx.empty(&shape, DType::F32)?);
+        }
+        Ok(Self { k, v, len: 0, max_len })
+    }
+
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Bytes on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.k.iter().chain(&self.v).map(|t| t.bytes()).sum()
+    }
+}
