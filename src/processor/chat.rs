@@ -24,7 +24,9 @@ use crate::loader::gguf::Gguf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ContentPart {
-    Text { text: String },
+    Text {
+        text: String,
+    },
     /// An image placeholder; the template writes the model's image marker (e.g. `<image>`).
     Image {},
 }
@@ -47,12 +49,18 @@ pub struct Message {
 impl Message {
     /// A plain-text message.
     pub fn text(role: &str, text: &str) -> Self {
-        Self { role: role.into(), content: Content::Text(text.into()) }
+        Self {
+            role: role.into(),
+            content: Content::Text(text.into()),
+        }
     }
 
     /// A message of parts, e.g. `[ContentPart::Image {}, ContentPart::Text { .. }]`.
     pub fn parts(role: &str, parts: Vec<ContentPart>) -> Self {
-        Self { role: role.into(), content: Content::Parts(parts) }
+        Self {
+            role: role.into(),
+            content: Content::Parts(parts),
+        }
     }
 }
 
@@ -66,7 +74,9 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("source", &self.source).finish()
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -96,16 +106,29 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_filter("tojson", tojson_filter);
-        env.add_template_owned("chat", source.to_string()).map_err(tmpl_err)?;
-        Ok(Self { env, source: source.to_string(), bos_token: None, eos_token: None })
+        env.add_template_owned("chat", source.to_string())
+            .map_err(tmpl_err)?;
+        Ok(Self {
+            env,
+            source: source.to_string(),
+            bos_token: None,
+            eos_token: None,
+        })
     }
 
     /// Set the special tokens the template can use as `bos_token` / `eos_token`.
-    pub fn with_special_tokens(mut self, bos_token: Option<String>, eos_token: Option<String>) -> Self {
+    pub fn with_special_tokens(
+        mut self,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+    ) -> Self {
         self.bos_token = bos_token;
         self.eos_token = eos_token;
         self
@@ -113,8 +136,8 @@ impl ChatTemplate {
 
     /// From `tokenizer_config.json` (its `chat_template`, `bos_token`, `eos_token`).
     pub fn from_tokenizer_config(json: &str) -> Result<Self> {
-        let v: Value =
-            serde_json::from_str(json).map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
+        let v: Value = serde_json::from_str(json)
+            .map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
         let source = match v.get("chat_template") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(list)) => list
@@ -132,16 +155,20 @@ impl ChatTemplate {
                 ))
             }
         };
-        Ok(Self::new(&source)?.with_special_tokens(token_str(v.get("bos_token")), token_str(v.get("eos_token"))))
+        Ok(Self::new(&source)?
+            .with_special_tokens(token_str(v.get("bos_token")), token_str(v.get("eos_token"))))
     }
 
     /// From `chat_template.json` (`{"chat_template": "..."}`).
     pub fn from_chat_template_json(json: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(json).map_err(|e| Error::Template(format!("chat_template.json: {e}")))?;
+        let v: Value = serde_json::from_str(json)
+            .map_err(|e| Error::Template(format!("chat_template.json: {e}")))?;
         let s = v
             .get("chat_template")
             .and_then(|s| s.as_str())
-            .ok_or_else(|| Error::Template("chat_template.json has no chat_template string".into()))?;
+            .ok_or_else(|| {
+                Error::Template("chat_template.json has no chat_template string".into())
+            })?;
         Self::new(s)
     }
 
@@ -155,7 +182,10 @@ impl ChatTemplate {
             let id = gguf.get_u32(key).ok()? as usize;
             tokens.as_ref()?.get(id).map(|s| s.to_string())
         };
-        Ok(Self::new(src)?.with_special_tokens(tok("tokenizer.ggml.bos_token_id"), tok("tokenizer.ggml.eos_token_id")))
+        Ok(Self::new(src)?.with_special_tokens(
+            tok("tokenizer.ggml.bos_token_id"),
+            tok("tokenizer.ggml.eos_token_id"),
+        ))
     }
 
     /// The template source.
@@ -169,7 +199,12 @@ impl ChatTemplate {
     }
 
     /// Like [`ChatTemplate::render`], with extra template variables (a JSON object, e.g. `{"tools": [...]}`).
-    pub fn render_with(&self, messages: &[Message], add_generation_prompt: bool, extra: &Value) -> Result<String> {
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        extra: &Value,
+    ) -> Result<String> {
         let extra = match extra {
             Value::Object(_) => JValue::from_serialize(extra),
             _ => JValue::from(()),
@@ -244,11 +279,19 @@ fn py_json(
                 } else if f.is_finite() {
                     out.push_str(&f.to_string());
                 } else {
-                    out.push_str(if f.is_nan() { "NaN" } else if f > 0.0 { "Infinity" } else { "-Infinity" });
+                    out.push_str(if f.is_nan() {
+                        "NaN"
+                    } else if f > 0.0 {
+                        "Infinity"
+                    } else {
+                        "-Infinity"
+                    });
                 }
             }
         }
-        ValueKind::String => out.push_str(&serde_json::to_string(v.as_str().unwrap_or_default()).unwrap_or_default()),
+        ValueKind::String => {
+            out.push_str(&serde_json::to_string(v.as_str().unwrap_or_default()).unwrap_or_default())
+        }
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<JValue> = v.try_iter()?.collect();
             if items.is_empty() {
@@ -281,7 +324,10 @@ fn py_json(
                     out.push_str(item_sep);
                 }
                 newline(out, depth + 1);
-                let ks = k.as_str().map(String::from).unwrap_or_else(|| k.to_string());
+                let ks = k
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| k.to_string());
                 out.push_str(&serde_json::to_string(&ks).unwrap_or_default());
                 out.push_str(": ");
                 py_json(&v.get_item(k)?, indent, sort, depth + 1, out)?;
@@ -300,8 +346,19 @@ mod tests {
 
     #[test]
     fn trim_and_lstrip_blocks_like_transformers() {
-        let t = ChatTemplate::new("{% for m in messages %}\n  {{ m.role }}:{{ m.content }}\n{% endfor %}").unwrap();
-        let s = t.render(&[Message::text("user", "hi"), Message::text("assistant", "yo")], false).unwrap();
+        let t = ChatTemplate::new(
+            "{% for m in messages %}\n  {{ m.role }}:{{ m.content }}\n{% endfor %}",
+        )
+        .unwrap();
+        let s = t
+            .render(
+                &[
+                    Message::text("user", "hi"),
+                    Message::text("assistant", "yo"),
+                ],
+                false,
+            )
+            .unwrap();
         assert_eq!(s, "  user:hi\n  assistant:yo\n");
     }
 
@@ -313,25 +370,42 @@ mod tests {
         assert!(e.to_string().contains("need a system message"), "{e}");
         let t = ChatTemplate::new("{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}{% endfor %}")
             .unwrap();
-        assert_eq!(t.render(&[Message::text("a", "1"), Message::text("b", "2")], false).unwrap(), "1");
+        assert_eq!(
+            t.render(&[Message::text("a", "1"), Message::text("b", "2")], false)
+                .unwrap(),
+            "1"
+        );
     }
 
     #[test]
     fn tojson_is_python_json_dumps() {
-        let t = ChatTemplate::new("{{ messages[0] | tojson }}|{{ {'a': [1, 2]} | tojson(indent=2) }}").unwrap();
+        let t =
+            ChatTemplate::new("{{ messages[0] | tojson }}|{{ {'a': [1, 2]} | tojson(indent=2) }}")
+                .unwrap();
         let s = t.render(&[Message::text("user", "<é>\"")], false).unwrap();
-        assert_eq!(s, "{\"role\": \"user\", \"content\": \"<é>\\\"\"}|{\n  \"a\": [\n    1,\n    2\n  ]\n}");
+        assert_eq!(
+            s,
+            "{\"role\": \"user\", \"content\": \"<é>\\\"\"}|{\n  \"a\": [\n    1,\n    2\n  ]\n}"
+        );
     }
 
     #[test]
     fn python_string_methods() {
-        let t = ChatTemplate::new("{{ messages[0].content.strip().upper() }}{{ messages[0].content.startswith(' a') }}")
-            .unwrap();
-        assert_eq!(t.render(&[Message::text("user", " ab ")], false).unwrap(), "ABTrue"); // as Jinja2 prints Python booleans
+        let t = ChatTemplate::new(
+            "{{ messages[0].content.strip().upper() }}{{ messages[0].content.startswith(' a') }}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&[Message::text("user", " ab ")], false).unwrap(),
+            "ABTrue"
+        ); // as Jinja2 prints Python booleans
     }
 
     #[test]
     fn bad_template_is_an_error() {
-        assert!(matches!(ChatTemplate::new("{% for %}"), Err(Error::Template(_))));
+        assert!(matches!(
+            ChatTemplate::new("{% for %}"),
+            Err(Error::Template(_))
+        ));
     }
 }
