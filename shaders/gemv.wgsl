@@ -17,6 +17,7 @@
 override WG: u32 = 64u;   // invocations per workgroup
 override ROWS: u32 = 64u; // output rows per workgroup (== WG without subgroups)
 override MR: u32 = 1u;    // rows of x, 1..4
+override RPT: u32 = 1u;   // output rows per invocation without subgroups: 4 (only with MR == 1) or 1
 
 struct Params {
     m: u32,
@@ -60,12 +61,14 @@ fn i8x4(v: u32) -> vec4<f32> {
     return vec4<f32>(vec4<i32>(i32(v << 24u), i32(v << 16u), i32(v << 8u), i32(v)) >> vec4<u32>(24u));
 }
 
-fn lo4(v: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
+// Nibbles as i32 before the float conversion: i32 -> f32 is one instruction on x86 (what lavapipe and
+// SwiftShader run on), u32 -> f32 is a multi-instruction sequence. `off` is 8 for Q4_0 (q - 8), 0 for Q4_1.
+fn lo4(v: u32, off: i32) -> vec4<f32> {
+    return vec4<f32>(vec4<i32>((vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u)) - vec4<i32>(off));
 }
 
-fn hi4(v: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(v) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
+fn hi4(v: u32, off: i32) -> vec4<f32> {
+    return vec4<f32>(vec4<i32>((vec4<u32>(v) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u)) - vec4<i32>(off));
 }
 
 // Partial dot products of weight row `row` with the MR rows of x over the chunks lane, lane + stride, ...
@@ -106,20 +109,19 @@ fn row_dot(fmt: u32, row: u32, lane: u32, stride: u32) -> vec4<f32> {
         }
     } else if (fmt == FMT_Q4_0) {
         let bpr = p.k / 32u;
-        let eight = vec4<f32>(8.0);
         for (var j = lane; j < bpr; j += stride) {
             let b = row * bpr + j;
             let q = w[b];
             let xi = 8u * j;
             // word t: low nibbles = elements 4t..4t+3, high nibbles = elements 16+4t..16+4t+3
-            var s = accum(vec4<f32>(0.0), lo4(q.x) - eight, xi, k4);
-            s = accum(s, lo4(q.y) - eight, xi + 1u, k4);
-            s = accum(s, lo4(q.z) - eight, xi + 2u, k4);
-            s = accum(s, lo4(q.w) - eight, xi + 3u, k4);
-            s = accum(s, hi4(q.x) - eight, xi + 4u, k4);
-            s = accum(s, hi4(q.y) - eight, xi + 5u, k4);
-            s = accum(s, hi4(q.z) - eight, xi + 6u, k4);
-            s = accum(s, hi4(q.w) - eight, xi + 7u, k4);
+            var s = accum(vec4<f32>(0.0), lo4(q.x, 8), xi, k4);
+            s = accum(s, lo4(q.y, 8), xi + 1u, k4);
+            s = accum(s, lo4(q.z, 8), xi + 2u, k4);
+            s = accum(s, lo4(q.w, 8), xi + 3u, k4);
+            s = accum(s, hi4(q.x, 8), xi + 4u, k4);
+            s = accum(s, hi4(q.y, 8), xi + 5u, k4);
+            s = accum(s, hi4(q.z, 8), xi + 6u, k4);
+            s = accum(s, hi4(q.w, 8), xi + 7u, k4);
             let ds = unpack2x16float(word(p.scales_offset + b / 2u));
             acc += s * select(ds.x, ds.y, (b & 1u) == 1u);
         }
@@ -133,14 +135,14 @@ fn row_dot(fmt: u32, row: u32, lane: u32, stride: u32) -> vec4<f32> {
             let d = vec4<f32>(dm.x);
             let m = vec4<f32>(dm.y);
             let xi = 8u * j;
-            acc = accum(acc, fma(lo4(q.x), d, m), xi, k4);
-            acc = accum(acc, fma(lo4(q.y), d, m), xi + 1u, k4);
-            acc = accum(acc, fma(lo4(q.z), d, m), xi + 2u, k4);
-            acc = accum(acc, fma(lo4(q.w), d, m), xi + 3u, k4);
-            acc = accum(acc, fma(hi4(q.x), d, m), xi + 4u, k4);
-            acc = accum(acc, fma(hi4(q.y), d, m), xi + 5u, k4);
-            acc = accum(acc, fma(hi4(q.z), d, m), xi + 6u, k4);
-            acc = accum(acc, fma(hi4(q.w), d, m), xi + 7u, k4);
+            acc = accum(acc, fma(lo4(q.x, 0), d, m), xi, k4);
+            acc = accum(acc, fma(lo4(q.y, 0), d, m), xi + 1u, k4);
+            acc = accum(acc, fma(lo4(q.z, 0), d, m), xi + 2u, k4);
+            acc = accum(acc, fma(lo4(q.w, 0), d, m), xi + 3u, k4);
+            acc = accum(acc, fma(hi4(q.x, 0), d, m), xi + 4u, k4);
+            acc = accum(acc, fma(hi4(q.y, 0), d, m), xi + 5u, k4);
+            acc = accum(acc, fma(hi4(q.z, 0), d, m), xi + 6u, k4);
+            acc = accum(acc, fma(hi4(q.w, 0), d, m), xi + 7u, k4);
         }
     }
     return acc;
@@ -153,6 +155,97 @@ fn store(row: u32, acc: vec4<f32>) {
     if (MR > 1u) { y[p.n + row] = acc.y + b; }
     if (MR > 2u) { y[2u * p.n + row] = acc.z + b; }
     if (MR > 3u) { y[3u * p.n + row] = acc.w + b; }
+}
+
+// ---- MR == 1 without subgroups: RPT = 4 rows per invocation --------------------------------------------------
+// On lavapipe / SwiftShader every load is a per-lane gather, and x's loads cost as much as w's; dotting each x
+// chunk with 4 weight rows cuts the x loads per weight byte by 4. Rows past N re-read row N-1 and are not stored.
+
+fn f16_dot(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
+    return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x0)
+         + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x1);
+}
+
+fn q8_0_blk(b: u32, xs: array<vec4<f32>, 8>) -> f32 {
+    let q0 = w[2u * b];
+    let q1 = w[2u * b + 1u];
+    let s = dot(i8x4(q0.x), xs[0]) + dot(i8x4(q0.y), xs[1]) + dot(i8x4(q0.z), xs[2]) + dot(i8x4(q0.w), xs[3])
+          + dot(i8x4(q1.x), xs[4]) + dot(i8x4(q1.y), xs[5]) + dot(i8x4(q1.z), xs[6]) + dot(i8x4(q1.w), xs[7]);
+    let ds = unpack2x16float(word(p.scales_offset + b / 2u));
+    return s * select(ds.x, ds.y, (b & 1u) == 1u);
+}
+
+// Q4 blocks without per-nibble shifts or offsets (this loop is ALU-bound on CPU adapters): a nibble masked in
+// place is an exact integer q·2^(8c) (c = byte in the word), so it is dotted with x pre-scaled by 2^-(8c) (exact:
+// powers of two), shared by the 4 rows. The offsets are applied per block: Σ(q−8)x = Σqx − 8Σx (Q4_0) and
+// Σ(qd + m)x = dΣqx + mΣx (Q4_1). `xs` holds x·(1, 2^-8, 2^-16, 2^-24) for elements 0..15 (low nibbles) and
+// 16..31 (high nibbles, shifted down by 4 first).
+fn q4_sum(q: vec4<u32>, xs: array<vec4<f32>, 8>) -> f32 {
+    let m = vec4<u32>(0xFu, 0xF00u, 0xF0000u, 0xF000000u);
+    let lo = vec4<u32>(q.x, q.y, q.z, q.w) & vec4<u32>(0x0F0F0F0Fu);
+    let hi = (vec4<u32>(q.x, q.y, q.z, q.w) >> vec4<u32>(4u)) & vec4<u32>(0x0F0F0F0Fu);
+    return dot(vec4<f32>(vec4<i32>(vec4<u32>(lo.x) & m)), xs[0]) + dot(vec4<f32>(vec4<i32>(vec4<u32>(lo.y) & m)), xs[1])
+         + dot(vec4<f32>(vec4<i32>(vec4<u32>(lo.z) & m)), xs[2]) + dot(vec4<f32>(vec4<i32>(vec4<u32>(lo.w) & m)), xs[3])
+         + dot(vec4<f32>(vec4<i32>(vec4<u32>(hi.x) & m)), xs[4]) + dot(vec4<f32>(vec4<i32>(vec4<u32>(hi.y) & m)), xs[5])
+         + dot(vec4<f32>(vec4<i32>(vec4<u32>(hi.z) & m)), xs[6]) + dot(vec4<f32>(vec4<i32>(vec4<u32>(hi.w) & m)), xs[7]);
+}
+
+fn q4_0_blk(b: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    let ds = unpack2x16float(word(p.scales_offset + b / 2u));
+    return (q4_sum(w[b], xs) - 8.0 * xsum) * select(ds.x, ds.y, (b & 1u) == 1u);
+}
+
+fn q4_1_blk(b: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    let dm = unpack2x16float(word(p.scales_offset + b));
+    return q4_sum(w[b], xs) * dm.x + dm.y * xsum;
+}
+
+fn blk_dot(fmt: u32, b: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
+    if (fmt == FMT_Q8_0) { return q8_0_blk(b, xs); }
+    if (fmt == FMT_Q4_0) { return q4_0_blk(b, xs, xsum); }
+    return q4_1_blk(b, xs, xsum);
+}
+
+// y[row0 + r] for r in 0..4, as one vec4.
+fn rows4_dot(fmt: u32, row0: u32) -> vec4<f32> {
+    let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+    var acc = vec4<f32>(0.0);
+    if (fmt == FMT_F32) {
+        let k4 = p.k / 4u;
+        let base = r * k4;
+        for (var i = 0u; i < k4; i++) {
+            let xv = x[i];
+            acc += vec4<f32>(dot(bitcast<vec4<f32>>(w[base.x + i]), xv), dot(bitcast<vec4<f32>>(w[base.y + i]), xv),
+                             dot(bitcast<vec4<f32>>(w[base.z + i]), xv), dot(bitcast<vec4<f32>>(w[base.w + i]), xv));
+        }
+    } else if (fmt == FMT_F16) {
+        let k8 = p.k / 8u;
+        let base = r * k8;
+        for (var i = 0u; i < k8; i++) {
+            let x0 = x[2u * i];
+            let x1 = x[2u * i + 1u];
+            acc += vec4<f32>(f16_dot(w[base.x + i], x0, x1), f16_dot(w[base.y + i], x0, x1),
+                             f16_dot(w[base.z + i], x0, x1), f16_dot(w[base.w + i], x0, x1));
+        }
+    } else {
+        let bpr = p.k / 32u;
+        let base = r * bpr;
+        for (var j = 0u; j < bpr; j++) {
+            let xi = 8u * j;
+            var xs = array<vec4<f32>, 8>(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u],
+                                         x[xi + 4u], x[xi + 5u], x[xi + 6u], x[xi + 7u]);
+            var xsum = 0.0;
+            if (fmt != FMT_Q8_0) {
+                let one = vec4<f32>(1.0);
+                xsum = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7], one);
+                let sc = vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+                for (var t = 0u; t < 8u; t++) { xs[t] *= sc; }
+            }
+            acc += vec4<f32>(blk_dot(fmt, base.x + j, xs, xsum), blk_dot(fmt, base.y + j, xs, xsum),
+                             blk_dot(fmt, base.z + j, xs, xsum), blk_dot(fmt, base.w + j, xs, xsum));
+        }
+    }
+    return acc;
 }
 
 #ifdef SUBGROUPS
@@ -198,6 +291,22 @@ fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 }
 #else
 fn gemv(fmt: u32, wg: u32, li: u32) {
+    if (RPT == 4u) {
+        // MR == 1: ROWS == 4 * WG
+        let row0 = wg * ROWS + 4u * li;
+        if (row0 >= p.n) { return; }
+        let acc = rows4_dot(fmt, row0);
+        var b = vec4<f32>(0.0);
+        if (p.has_bias != 0u) {
+            let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+            b = vec4<f32>(bias[r.x], bias[r.y], bias[r.z], bias[r.w]);
+        }
+        let v = acc + b;
+        for (var i = 0u; i < 4u; i++) {
+            if (row0 + i < p.n) { y[row0 + i] = v[i]; }
+        }
+        return;
+    }
     let row = wg * ROWS + li;
     if (li >= ROWS || row >= p.n) { return; }
     store(row, row_dot(fmt, row, 0u, 1u));

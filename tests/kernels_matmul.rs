@@ -28,7 +28,17 @@ fn gamma(n: usize) -> f64 {
 
 /// Checks `got` against `cpu_linear` with the per-element accumulation bound from the module docs.
 #[allow(clippy::too_many_arguments)]
-fn check_linear(what: &str, got: &[f32], x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>) -> Result<(), String> {
+fn check_linear(
+    what: &str,
+    got: &[f32],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    quant: bool,
+) -> Result<(), String> {
     let want = mm::cpu_linear(x, m, k, w, n, bias);
     if got.len() != want.len() {
         return Err(format!("{what}: {} outputs, expected {}", got.len(), want.len()));
@@ -39,6 +49,15 @@ fn check_linear(what: &str, got: &[f32], x: &[f32], m: usize, k: usize, w: &[f32
             let mut mag: f64 = bias.map_or(0.0, |b| b[j].abs() as f64);
             for t in 0..k {
                 mag += (x[i * k + t] as f64 * w[j * k + t] as f64).abs();
+            }
+            if quant {
+                // The Q4 GEMV applies the block offset once per block (Σ(q−8)x = Σqx − 8Σx, Σ(qd+m)x = dΣqx + mΣx),
+                // so its intermediate sums reach Σ|x|·3·max|w| over the block (|qd| ≤ 2·max|w|, |m|, |8d| ≤ max|w|).
+                for blk in 0..k / 32 {
+                    let r = &w[j * k + blk * 32..j * k + blk * 32 + 32];
+                    let amax = r.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
+                    mag += x[i * k + blk * 32..i * k + blk * 32 + 32].iter().map(|v| v.abs() as f64).sum::<f64>() * 3.0 * amax;
+                }
             }
             let (gv, wv) = (got[i * n + j], want[i * n + j]);
             let tol = g * mag + U * wv.abs() as f64 + 1e-30;
@@ -77,7 +96,7 @@ async fn run_linear(
         return Err(format!("{what}: output shape {:?}", y.shape));
     }
     let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
-    check_linear(&what, &got, &x, m, k, &w_deq, n, with_bias.then_some(&b[..]))
+    check_linear(&what, &got, &x, m, k, &w_deq, n, with_bias.then_some(&b[..]), dtype.is_quantized())
 }
 
 const MS: &[usize] = &[1, 2, 3, 17, 64, 129];
@@ -91,6 +110,9 @@ async fn float_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
             for (j, &k) in [8usize, 96, 200].iter().enumerate() {
                 let m = [1, 2, 3, 4][(i + j) % 4];
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemv, (i + j) % 2 == 0).await?;
+                if ctx.caps.subgroups {
+                    run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
+                }
             }
             for (j, &m) in MS.iter().enumerate() {
                 let k = [1usize, 37, 75, 96, 33, 130][(i + j) % 6];
@@ -113,6 +135,9 @@ async fn quant_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
             for (j, &k) in [32usize, 96, 576].iter().enumerate() {
                 let m = [1, 2, 3, 4][(i + j) % 4];
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemv, (i + j) % 2 == 0).await?;
+                if ctx.caps.subgroups {
+                    run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
+                }
             }
             for (j, &m) in MS.iter().enumerate() {
                 let k = [32usize, 96, 576][(i + j) % 3];
@@ -156,7 +181,7 @@ async fn linear_keeps_leading_dims() -> Result<(), String> {
     }
     let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
     let w_deq = mm::cpu_roundtrip(&w, DType::Q8_0).map_err(|e| e.to_string())?;
-    check_linear("leading dims", &got, &x, 6, k, &w_deq, n, None)
+    check_linear("leading dims", &got, &x, 6, k, &w_deq, n, None, true)
 }
 
 /// General f32 matmul: plain, transposed, batched, batched with a shared B; odd sizes.
@@ -197,6 +222,7 @@ async fn matmul_general() -> Result<(), String> {
                         &wt,
                         n,
                         None,
+                        false,
                     )?;
                 }
             }
@@ -223,7 +249,9 @@ async fn dequant_matches_gguf_fixtures() -> Result<(), String> {
     for (dtype, bytes, deq) in fixtures {
         let want: Vec<f32> = bytemuck::pod_collect_to_vec(deq);
         let tw = mm::upload_ggml(&ctx, bytes, &[rows, cols], dtype).map_err(|e| format!("{dtype}: {e}"))?;
-        for path in [Path::Gemv, Path::Gemm] {
+        let paths: &[Path] =
+            if ctx.caps.subgroups { &[Path::Gemv, Path::GemvSubgroups, Path::Gemm] } else { &[Path::Gemv, Path::Gemm] };
+        for &path in paths {
             let mut rec = Recorder::new(&ctx);
             let y = mm::linear_with(&mut rec, &tx, &tw, None, path).map_err(|e| format!("{dtype}: {e}"))?;
             rec.submit().map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@
 //! without, one invocation per row (no barriers: they are expensive on lavapipe and SwiftShader).
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, DType, GpuContext, PipelineKey, Recorder, Tensor};
+use crate::gpu::{grid_1d, Binding, Caps, DType, GpuContext, PipelineKey, Recorder, Tensor};
 use crate::loader::{self, quant};
 
 use super::{expect_dtype, params};
@@ -54,12 +54,24 @@ struct GemmParams {
 pub enum Path {
     /// GEMV when M ≤ [`GEMV_MAX_M`] and the weight rows are vec4-aligned, GEMM otherwise.
     Auto,
+    /// The GEMV in the variant [`use_subgroup_gemv`] picks for this adapter.
     Gemv,
+    /// The subgroup GEMV even where it is not the default ([`Error::MissingFeature`] without subgroups).
+    GemvSubgroups,
     Gemm,
 }
 
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Shape { op, detail: format!("{what} = {v} does not fit in u32") })
+}
+
+/// Whether [`linear`]'s GEMV gives each output row a subgroup. Only on adapters with subgroups that are not
+/// CPU emulations: on lavapipe (llvmpipe) the one-invocation-per-row kernel measured faster (see
+/// docs/benchmarks.md), and SwiftShader never reports subgroups through wgpu's WebGPU backend.
+pub fn use_subgroup_gemv(caps: &Caps) -> bool {
+    let name = caps.adapter_name.to_ascii_lowercase();
+    let cpu = ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|s| name.contains(s));
+    caps.subgroups && !cpu
 }
 
 /// Whether the GEMV can read weight rows of length `k` of `dtype` as whole vec4 words.
@@ -117,7 +129,10 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
     }
     let use_gemv = match path {
         Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
-        Path::Gemv => {
+        Path::Gemv | Path::GemvSubgroups => {
+            if path == Path::GemvSubgroups && !rec.ctx().caps.subgroups {
+                return Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() });
+            }
             if !gemv_supports(w.dtype, k) {
                 return Err(Error::Shape { op: OP, detail: format!("the GEMV needs vec4-aligned {} rows, K = {k}", w.dtype) });
             }
@@ -129,7 +144,7 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
         for m0 in (0..m).step_by(GEMV_MAX_M) {
             let mr = (m - m0).min(GEMV_MAX_M);
-            gemv(rec, x, m0, mr, w, bias, &out, n, k)?;
+            gemv(rec, x, m0, mr, w, bias, &out, n, k, path == Path::GemvSubgroups)?;
         }
     } else {
         gemm(rec, x, w, bias, &out, m, n, k, 1, [0, 0, 0], true)?;
@@ -160,10 +175,11 @@ fn gemv(
     out: &Tensor,
     n: usize,
     k: usize,
+    force_subgroups: bool,
 ) -> Result<()> {
     const OP: &str = "gemv";
     let ctx = rec.ctx();
-    let subgroups = ctx.caps.subgroups;
+    let subgroups = force_subgroups || use_subgroup_gemv(&ctx.caps);
     let entry = match w.dtype {
         DType::F32 => "gemv_f32",
         DType::F16 => "gemv_f16",
@@ -172,12 +188,15 @@ fn gemv(
         DType::Q4_1 => "gemv_q4_1",
         DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
     };
-    let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG };
+    // rows per invocation without subgroups: 4 for a single x row (each x load serves 4 weight rows)
+    let rpt = if !subgroups && mr == 1 { 4 } else { 1 };
+    let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG * rpt };
     let key = PipelineKey::new("gemv", entry)
         .define_if(subgroups, "SUBGROUPS")
         .constant("WG", GEMV_WG)
         .constant("ROWS", rows_per_wg)
-        .constant("MR", mr as u32);
+        .constant("MR", mr as u32)
+        .constant("RPT", rpt);
     let p = GemvParams {
         m: mr as u32,
         n: u32_dim(OP, "N", n)?,
