@@ -65,8 +65,9 @@ pub struct AttnPlan {
 }
 
 impl AttnPlan {
-    /// The default plan: split over keys only when Tq·Hq rows leave the device idle.
-    pub fn auto(tq: usize, hq: usize, kv_len: usize) -> Self {
+    /// The default plan: split over keys only when Tq·Hq rows leave the device idle. (`_hkv` is part of the
+    /// signature so a plan may depend on the kv-head layout; this one does not.)
+    pub fn auto(tq: usize, hq: usize, _hkv: usize, kv_len: usize) -> Self {
         let rows = (tq * hq).max(1);
         let want = TARGET_INVOCATIONS.div_ceil(rows);
         let max_split = kv_len.div_ceil(MIN_CHUNK).max(1);
@@ -123,7 +124,8 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttnParams) -> Result<(usize, u
 
 /// `softmax(q kᵀ · scale + mask) v` per head. See the module docs for layouts; returns `[Tq, Hq, D]`.
 pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p: &AttnParams) -> Result<Tensor> {
-    let plan = AttnPlan::auto(q.shape.first().copied().unwrap_or(0), q.shape.get(1).copied().unwrap_or(0), p.kv_len);
+    let (tq, hq, hkv, _, _) = check(q, k, v, p)?;
+    let plan = AttnPlan::auto(tq, hq, hkv, p.kv_len);
     attention_with_plan(rec, q, k, v, p, plan)
 }
 
