@@ -538,3 +538,99 @@ fn smollm2_stream_decoder_utf8_boundaries() {
     assert_eq!(s.flush().unwrap(), None);
     assert_eq!(out, text);
 }
+
+// ---- Pillow resampling, CLIP/SigLIP processors, decoders (tests/fixtures/processor/resize.*) -------------------
+
+use webvlm::processor::image::{RgbImage, SimpleImageConfig, SimpleImageProcessor};
+use webvlm::processor::resize::{resize_u8, resize_u8_with, Filter, PassOrder};
+
+fn resize_fixture() -> (Value, HashMap<String, (String, Vec<usize>, Vec<u8>)>) {
+    let dir = root().join("tests/fixtures/processor");
+    let j = serde_json::from_slice(&std::fs::read(dir.join("resize.json")).unwrap()).unwrap();
+    (j, safetensors(&dir.join("resize.safetensors")))
+}
+
+/// Every filter, up/down/one-axis/extreme ratios: bit-exact with Pillow's `Image.resize`.
+#[test]
+fn resize_is_bit_exact_with_pillow() {
+    let (j, st) = resize_fixture();
+    for (i, case) in j["resize_cases"].as_array().unwrap().iter().enumerate() {
+        let s: Vec<usize> = case["src"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let d: Vec<usize> = case["dst"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let src = &st[&format!("case{i}.src")].2;
+        for (name, code) in j["filters"].as_object().unwrap() {
+            let f = Filter::from_pil(code.as_u64().unwrap() as u32).unwrap();
+            let got = resize_u8(src, s[0], s[1], 3, d[0], d[1], f).unwrap();
+            let want = &st[&format!("case{i}.{name}")].2;
+            let n_diff = got.iter().zip(want).filter(|(a, b)| a != b).count();
+            let max = got.iter().zip(want).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap_or(0);
+            assert_eq!(
+                n_diff, 0,
+                "case {i} {s:?}->{d:?} {name}: {n_diff} of {} bytes differ (max {max} levels)",
+                got.len()
+            );
+        }
+    }
+}
+
+/// Pillow 13 runs the vertical pass first when the height shrinks much more than the width; the uint8 rounding
+/// between the passes makes the order visible (Pillow ≤ 12 order: a different result on this case).
+#[test]
+fn pass_order_is_pillow13s() {
+    let (_, st) = resize_fixture();
+    let src = &st["case7.src"].2; // 3x40 -> 1x1, box
+    let want = &st["case7.box"].2;
+    assert_eq!(&resize_u8(src, 3, 40, 3, 1, 1, Filter::Box).unwrap(), want);
+    let old = resize_u8_with(src, 3, 40, 3, 1, 1, Filter::Box, PassOrder::HorizontalFirst).unwrap();
+    assert_ne!(&old, want, "horizontal-first (Pillow <= 12) should differ here");
+}
+
+fn chelsea_simple(name: &str) -> (ProcessedImage, Vec<f32>, Vec<usize>) {
+    let (j, st) = resize_fixture();
+    let cfg = SimpleImageConfig::from_json(&j[name]["config"].to_string()).unwrap();
+    let out = SimpleImageProcessor::new(cfg).unwrap().process(&[chelsea()]).unwrap();
+    let (_, shape, bytes) = &st[&format!("{name}.pixel_values")];
+    (out, f32s(bytes), shape.clone())
+}
+
+#[test]
+fn clip_processor_matches_transformers() {
+    let (out, want, shape) = chelsea_simple("clip");
+    assert_eq!(shape, [1, 3, 32, 32]);
+    assert_eq!((out.n_images, out.height, out.width), (1, 32, 32));
+    let (d, i) = max_abs_diff(&out.pixel_values, &want);
+    println!("clip: max |Δ| = {d:e}");
+    assert!(d <= 1e-5, "clip: max |Δ| {d} at {i}");
+}
+
+#[test]
+fn siglip_processor_matches_transformers() {
+    let (out, want, shape) = chelsea_simple("siglip");
+    assert_eq!(shape, [1, 3, 48, 48]);
+    assert_eq!((out.n_images, out.height, out.width), (1, 48, 48));
+    let (d, i) = max_abs_diff(&out.pixel_values, &want);
+    println!("siglip: max |Δ| = {d:e}");
+    assert!(d <= 1e-5, "siglip: max |Δ| {d} at {i}");
+}
+
+/// WebP lossless decodes to the exact pixels; JPEG within a few levels of Pillow's libjpeg-turbo.
+#[test]
+fn webp_and_jpeg_decode_close_to_pillow() {
+    let (_, st) = resize_fixture();
+    let dir = root().join("tests/fixtures/processor");
+    let crop = &st["crop.pixels"].2;
+    let webp = decode_image(&std::fs::read(dir.join("chelsea_lossless.webp")).unwrap()).unwrap();
+    assert_eq!((webp.width, webp.height), (128, 96));
+    assert_eq!(&webp.data, crop, "lossless WebP must decode to the source pixels");
+    assert_eq!(&webp.data, &st["webp.pil_decoded"].2);
+
+    let jpeg: RgbImage = decode_image(&std::fs::read(dir.join("chelsea_q90.jpg")).unwrap()).unwrap();
+    assert_eq!((jpeg.width, jpeg.height), (128, 96));
+    let pil = &st["jpeg.pil_decoded"].2;
+    let diffs: Vec<i32> = jpeg.data.iter().zip(pil).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+    let max = *diffs.iter().max().unwrap();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    let exact = diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64;
+    println!("jpeg vs Pillow: max {max} levels, mean {mean:.3}, {:.1}% exact", exact * 100.0);
+    assert!(max <= 8 && mean < 1.0, "JPEG decode too far from Pillow's: max {max}, mean {mean}");
+}

@@ -520,8 +520,9 @@ pub enum SizeSpec {
     },
 }
 
-/// Settings of a CLIP/SigLIP/DINOv2-style `preprocessor_config.json` (unknown keys ignored). Defaults are
-/// `CLIPImageProcessor`'s (shortest edge 224, bicubic, center crop 224, OpenAI CLIP mean/std).
+/// Settings of a CLIP/SigLIP/DINOv2-style `preprocessor_config.json` (unknown keys ignored). Keys that are
+/// absent default to: resize shortest edge 224, bicubic, no center crop (CLIP and DINOv2 configs spell out
+/// `do_center_crop`/`crop_size`; SigLIP's have none), rescale 1/255, OpenAI CLIP mean/std.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct SimpleImageConfig {
@@ -531,7 +532,7 @@ pub struct SimpleImageConfig {
     /// Pillow filter code (2 bilinear, 3 bicubic, ...).
     pub resample: u32,
     pub do_center_crop: bool,
-    pub crop_size: SizeSpec,
+    pub crop_size: Option<SizeSpec>,
     pub do_rescale: bool,
     pub rescale_factor: f64,
     pub do_normalize: bool,
@@ -550,12 +551,8 @@ impl Default for SimpleImageConfig {
                 width: None,
             },
             resample: 3,
-            do_center_crop: true,
-            crop_size: SizeSpec::Dict {
-                shortest_edge: None,
-                height: Some(224),
-                width: Some(224),
-            },
+            do_center_crop: false,
+            crop_size: None,
             do_rescale: true,
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
@@ -613,7 +610,10 @@ impl SimpleImageProcessor {
     }
 
     fn crop_hw(&self) -> Result<(usize, usize)> {
-        match self.config.crop_size {
+        let Some(crop) = self.config.crop_size else {
+            return Err(Error::Config("do_center_crop is set but crop_size is missing".into()));
+        };
+        match crop {
             SizeSpec::Int(s) => Ok((s, s)),
             SizeSpec::Dict {
                 height: Some(h),

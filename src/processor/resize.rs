@@ -1,12 +1,17 @@
 //! Pillow-exact image resampling for 8-bit images (what `PIL.Image.resize` does on an `RGB`/`L` image).
 //!
 //! Port of Pillow's `src/libImaging/Resample.c` (`precompute_coeffs`, `normalize_coeffs_8bpc`,
-//! `ImagingResampleHorizontal_8bpc`, `ImagingResampleVertical_8bpc`, `ImagingResampleInner`):
+//! `ImagingResampleHorizontal_8bpc`, `ImagingResampleVertical_8bpc`, `ImagingResampleInner`; Pillow 13.0.0
+//! Resample.c#L841-L990) and, for `NEAREST`, `ImagingScaleAffine` (Geometry.c#L866):
 //! <https://github.com/python-pillow/Pillow/blob/main/src/libImaging/Resample.c>
 //!
 //! The algorithm, as Pillow runs it for `uint8` images:
-//! - separable, two passes: **horizontal first** (only when the width changes), then **vertical** (only when
-//!   the height changes); the intermediate image is `uint8` (each pass rounds and clamps to 0..=255);
+//! - separable, two passes, each only when that side changes; the intermediate image is `uint8` (each pass rounds
+//!   and clamps to 0..=255). **Pass order**: Pillow ≤ 12 always runs the horizontal pass first; Pillow 13
+//!   (`ImagingResampleInner`, "run the vertical pass first, to make the horizontal pass faster") runs the vertical
+//!   pass first when `in_h - out_h > 0 && in_h - out_h > 2 * (in_w - out_w)`. The order changes results by a
+//!   level here and there, so it is selectable ([`PassOrder`]); the default follows Pillow 13, which made the
+//!   transformers fixtures;
 //! - per output pixel, the filter is centred at `(x + 0.5) * scale` in input coordinates and stretched by
 //!   `max(scale, 1)` (antialiasing when downscaling), support = `filter.support * max(scale, 1)`, taps from
 //!   `trunc(center - support + 0.5)` to `trunc(center + support + 0.5)` clipped to the image;
@@ -245,15 +250,23 @@ fn vertical(src: &[u8], w: usize, h_in: usize, c: usize, h_out: usize, filter: F
     out
 }
 
-/// Nearest neighbour as Pillow's affine transform does it: source index `floor((x + 0.5) * in / out)`.
+/// Nearest neighbour as Pillow does it (`_resize` → `ImagingTransform` affine → `ImagingScaleAffine`): the source
+/// coordinate starts at `scale / 2` and is accumulated in `f64` (`xo += a[0]`), index = `(int)xo`.
 fn nearest(src: &[u8], w_in: usize, h_in: usize, c: usize, w_out: usize, h_out: usize) -> Vec<u8> {
-    let sx = w_in as f64 / w_out as f64;
-    let sy = h_in as f64 / h_out as f64;
+    let a0 = w_in as f64 / w_out as f64;
+    let a4 = h_in as f64 / h_out as f64;
+    let mut xin = Vec::with_capacity(w_out);
+    let mut xo = a0 * 0.5;
+    for _ in 0..w_out {
+        xin.push((xo as usize).min(w_in - 1));
+        xo += a0;
+    }
     let mut out = vec![0u8; w_out * h_out * c];
+    let mut yo = a4 * 0.5;
     for y in 0..h_out {
-        let yi = (((y as f64 + 0.5) * sy) as usize).min(h_in - 1);
-        for x in 0..w_out {
-            let xi = (((x as f64 + 0.5) * sx) as usize).min(w_in - 1);
+        let yi = (yo as usize).min(h_in - 1);
+        yo += a4;
+        for (x, &xi) in xin.iter().enumerate() {
             let s = (yi * w_in + xi) * c;
             let d = (y * w_out + x) * c;
             out[d..d + c].copy_from_slice(&src[s..s + c]);
@@ -262,8 +275,18 @@ fn nearest(src: &[u8], w_in: usize, h_in: usize, c: usize, w_out: usize, h_out: 
     out
 }
 
+/// Which separable pass runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PassOrder {
+    /// Pillow ≥ 13: vertical first when the height shrinks by more than twice as many pixels as the width.
+    #[default]
+    Pillow13,
+    /// Pillow ≤ 12: always horizontal, then vertical.
+    HorizontalFirst,
+}
+
 /// Resize an interleaved 8-bit image `[height, width, channels]` (channels 1..=4) to `new_width × new_height`
-/// exactly as Pillow's `Image.resize((new_width, new_height), filter)` does (no `box`, no `reducing_gap`).
+/// exactly as Pillow 13's `Image.resize((new_width, new_height), filter)` does (no `box`, no `reducing_gap`).
 pub fn resize_u8(
     src: &[u8],
     width: usize,
@@ -272,6 +295,30 @@ pub fn resize_u8(
     new_width: usize,
     new_height: usize,
     filter: Filter,
+) -> Result<Vec<u8>> {
+    resize_u8_with(
+        src,
+        width,
+        height,
+        channels,
+        new_width,
+        new_height,
+        filter,
+        PassOrder::default(),
+    )
+}
+
+/// [`resize_u8`] with an explicit pass order (to match an older Pillow).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_u8_with(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    new_width: usize,
+    new_height: usize,
+    filter: Filter,
+    order: PassOrder,
 ) -> Result<Vec<u8>> {
     if !(1..=4).contains(&channels) {
         return Err(Error::Image(format!(
@@ -290,21 +337,43 @@ pub fn resize_u8(
             width * height * channels
         )));
     }
+    if width == new_width && height == new_height {
+        return Ok(src.to_vec());
+    }
     if filter == Filter::Nearest {
         return Ok(nearest(src, width, height, channels, new_width, new_height));
     }
-    // ImagingResampleInner: horizontal pass only if the width changes, vertical only if the height changes
-    let tmp;
-    let after_h: &[u8] = if new_width != width {
-        tmp = horizontal(src, width, height, channels, new_width, filter);
-        &tmp
-    } else {
-        src
+    let (need_h, need_v) = (new_width != width, new_height != height);
+    // Pillow 13 Resample.c ImagingResampleInner: `horizontal_first = !((in_h - out_h) > 0 &&
+    // (in_h - out_h) > (in_w - out_w) * 2)`
+    let dh = height as i64 - new_height as i64;
+    let dw = width as i64 - new_width as i64;
+    let horizontal_first = match order {
+        PassOrder::HorizontalFirst => true,
+        PassOrder::Pillow13 => !(dh > 0 && dh > dw * 2),
     };
-    Ok(if new_height != height {
-        vertical(after_h, new_width, height, channels, new_height, filter)
+    Ok(if horizontal_first {
+        let tmp = if need_h {
+            horizontal(src, width, height, channels, new_width, filter)
+        } else {
+            src.to_vec()
+        };
+        if need_v {
+            vertical(&tmp, new_width, height, channels, new_height, filter)
+        } else {
+            tmp
+        }
     } else {
-        after_h.to_vec()
+        let tmp = if need_v {
+            vertical(src, width, height, channels, new_height, filter)
+        } else {
+            src.to_vec()
+        };
+        if need_h {
+            horizontal(&tmp, width, new_height, channels, new_width, filter)
+        } else {
+            tmp
+        }
     })
 }
 
