@@ -25,8 +25,11 @@ fn fixture_json() -> Value {
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
 }
 
+/// name → (dtype, shape, raw bytes)
+type Tensors = HashMap<String, (String, Vec<usize>, Vec<u8>)>;
+
 /// Minimal safetensors reader (the format: u64 header length, JSON header, raw little-endian data).
-fn safetensors(path: &Path) -> HashMap<String, (String, Vec<usize>, Vec<u8>)> {
+fn safetensors(path: &Path) -> Tensors {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: HashMap<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
@@ -544,7 +547,7 @@ fn smollm2_stream_decoder_utf8_boundaries() {
 use webvlm::processor::image::{RgbImage, SimpleImageConfig, SimpleImageProcessor};
 use webvlm::processor::resize::{resize_u8, resize_u8_with, Filter, PassOrder};
 
-fn resize_fixture() -> (Value, HashMap<String, (String, Vec<usize>, Vec<u8>)>) {
+fn resize_fixture() -> (Value, Tensors) {
     let dir = root().join("tests/fixtures/processor");
     let j = serde_json::from_slice(&std::fs::read(dir.join("resize.json")).unwrap()).unwrap();
     (j, safetensors(&dir.join("resize.safetensors")))
@@ -555,17 +558,33 @@ fn resize_fixture() -> (Value, HashMap<String, (String, Vec<usize>, Vec<u8>)>) {
 fn resize_is_bit_exact_with_pillow() {
     let (j, st) = resize_fixture();
     for (i, case) in j["resize_cases"].as_array().unwrap().iter().enumerate() {
-        let s: Vec<usize> = case["src"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-        let d: Vec<usize> = case["dst"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let s: Vec<usize> = case["src"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let d: Vec<usize> = case["dst"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let src = &st[&format!("case{i}.src")].2;
         for (name, code) in j["filters"].as_object().unwrap() {
             let f = Filter::from_pil(code.as_u64().unwrap() as u32).unwrap();
             let got = resize_u8(src, s[0], s[1], 3, d[0], d[1], f).unwrap();
             let want = &st[&format!("case{i}.{name}")].2;
             let n_diff = got.iter().zip(want).filter(|(a, b)| a != b).count();
-            let max = got.iter().zip(want).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap_or(0);
+            let max = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (*a as i32 - *b as i32).abs())
+                .max()
+                .unwrap_or(0);
             assert_eq!(
-                n_diff, 0,
+                n_diff,
+                0,
                 "case {i} {s:?}->{d:?} {name}: {n_diff} of {} bytes differ (max {max} levels)",
                 got.len()
             );
@@ -582,13 +601,19 @@ fn pass_order_is_pillow13s() {
     let want = &st["case7.box"].2;
     assert_eq!(&resize_u8(src, 3, 40, 3, 1, 1, Filter::Box).unwrap(), want);
     let old = resize_u8_with(src, 3, 40, 3, 1, 1, Filter::Box, PassOrder::HorizontalFirst).unwrap();
-    assert_ne!(&old, want, "horizontal-first (Pillow <= 12) should differ here");
+    assert_ne!(
+        &old, want,
+        "horizontal-first (Pillow <= 12) should differ here"
+    );
 }
 
 fn chelsea_simple(name: &str) -> (ProcessedImage, Vec<f32>, Vec<usize>) {
     let (j, st) = resize_fixture();
     let cfg = SimpleImageConfig::from_json(&j[name]["config"].to_string()).unwrap();
-    let out = SimpleImageProcessor::new(cfg).unwrap().process(&[chelsea()]).unwrap();
+    let out = SimpleImageProcessor::new(cfg)
+        .unwrap()
+        .process(&[chelsea()])
+        .unwrap();
     let (_, shape, bytes) = &st[&format!("{name}.pixel_values")];
     (out, f32s(bytes), shape.clone())
 }
@@ -621,16 +646,31 @@ fn webp_and_jpeg_decode_close_to_pillow() {
     let crop = &st["crop.pixels"].2;
     let webp = decode_image(&std::fs::read(dir.join("chelsea_lossless.webp")).unwrap()).unwrap();
     assert_eq!((webp.width, webp.height), (128, 96));
-    assert_eq!(&webp.data, crop, "lossless WebP must decode to the source pixels");
+    assert_eq!(
+        &webp.data, crop,
+        "lossless WebP must decode to the source pixels"
+    );
     assert_eq!(&webp.data, &st["webp.pil_decoded"].2);
 
-    let jpeg: RgbImage = decode_image(&std::fs::read(dir.join("chelsea_q90.jpg")).unwrap()).unwrap();
+    let jpeg: RgbImage =
+        decode_image(&std::fs::read(dir.join("chelsea_q90.jpg")).unwrap()).unwrap();
     assert_eq!((jpeg.width, jpeg.height), (128, 96));
     let pil = &st["jpeg.pil_decoded"].2;
-    let diffs: Vec<i32> = jpeg.data.iter().zip(pil).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
+    let diffs: Vec<i32> = jpeg
+        .data
+        .iter()
+        .zip(pil)
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .collect();
     let max = *diffs.iter().max().unwrap();
     let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
     let exact = diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64;
-    println!("jpeg vs Pillow: max {max} levels, mean {mean:.3}, {:.1}% exact", exact * 100.0);
-    assert!(max <= 8 && mean < 1.0, "JPEG decode too far from Pillow's: max {max}, mean {mean}");
+    println!(
+        "jpeg vs Pillow: max {max} levels, mean {mean:.3}, {:.1}% exact",
+        exact * 100.0
+    );
+    assert!(
+        max <= 8 && mean < 1.0,
+        "JPEG decode too far from Pillow's: max {max}, mean {mean}"
+    );
 }
