@@ -38,7 +38,13 @@ async fn replay(seen: Seen, req: Request, header: &str, want: &str, fixture_name
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     seen.lock().unwrap().push((parts.uri.path().to_string(), parts.headers.clone(), body));
     if parts.headers.get(header).and_then(|v| v.to_str().ok()) != Some(want) {
-        return (StatusCode::UNAUTHORIZED, json_response(r#"{"message":"The provided API key is invalid.","code":"invalid_api_key","type":"auth"}"#.into())).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            json_response(
+                r#"{"message":"The provided API key is invalid.","code":"invalid_api_key","type":"auth"}"#.into(),
+            ),
+        )
+            .into_response();
     }
     json_response(fixture(fixture_name))
 }
@@ -46,20 +52,37 @@ async fn replay(seen: Seen, req: Request, header: &str, want: &str, fixture_name
 async fn engines() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let app = Router::new()
-        .route("/indexes/corpus/search", post(|State(s): State<Seen>, r: Request| replay(s, r, "authorization", "Bearer meili-key", "meilisearch_search.json")))
-        .route("/corpus/_search", post(|State(s): State<Seen>, r: Request| async move {
-            // Accept either an Elasticsearch API key or OpenSearch basic auth (admin:secret).
-            let auth = r.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let want = if auth.starts_with("Basic") { "Basic YWRtaW46c2VjcmV0" } else { "ApiKey es-key" };
-            replay(s, r, "authorization", want, "opensearch_search.json").await
-        }))
-        .route("/collections/corpus/points/query", post(|State(s): State<Seen>, r: Request| replay(s, r, "api-key", "qdrant-key", "qdrant_query.json")))
+        .route(
+            "/indexes/corpus/search",
+            post(|State(s): State<Seen>, r: Request| {
+                replay(s, r, "authorization", "Bearer meili-key", "meilisearch_search.json")
+            }),
+        )
+        .route(
+            "/corpus/_search",
+            post(|State(s): State<Seen>, r: Request| async move {
+                // Accept either an Elasticsearch API key or OpenSearch basic auth (admin:secret).
+                let auth = r.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let want = if auth.starts_with("Basic") { "Basic YWRtaW46c2VjcmV0" } else { "ApiKey es-key" };
+                replay(s, r, "authorization", want, "opensearch_search.json").await
+            }),
+        )
+        .route(
+            "/collections/corpus/points/query",
+            post(|State(s): State<Seen>, r: Request| replay(s, r, "api-key", "qdrant-key", "qdrant_query.json")),
+        )
         .route("/indexes/garbage/search", post(|| async { json_response(r#"{"hits":"not a list"}"#.into()) }))
-        .route("/html/v1/search", get(|| async { ([("content-type", "text/html")], "<html><body>502 Bad Gateway</body></html>") }))
-        .route("/slow/v1/search", get(|| async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            "{}"
-        }))
+        .route(
+            "/html/v1/search",
+            get(|| async { ([("content-type", "text/html")], "<html><body>502 Bad Gateway</body></html>") }),
+        )
+        .route(
+            "/slow/v1/search",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "{}"
+            }),
+        )
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -90,12 +113,20 @@ async fn meilisearch_hits_map_to_search_v1() {
     assert_eq!(body, json!({"q": "red circle on a white flag", "limit": 3, "showRankingScore": true}));
 
     // Filters travel as a Meilisearch filter expression.
-    let req = SearchRequest { filters: Some(SearchFilters { source: Some("webvlm-corpus".into()) }), ..SearchRequest::new("flag", 2) };
+    let req = SearchRequest {
+        filters: Some(SearchFilters { source: Some("webvlm-corpus".into()) }),
+        ..SearchRequest::new("flag", 2)
+    };
     client.search_with(&req).await.unwrap();
     assert_eq!(seen.lock().unwrap()[1].2["filter"], "source = 'webvlm-corpus'");
 
     // A wrong key is the engine's 401, reported with its message.
-    let bad_key = RetrievalClient::new(RetrievalConfig::Meilisearch { base_url: base, index: "corpus".into(), api_key: Some("nope".into()) }).unwrap();
+    let bad_key = RetrievalClient::new(RetrievalConfig::Meilisearch {
+        base_url: base,
+        index: "corpus".into(),
+        api_key: Some("nope".into()),
+    })
+    .unwrap();
     match bad_key.search("flag", 3).await {
         Err(Error::Http { detail, .. }) => assert!(detail.contains("401"), "{detail}"),
         other => panic!("expected Error::Http, got {other:?}"),
@@ -105,8 +136,16 @@ async fn meilisearch_hits_map_to_search_v1() {
 #[tokio::test]
 async fn opensearch_hits_map_to_search_v1() {
     let (base, seen) = engines().await;
-    for auth in [OpenSearchAuth::ApiKey("es-key".into()), OpenSearchAuth::Basic { username: "admin".into(), password: "secret".into() }] {
-        let client = RetrievalClient::new(RetrievalConfig::OpenSearch { base_url: format!("{base}/"), index: "corpus".into(), auth: Some(auth) }).unwrap();
+    for auth in [
+        OpenSearchAuth::ApiKey("es-key".into()),
+        OpenSearchAuth::Basic { username: "admin".into(), password: "secret".into() },
+    ] {
+        let client = RetrievalClient::new(RetrievalConfig::OpenSearch {
+            base_url: format!("{base}/"),
+            index: "corpus".into(),
+            auth: Some(auth),
+        })
+        .unwrap();
         let r = client.search("why do zebras have stripes", 2).await.unwrap();
         assert_eq!((r.engine.as_str(), r.total, r.took_ms), ("opensearch", 24, 7.0));
         assert_eq!(r.results.len(), 2);
@@ -158,17 +197,25 @@ async fn qdrant_needs_a_vector_and_maps_points() {
 
 #[tokio::test]
 async fn search_v1_against_the_embedded_server() {
-    let h = Server::bind(ServerConfig { corpus: Some(CORPUS.into()), port: 0, ..Default::default() }).await.unwrap().spawn();
+    let h = Server::bind(ServerConfig { corpus: Some(CORPUS.into()), port: 0, ..Default::default() })
+        .await
+        .unwrap()
+        .spawn();
     let client = RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: h.base_url() }).unwrap();
     let r = client.search("mushroom with a red cap and white spots", 3).await.unwrap();
     assert_eq!(r.engine, "webvlm-bm25");
     assert_eq!(r.results[0].id, "fly-agaric");
     assert!(r.results.len() <= 3);
-    let req = SearchRequest { filters: Some(SearchFilters { source: Some("nowhere".into()) }), ..SearchRequest::new("mushroom", 3) };
+    let req = SearchRequest {
+        filters: Some(SearchFilters { source: Some("nowhere".into()) }),
+        ..SearchRequest::new("mushroom", 3)
+    };
     assert_eq!(client.search_with(&req).await.unwrap().total, 0, "filters go by POST");
     // The server's structured 400 becomes Error::Http carrying its code and message.
     match client.search(&"x".repeat(2000), 3).await {
-        Err(Error::Http { detail, .. }) => assert!(detail.contains("query_too_long") && detail.contains("400"), "{detail}"),
+        Err(Error::Http { detail, .. }) => {
+            assert!(detail.contains("query_too_long") && detail.contains("400"), "{detail}")
+        }
         other => panic!("expected Error::Http, got {other:?}"),
     }
     assert!(matches!(client.search("x", 0).await, Err(Error::Config(_))));
@@ -194,24 +241,44 @@ async fn failures_are_typed() {
     }
     let html = RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: format!("{base}/html") }).unwrap();
     assert!(matches!(html.search("x", 3).await, Err(Error::BadResponse { .. })));
-    let garbage = RetrievalClient::new(RetrievalConfig::Meilisearch { base_url: base.clone(), index: "garbage".into(), api_key: None }).unwrap();
+    let garbage = RetrievalClient::new(RetrievalConfig::Meilisearch {
+        base_url: base.clone(),
+        index: "garbage".into(),
+        api_key: None,
+    })
+    .unwrap();
     match garbage.search("x", 3).await {
-        Err(Error::BadResponse { service, detail }) => assert!(service == "meilisearch" && detail.contains("hits"), "{detail}"),
+        Err(Error::BadResponse { service, detail }) => {
+            assert!(service == "meilisearch" && detail.contains("hits"), "{detail}")
+        }
         other => panic!("expected Error::BadResponse, got {other:?}"),
     }
-    let slow = RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: format!("{base}/slow") }).unwrap().with_timeout(Duration::from_millis(200));
+    let slow = RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: format!("{base}/slow") })
+        .unwrap()
+        .with_timeout(Duration::from_millis(200));
     let started = std::time::Instant::now();
     assert!(matches!(slow.search("x", 3).await, Err(Error::Timeout { ms: 200, .. })));
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(matches!(RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: "not a url".into() }), Err(Error::Config(_))));
+    assert!(matches!(
+        RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: "not a url".into() }),
+        Err(Error::Config(_))
+    ));
 }
 
 #[test]
 fn config_round_trips_as_tagged_json() {
-    let c: RetrievalConfig = serde_json::from_value(json!({"kind": "open_search", "base_url": "http://localhost:9200", "index": "docs",
-        "auth": {"basic": {"username": "u", "password": "p"}}})).unwrap();
-    assert_eq!(c, RetrievalConfig::OpenSearch { base_url: "http://localhost:9200".into(), index: "docs".into(),
-        auth: Some(OpenSearchAuth::Basic { username: "u".into(), password: "p".into() }) });
+    let c: RetrievalConfig =
+        serde_json::from_value(json!({"kind": "open_search", "base_url": "http://localhost:9200", "index": "docs",
+        "auth": {"basic": {"username": "u", "password": "p"}}}))
+        .unwrap();
+    assert_eq!(
+        c,
+        RetrievalConfig::OpenSearch {
+            base_url: "http://localhost:9200".into(),
+            index: "docs".into(),
+            auth: Some(OpenSearchAuth::Basic { username: "u".into(), password: "p".into() })
+        }
+    );
     let v = serde_json::to_value(RetrievalConfig::SearchV1 { base_url: "http://127.0.0.1:8080".into() }).unwrap();
     assert_eq!(v, json!({"kind": "search_v1", "base_url": "http://127.0.0.1:8080"}));
 }

@@ -132,7 +132,8 @@ async fn get_and_post_agree_and_filters_apply() {
     assert_eq!(via_post.results[0].id, "giraffe");
 
     // default top_k is 5; the source filter restricts results.
-    let r: SearchResponse = client.post(&url).json(&json!({"query": "red"})).send().await.unwrap().json().await.unwrap();
+    let r: SearchResponse =
+        client.post(&url).json(&json!({"query": "red"})).send().await.unwrap().json().await.unwrap();
     assert_eq!(r.results.len(), 5);
     let body = json!({"query": "red", "filters": {"source": "webvlm-corpus"}});
     let r: SearchResponse = client.post(&url).json(&body).send().await.unwrap().json().await.unwrap();
@@ -194,12 +195,9 @@ async fn limits_answer_with_json_errors() {
 #[tokio::test]
 async fn cors_echoes_only_allowed_origins() {
     let allowed = "http://localhost:5173";
-    let h = start(ServerConfig {
-        corpus: Some(CORPUS.into()),
-        cors_origins: vec![allowed.into()],
-        ..Default::default()
-    })
-    .await;
+    let h =
+        start(ServerConfig { corpus: Some(CORPUS.into()), cors_origins: vec![allowed.into()], ..Default::default() })
+            .await;
     let url = format!("{}/v1/search?q=zebra&k=1", h.base_url());
     let client = reqwest::Client::new();
     let r = client.get(&url).header("origin", allowed).send().await.unwrap();
@@ -362,7 +360,10 @@ async fn hostile_corpus_is_indexed_safely() {
     let xss = r.results.iter().find(|x| x.id == "xss").unwrap();
     assert_eq!(xss.title, "<script>alert('owned')</script> Lighthouse", "kept verbatim, as plain text");
     assert_eq!(xss.url, "", "javascript: URLs are dropped");
-    assert_eq!(xss.snippet, "<img src=x onerror=alert(1)> A lighthouse is a tower with a bright lamp that guides ships.");
+    assert_eq!(
+        xss.snippet,
+        "<img src=x onerror=alert(1)> A lighthouse is a tower with a bright lamp that guides ships."
+    );
     let big = r.results.iter().find(|x| x.id == "big").unwrap();
     assert!(big.snippet.chars().count() < 300);
     h.shutdown().await.unwrap();

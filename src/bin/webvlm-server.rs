@@ -73,8 +73,16 @@ mod native {
                 eprintln!(
                     "corpus: {} lines, {} indexed, {} skipped (invalid UTF-8 {}, invalid JSON {}, too long {}, \
                      missing fields {}, duplicate ids {}), {} truncated, {} non-web URLs dropped",
-                    r.lines, r.accepted, r.skipped(), r.invalid_utf8, r.invalid_json, r.too_long, r.missing_fields,
-                    r.duplicate_ids, r.truncated, r.dropped_urls
+                    r.lines,
+                    r.accepted,
+                    r.skipped(),
+                    r.invalid_utf8,
+                    r.invalid_json,
+                    r.too_long,
+                    r.missing_fields,
+                    r.duplicate_ids,
+                    r.truncated,
+                    r.dropped_urls
                 );
             }
             eprintln!("{} documents; listening on http://{}", server.documents(), server.local_addr());

@@ -56,7 +56,10 @@ pub enum RetrievalConfig {
 pub enum OpenSearchAuth {
     /// `Authorization: ApiKey …` (Elasticsearch API keys, base64 `id:key`).
     ApiKey(String),
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
 }
 
 /// Send + Sync natively (the client's futures can move between tokio threads); nothing on wasm32, where
@@ -109,8 +112,9 @@ impl RetrievalClient {
             | RetrievalConfig::OpenSearch { base_url, .. }
             | RetrievalConfig::Qdrant { base_url, .. } => base_url,
         };
-        reqwest::Url::parse(base)
-            .map_err(|e| Error::Config(format!("retrieval base_url {base:?} is not a URL ({e}); e.g. http://127.0.0.1:8080")))?;
+        reqwest::Url::parse(base).map_err(|e| {
+            Error::Config(format!("retrieval base_url {base:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"))
+        })?;
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
@@ -154,7 +158,10 @@ impl RetrievalClient {
         match &self.config {
             RetrievalConfig::SearchV1 { base_url } => self.search_v1(base_url, req).await,
             RetrievalConfig::Meilisearch { base_url, index, api_key } => {
-                let mut rb = self.http.post(meilisearch::url(base_url, index)).json(&meilisearch::request_body(&req.query, req.top_k, filters));
+                let mut rb = self
+                    .http
+                    .post(meilisearch::url(base_url, index))
+                    .json(&meilisearch::request_body(&req.query, req.top_k, filters));
                 if let Some(key) = api_key {
                     rb = rb.bearer_auth(key);
                 }
@@ -162,7 +169,10 @@ impl RetrievalClient {
                 meilisearch::parse(&body, &req.query).map_err(|d| bad(meilisearch::ENGINE, d))
             }
             RetrievalConfig::OpenSearch { base_url, index, auth } => {
-                let mut rb = self.http.post(opensearch::url(base_url, index)).json(&opensearch::request_body(&req.query, req.top_k, filters));
+                let mut rb = self
+                    .http
+                    .post(opensearch::url(base_url, index))
+                    .json(&opensearch::request_body(&req.query, req.top_k, filters));
                 match auth {
                     Some(OpenSearchAuth::ApiKey(key)) => rb = rb.header("authorization", format!("ApiKey {key}")),
                     Some(OpenSearchAuth::Basic { username, password }) => rb = rb.basic_auth(username, Some(password)),
@@ -173,9 +183,11 @@ impl RetrievalClient {
             }
             RetrievalConfig::Qdrant { .. } => {
                 let embedder = self.embedder.as_ref().ok_or_else(|| {
-                    Error::Config("Qdrant searches by vector: give the client a QueryEmbedder (with_embedder) \
+                    Error::Config(
+                        "Qdrant searches by vector: give the client a QueryEmbedder (with_embedder) \
                                    for the model that embedded the collection, or call search_vector"
-                        .into())
+                            .into(),
+                    )
                 })?;
                 let vector = embedder.embed(&req.query).await?;
                 self.qdrant(&req.query, &vector, req.top_k, filters).await
@@ -189,14 +201,25 @@ impl RetrievalClient {
         self.qdrant(query_text, vector, k, None).await
     }
 
-    async fn qdrant(&self, text: &str, vector: &[f32], k: usize, filters: Option<&SearchFilters>) -> Result<SearchResponse> {
+    async fn qdrant(
+        &self,
+        text: &str,
+        vector: &[f32],
+        k: usize,
+        filters: Option<&SearchFilters>,
+    ) -> Result<SearchResponse> {
         let RetrievalConfig::Qdrant { base_url, collection, api_key, vector_name } = &self.config else {
-            return Err(Error::Config(format!("search_vector needs a Qdrant config, this client is {}", self.engine())));
+            return Err(Error::Config(format!(
+                "search_vector needs a Qdrant config, this client is {}",
+                self.engine()
+            )));
         };
-        let mut rb = self
-            .http
-            .post(qdrant::url(base_url, collection))
-            .json(&qdrant::request_body(vector, k, vector_name.as_deref(), filters));
+        let mut rb = self.http.post(qdrant::url(base_url, collection)).json(&qdrant::request_body(
+            vector,
+            k,
+            vector_name.as_deref(),
+            filters,
+        ));
         if let Some(key) = api_key {
             rb = rb.header("api-key", key);
         }

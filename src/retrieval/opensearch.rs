@@ -35,7 +35,8 @@ pub fn parse(body: &Value, query: &str) -> Result<SearchResponse, String> {
     let hits = outer.get("hits").and_then(Value::as_array).ok_or("no `hits.hits` array")?;
     let mut results = Vec::with_capacity(hits.len());
     for (i, h) in hits.iter().enumerate() {
-        let source = h.get("_source").and_then(Value::as_object).ok_or_else(|| format!("hit {i} has no `_source` object"))?;
+        let source =
+            h.get("_source").and_then(Value::as_object).ok_or_else(|| format!("hit {i} has no `_source` object"))?;
         let score = h.get("_score").and_then(Value::as_f64).unwrap_or(0.0) as f32;
         let hit = hit_from_document(source, h.get("_id"), score, results.len() + 1, query)
             .ok_or_else(|| format!("hit {i} has neither `_source.id` nor `_id`"))?;

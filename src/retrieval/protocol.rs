@@ -113,8 +113,7 @@ mod tests {
     fn request_defaults_top_k_and_rejects_unknown_filters() {
         let r: SearchRequest = serde_json::from_str(r#"{"query":"red circle"}"#).unwrap();
         assert_eq!(r, SearchRequest::new("red circle", DEFAULT_TOP_K));
-        let f: SearchRequest =
-            serde_json::from_str(r#"{"query":"x","top_k":3,"filters":{"source":"wiki"}}"#).unwrap();
+        let f: SearchRequest = serde_json::from_str(r#"{"query":"x","top_k":3,"filters":{"source":"wiki"}}"#).unwrap();
         assert_eq!(f.filters.unwrap().source.as_deref(), Some("wiki"));
         assert!(serde_json::from_str::<SearchRequest>(r#"{"query":"x","filters":{"lang":"de"}}"#).is_err());
     }

@@ -10,8 +10,8 @@ pub const DEFAULT_SNIPPET_CHARS: usize = 220;
 
 /// Words too common to centre a snippet on.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "how", "in", "is", "it", "its",
-    "of", "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who", "why", "with",
+    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "how", "in", "is", "it", "its", "of",
+    "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who", "why", "with",
 ];
 
 /// Lower-cased, de-duplicated content words of a query.
@@ -32,9 +32,9 @@ pub fn make_snippet(text: &str, query: &str, max_chars: usize) -> String {
     let terms = query_terms(query);
     let tokens: Vec<(usize, String)> = words(text).map(|(at, w)| (at, w.to_lowercase())).collect();
     let matches = |w: &str| -> Option<usize> {
-        terms.iter().position(|t| {
-            w == t || (t.len() >= 4 && w.starts_with(t.as_str())) || (w.len() >= 4 && t.starts_with(w))
-        })
+        terms
+            .iter()
+            .position(|t| w == t || (t.len() >= 4 && w.starts_with(t.as_str())) || (w.len() >= 4 && t.starts_with(w)))
     };
     // Candidate starts: a little before each matching word, so the reader sees some context.
     let mut best: Option<(usize, usize)> = None; // (distinct terms, start byte)
@@ -44,9 +44,8 @@ pub fn make_snippet(text: &str, query: &str, max_chars: usize) -> String {
         }
         // Up to 4 words of lead-in, but no more than a quarter of the window.
         let at = tokens[i].0;
-        let first = (i.saturating_sub(4)..=i)
-            .find(|&j| text[tokens[j].0..at].chars().count() <= max_chars / 4)
-            .unwrap_or(i);
+        let first =
+            (i.saturating_sub(4)..=i).find(|&j| text[tokens[j].0..at].chars().count() <= max_chars / 4).unwrap_or(i);
         let start = tokens[first].0;
         let end = byte_after_chars(text, start, max_chars);
         let mut seen = vec![false; terms.len()];
@@ -72,7 +71,8 @@ pub fn make_snippet(text: &str, query: &str, max_chars: usize) -> String {
         start = tokens.iter().map(|(at, _)| *at).find(|&at| at >= earliest && at <= start).unwrap_or(start);
     }
     // Start on a whitespace boundary, so punctuation or markup glued to the first word is kept.
-    let start = text[..start].rfind(char::is_whitespace).map_or(0, |i| i + text[i..].chars().next().map_or(1, char::len_utf8));
+    let start =
+        text[..start].rfind(char::is_whitespace).map_or(0, |i| i + text[i..].chars().next().map_or(1, char::len_utf8));
     window(text, start, max_chars)
 }
 
@@ -122,7 +122,8 @@ mod tests {
 
     #[test]
     fn window_centres_on_matches() {
-        let text = "Alpha beta gamma. ".repeat(30) + "A red octagon means stop at a junction. " + &"Tail words. ".repeat(30);
+        let text =
+            "Alpha beta gamma. ".repeat(30) + "A red octagon means stop at a junction. " + &"Tail words. ".repeat(30);
         let s = make_snippet(&text, "red octagon", 80);
         assert!(s.contains("red octagon means stop"), "{s}");
         assert!(s.starts_with('…') && s.ends_with('…'), "{s}");

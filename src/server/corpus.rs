@@ -59,10 +59,10 @@ impl CorpusReport {
 
 /// Reads a JSONL corpus file.
 pub fn load_corpus(path: &Path) -> Result<(Vec<CorpusDoc>, CorpusReport)> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::Io(format!("cannot open corpus {}: {e}; pass --corpus PATH to a JSONL file", path.display())))?;
-    read_corpus(std::io::BufReader::new(file))
-        .map_err(|e| Error::Io(format!("reading corpus {}: {e}", path.display())))
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::Io(format!("cannot open corpus {}: {e}; pass --corpus PATH to a JSONL file", path.display()))
+    })?;
+    read_corpus(std::io::BufReader::new(file)).map_err(|e| Error::Io(format!("reading corpus {}: {e}", path.display())))
 }
 
 /// Reads JSONL from any reader. Only I/O errors fail; bad lines are skipped and counted.
@@ -188,7 +188,9 @@ mod tests {
     #[test]
     fn hostile_lines_are_skipped_counted_or_neutralised() {
         let mut input = Vec::new();
-        input.extend_from_slice(br#"{"id":"a","title":"<script>alert(1)</script>","url":"https://x.org/a","text":"ok"}"#);
+        input.extend_from_slice(
+            br#"{"id":"a","title":"<script>alert(1)</script>","url":"https://x.org/a","text":"ok"}"#,
+        );
         input.extend_from_slice(b"\n\n");
         input.extend_from_slice(b"{\"id\":\"b\",\"title\":\"\xff\xfe\",\"text\":\"x\"}\n");
         input.extend_from_slice(b"not json at all\n[1,2]\n");

@@ -16,8 +16,7 @@ use serde::Deserialize;
 use super::index::{SearchIndex, ENGINE};
 use super::static_files::{mime_for, StaticError, StaticRoots};
 use crate::retrieval::{
-    ErrorBody, HealthResponse, SearchFilters, SearchRequest, SearchResponse, DEFAULT_TOP_K, MAX_QUERY_CHARS,
-    MAX_TOP_K,
+    ErrorBody, HealthResponse, SearchFilters, SearchRequest, SearchResponse, DEFAULT_TOP_K, MAX_QUERY_CHARS, MAX_TOP_K,
 };
 
 /// Everything a request handler needs; shared behind an `Arc`.
@@ -45,7 +44,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
     fn not_found(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("nothing at {path}; the API is GET/POST /v1/search and GET /v1/health"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("nothing at {path}; the API is GET/POST /v1/search and GET /v1/health"),
+        )
     }
 }
 
@@ -86,7 +89,10 @@ async fn search_get(
     let k = match p.k.as_deref() {
         None | Some("") => DEFAULT_TOP_K,
         Some(k) => k.parse().map_err(|_| {
-            ApiError::bad_request("top_k_out_of_range", format!("k must be an integer from 1 to {MAX_TOP_K}, got {k:?}"))
+            ApiError::bad_request(
+                "top_k_out_of_range",
+                format!("k must be an integer from 1 to {MAX_TOP_K}, got {k:?}"),
+            )
         })?,
     };
     let filters = p.source.map(|source| SearchFilters { source: Some(source) });
@@ -98,11 +104,17 @@ async fn search_post(State(s): State<Arc<AppState>>, req: Request) -> Result<Jso
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the request body exceeds {} bytes; send {{\"query\",\"top_k\",\"filters\"}} only", s.max_body_bytes),
+            format!(
+                "the request body exceeds {} bytes; send {{\"query\",\"top_k\",\"filters\"}} only",
+                s.max_body_bytes
+            ),
         )
     })?;
     let request: SearchRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request("bad_json", format!("expected {{\"query\": string, \"top_k\"?: 1..={MAX_TOP_K}, \"filters\"?: {{\"source\"?}}}}: {e}"))
+        ApiError::bad_request(
+            "bad_json",
+            format!("expected {{\"query\": string, \"top_k\"?: 1..={MAX_TOP_K}, \"filters\"?: {{\"source\"?}}}}: {e}"),
+        )
     })?;
     run_search(&s, request).await
 }
@@ -153,7 +165,11 @@ async fn static_file(State(s): State<Arc<AppState>>, method: Method, req: Reques
         return Err(ApiError::not_found(&path));
     }
     if method != Method::GET && method != Method::HEAD {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on static files")));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on static files"),
+        ));
     }
     let file = s.roots.resolve(&path).map_err(|e| match e {
         StaticError::BadPath(why) => ApiError::bad_request("bad_path", why),
@@ -186,7 +202,8 @@ fn allowed_origin(s: &AppState, headers: &HeaderMap) -> Option<HeaderValue> {
 /// CORS (allowlist; preflights answered here) and security headers on every response.
 async fn headers_and_cors(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let allowed = allowed_origin(&s, req.headers());
-    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight =
+        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut res = if preflight {
         match &allowed {
             Some(_) => {
@@ -197,8 +214,12 @@ async fn headers_and_cors(State(s): State<Arc<AppState>>, req: Request, next: Ne
                 h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
                 r
             }
-            None => ApiError::new(StatusCode::FORBIDDEN, "cors_forbidden", "this origin is not in the server's --cors-origin list")
-                .into_response(),
+            None => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cors_forbidden",
+                "this origin is not in the server's --cors-origin list",
+            )
+            .into_response(),
         }
     } else {
         next.run(req).await

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery};
-use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::tokenizer::{Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer};
 use tantivy::{doc, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
 
 use super::corpus::CorpusDoc;
@@ -59,7 +59,9 @@ fn schema() -> Schema {
     let mut b = Schema::builder();
     let analysed = TextOptions::default()
         .set_indexing_options(
-            TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            TextFieldIndexing::default()
+                .set_tokenizer(ANALYZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         )
         .set_stored();
     b.add_text_field("id", STRING | STORED);
@@ -119,16 +121,14 @@ impl SearchIndex {
             text: field("text")?,
             source: field("source")?,
         };
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(index_err("reader"))?;
+        let reader =
+            index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_err("reader"))?;
         Ok(Self { index, reader, fields })
     }
 
     fn fill(self, docs: &[CorpusDoc], clear: bool) -> Result<Self> {
-        let mut writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_BYTES).map_err(index_err("writer"))?;
+        let mut writer =
+            self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_BYTES).map_err(index_err("writer"))?;
         if clear {
             writer.delete_all_documents().map_err(index_err("clear"))?;
         }
@@ -174,7 +174,10 @@ impl SearchIndex {
         for t in self.terms(query)? {
             let title = TermQuery::new(Term::from_field_text(f.title, &t), IndexRecordOption::WithFreqs);
             should.push((Occur::Should, Box::new(BoostQuery::new(Box::new(title), TITLE_BOOST))));
-            should.push((Occur::Should, Box::new(TermQuery::new(Term::from_field_text(f.text, &t), IndexRecordOption::WithFreqs))));
+            should.push((
+                Occur::Should,
+                Box::new(TermQuery::new(Term::from_field_text(f.text, &t), IndexRecordOption::WithFreqs)),
+            ));
         }
         if should.is_empty() || k == 0 {
             return Ok(SearchOutcome { total: 0, hits: Vec::new() });
@@ -186,8 +189,7 @@ impl SearchIndex {
             bm25 = Box::new(BooleanQuery::new(vec![(Occur::Must, bm25), (Occur::Must, filter)]));
         }
         let searcher = self.reader.searcher();
-        let (top, total) =
-            searcher.search(&bm25, &(TopDocs::with_limit(k), Count)).map_err(index_err("search"))?;
+        let (top, total) = searcher.search(&bm25, &(TopDocs::with_limit(k), Count)).map_err(index_err("search"))?;
         let mut hits = Vec::with_capacity(top.len());
         for (rank, (score, addr)) in top.into_iter().enumerate() {
             let d: TantivyDocument = searcher.doc(addr).map_err(index_err("stored document"))?;

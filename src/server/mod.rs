@@ -99,8 +99,18 @@ pub struct Server {
 impl Server {
     /// Loads the corpus / opens the index, then binds `host:port`.
     pub async fn bind(config: ServerConfig) -> Result<Self> {
-        let ServerConfig { corpus, index_dir, reindex, host, port, www, pkg, cors_origins, connect_src, max_body_bytes } =
-            config;
+        let ServerConfig {
+            corpus,
+            index_dir,
+            reindex,
+            host,
+            port,
+            www,
+            pkg,
+            cors_origins,
+            connect_src,
+            max_body_bytes,
+        } = config;
         let (index, report) = tokio::task::spawn_blocking(move || -> Result<_> {
             let loaded = corpus.as_deref().map(corpus::load_corpus).transpose()?;
             let (docs, report) = match loaded {

@@ -103,9 +103,18 @@ mod tests {
     #[test]
     fn traversal_and_malformed_paths_are_rejected_before_touching_the_disk() {
         let roots = StaticRoots { www: Some(PathBuf::from("/nonexistent-www")), pkg: None };
-        for p in ["/../etc/passwd", "/a/../../x", "/%2e%2e/x", "/%2E%2E%2fetc", "//etc/passwd", "/%2Fetc%2Fpasswd",
-            "/a/./b", "/a%5c..%5cb", "/a%00", "/%ff"]
-        {
+        for p in [
+            "/../etc/passwd",
+            "/a/../../x",
+            "/%2e%2e/x",
+            "/%2E%2E%2fetc",
+            "//etc/passwd",
+            "/%2Fetc%2Fpasswd",
+            "/a/./b",
+            "/a%5c..%5cb",
+            "/a%00",
+            "/%ff",
+        ] {
             assert!(matches!(roots.resolve(p), Err(StaticError::BadPath(_))), "{p}");
         }
         assert_eq!(roots.resolve("/pkg/x.wasm"), Err(StaticError::NotFound));
