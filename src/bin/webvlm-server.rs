@@ -2,7 +2,7 @@
 //! page same-origin. All logic lives in `webvlm::server`; this is the CLI.
 //!
 //! ```text
-//! webvlm-server --corpus data/corpus.jsonl --port 8080 --host 127.0.0.1 --www www --pkg pkg
+//! webvlm-server --corpus data/corpus.jsonl --port 8080 --host 127.0.0.1 --www www --pkg pkg --models models
 //! ```
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -34,6 +34,9 @@ mod native {
         /// Directory served at /pkg/ (wasm-pack output).
         #[arg(long, default_value = "pkg")]
         pkg: PathBuf,
+        /// Directory served at /models/ (model files for the demo's offline default, e.g. `models`).
+        #[arg(long)]
+        models: Option<PathBuf>,
         /// Origin allowed cross-origin access, e.g. http://localhost:5173 (repeatable; `*` allows any).
         /// Default: none, same-origin only.
         #[arg(long = "cors-origin")]
@@ -63,6 +66,7 @@ mod native {
             port: cli.port,
             www: Some(cli.www),
             pkg: Some(cli.pkg),
+            models: cli.models,
             cors_origins: cli.cors_origins,
             connect_src: cli.connect_src,
             max_body_bytes: cli.max_body_bytes,

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub port: u16,
     pub www: Option<PathBuf>,
     pub pkg: Option<PathBuf>,
+    /// Served at `/models/` (model files for the demo's offline default), if set.
+    pub models: Option<PathBuf>,
     /// Origins allowed cross-origin (exact `scheme://host[:port]`, or `*`). Empty: same-origin only.
     pub cors_origins: Vec<String>,
     /// Extra `connect-src` sources for the page's CSP (e.g. a remote model host or generation endpoint).
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             port: 8080,
             www: None,
             pkg: None,
+            models: None,
             cors_origins: Vec::new(),
             connect_src: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -107,6 +110,7 @@ impl Server {
             port,
             www,
             pkg,
+            models,
             cors_origins,
             connect_src,
             max_body_bytes,
@@ -136,7 +140,7 @@ impl Server {
         let documents = index.num_docs();
         let state = Arc::new(http::AppState {
             index: Arc::new(index),
-            roots: StaticRoots::new(www.as_deref(), pkg.as_deref()),
+            roots: StaticRoots::new(www.as_deref(), pkg.as_deref()).with_models(models.as_deref()),
             cors_origins,
             csp,
             max_body_bytes,

@@ -1,4 +1,5 @@
-//! Static files for the demo page: `www/` at `/` and `pkg/` (wasm-pack output) at `/pkg/`.
+//! Static files for the demo page: `www/` at `/`, `pkg/` (wasm-pack output) at `/pkg/`, and optionally a model
+//! directory at `/models/` (the demo's offline default weights).
 //!
 //! Path safety, in order: the request path is percent-decoded once (invalid UTF-8 → 400); any `.` or `..`
 //! segment, empty segment (`//`, or an absolute path smuggled as `%2F…`), backslash or NUL → 400; the file is then
@@ -24,6 +25,8 @@ pub enum StaticError {
 pub struct StaticRoots {
     pub www: Option<PathBuf>,
     pub pkg: Option<PathBuf>,
+    /// Served at `/models/` when set (see [`StaticRoots::with_models`]).
+    pub models: Option<PathBuf>,
 }
 
 impl StaticRoots {
@@ -38,13 +41,27 @@ impl StaticRoots {
                 }
             })
         };
-        Self { www: canon(www), pkg: canon(pkg) }
+        Self { www: canon(www), pkg: canon(pkg), models: None }
+    }
+
+    /// Also serves `dir` at `/models/` (model weights for the demo page).
+    pub fn with_models(mut self, dir: Option<&Path>) -> Self {
+        self.models = dir.and_then(|p| match std::fs::canonicalize(p) {
+            Ok(c) if c.is_dir() => Some(c),
+            _ => {
+                log::warn!("models root {} is not a directory; not serving it", p.display());
+                None
+            }
+        });
+        self
     }
 
     /// Maps a raw (still percent-encoded) request path to a file inside a root.
     pub fn resolve(&self, raw_path: &str) -> Result<PathBuf, StaticError> {
         let (root, rel) = if raw_path == "/pkg" || raw_path.starts_with("/pkg/") {
             (self.pkg.as_ref(), raw_path.strip_prefix("/pkg").unwrap_or(""))
+        } else if raw_path == "/models" || raw_path.starts_with("/models/") {
+            (self.models.as_ref(), raw_path.strip_prefix("/models").unwrap_or(""))
         } else {
             (self.www.as_ref(), raw_path)
         };
@@ -92,6 +109,7 @@ pub fn mime_for(path: &Path) -> &'static str {
         "webp" => "image/webp",
         "ico" => "image/x-icon",
         "woff2" => "font/woff2",
+        "gguf" | "safetensors" => "application/octet-stream",
         _ => "application/octet-stream",
     }
 }
@@ -102,7 +120,7 @@ mod tests {
 
     #[test]
     fn traversal_and_malformed_paths_are_rejected_before_touching_the_disk() {
-        let roots = StaticRoots { www: Some(PathBuf::from("/nonexistent-www")), pkg: None };
+        let roots = StaticRoots { www: Some(PathBuf::from("/nonexistent-www")), pkg: None, models: None };
         for p in [
             "/../etc/passwd",
             "/a/../../x",

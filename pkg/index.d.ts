@@ -1,0 +1,197 @@
+// Types of the webvlm npm package.
+
+export type Dtype = 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
+
+export interface Progress {
+  /** download: weights from network or cache; upload: to the GPU; compile: shader pipelines; warning: non-fatal */
+  phase: 'download' | 'upload' | 'compile' | 'ready' | 'warning';
+  loaded: number;
+  total: number;
+  text: string;
+  file?: string;
+  /** download only: served from the weight cache without a network request */
+  cached?: boolean;
+  error?: WebvlmError;
+}
+
+export type ModelBytes = string | Blob | Uint8Array | ArrayBuffer;
+
+/** A Hugging Face repo id (`"HuggingFaceTB/SmolVLM-256M-Instruct"`), a `.gguf` URL, a directory URL ending in `/`, or: */
+export type ModelSpec =
+  | string
+  | { gguf: ModelBytes; mmproj?: ModelBytes; id?: string; sha256?: { gguf?: string; mmproj?: string } }
+  | { repo: string; revision?: string; host?: string; sha256?: Record<string, string> }
+  | { baseUrl: string; id?: string; sha256?: Record<string, string> }
+  | { files: Record<string, ModelBytes>; id?: string };
+
+export interface EngineOptions {
+  /** Weight dtype of linear layers; default: keep the file's (quantized GGUF stays quantized). */
+  dtype?: Dtype;
+  /** KV-cache length in tokens (default 2048, capped by the model). */
+  maxContext?: number;
+  onProgress?: (p: Progress) => void;
+  /** Aborts downloads. */
+  signal?: AbortSignal;
+  /** Use and fill the weight cache (default true). */
+  cache?: boolean;
+  /** Where to fetch webvlm_bg.wasm from (default: beside the package's wasm/webvlm.js). */
+  wasmUrl?: string | URL;
+  /** Run one tiny generation after loading so shader compilation happens during load (default true). */
+  warmup?: boolean;
+}
+
+export interface WorkerEngineOptions extends EngineOptions {
+  /** Your own module worker running `webvlm/worker.js` (for bundlers that rewrite worker URLs). */
+  worker?: Worker;
+}
+
+export type ImageInput = string | Blob | ImageBitmap | ImageData | Uint8Array | ArrayBuffer | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas;
+
+export type ContentPart =
+  | { type: 'text'; text: string }
+  | { type: 'image_url'; image_url: { url: string } | string }
+  | { type: 'image'; image: ImageInput };
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string | ContentPart[];
+}
+
+export interface ChatRequest {
+  messages: ChatMessage[];
+  stream?: boolean;
+  max_tokens?: number;
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  repetition_penalty?: number;
+  seed?: number;
+  /** Stops generation; a stream then ends with finish_reason "cancelled". */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+export interface GenerationStats {
+  prefillMs: number;
+  decodeMs: number;
+  imageEncodeMs: number;
+  imagesFromCache: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  submissionsPerToken: number;
+  dispatchesPerToken: number;
+  totalMs: number;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: { index: number; message: { role: 'assistant'; content: string }; finish_reason: FinishReason }[];
+  usage: Usage;
+  webvlm: GenerationStats;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null }[];
+  /** on the last chunk only */
+  usage?: Usage;
+  webvlm?: GenerationStats;
+}
+
+export interface ChatCompletionStream extends AsyncIterableIterator<ChatCompletionChunk> {
+  abort(): void;
+}
+
+export interface AdapterInfo {
+  adapter: string;
+  backend: string;
+  driver: string;
+  shaderF16: boolean;
+  subgroups: boolean;
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+}
+
+export interface LoadReport {
+  weightBytes: number;
+  largestTensorBytes: number;
+  wasmMemoryBefore: number;
+  wasmMemoryAfter: number;
+  loadMs: number;
+  isVlm: boolean;
+  maxContext: number;
+}
+
+export interface WebvlmEngine {
+  readonly modelId: string;
+  readonly isVlm: boolean;
+  /** Non-fatal problems of the load (e.g. a CacheError when the weight cache is full). */
+  readonly warnings: WebvlmError[];
+  chat: {
+    completions: {
+      create(req: ChatRequest & { stream: true }): ChatCompletionStream;
+      create(req: ChatRequest & { stream?: false }): Promise<ChatCompletion>;
+    };
+  };
+  adapterInfo(): AdapterInfo;
+  loadReport(): LoadReport;
+  dispose(): void;
+}
+
+export function createEngine(model: ModelSpec, options?: EngineOptions): Promise<WebvlmEngine>;
+export function createWorkerEngine(model: ModelSpec, options?: WorkerEngineOptions): Promise<WebvlmEngine>;
+export function probeAdapter(options?: { wasmUrl?: string | URL }): Promise<AdapterInfo>;
+export function initRuntime(options?: { wasmUrl?: string | URL }): Promise<unknown>;
+export function imageBytes(input: ImageInput, options?: { signal?: AbortSignal }): Promise<Uint8Array>;
+
+export interface CachedModel {
+  url: string;
+  bytes: number;
+  sha256: string | null;
+  stored: string | null;
+}
+export const CACHE_NAME: string;
+export function listCachedModels(): Promise<CachedModel[]>;
+/** Removes all cached weights, or those whose URL starts with `prefix`; resolves to how many. */
+export function clearCache(prefix?: string): Promise<number>;
+
+export class WebvlmError extends Error {
+  url?: string;
+  status?: number;
+  file?: string;
+}
+export class WebGPUNotAvailableError extends WebvlmError {}
+export class LimitsError extends WebvlmError {
+  limit: string;
+  needed: number;
+  offered: number;
+  what: string;
+}
+export class MissingFeatureError extends WebvlmError {
+  feature: string;
+}
+export class DeviceLostError extends WebvlmError {}
+export class ModelFormatError extends WebvlmError {}
+export class ImageError extends WebvlmError {}
+export class ContextOverflowError extends WebvlmError {
+  tokens: number;
+  context: number;
+}
+export class CancelledError extends WebvlmError {}
+export class NetworkError extends WebvlmError {}
+export class CacheError extends WebvlmError {}
+export class InvalidArgumentError extends WebvlmError {}

@@ -1,0 +1,49 @@
+// The webvlm Web Worker: hosts one engine; speaks the protocol of src/worker_client.js.
+//   in:  {id, type: "load", model, options} | {id, type: "generate", request} | {type: "abort", target}
+//   out: {id, type: "progress" | "text" | "done" | "error", ...}
+import { createEngine } from './src/engine.js';
+import { serializeError } from './src/errors.js';
+
+let engine = null;
+const aborts = new Map();
+let loadAbort = null;
+
+const post = (m) => self.postMessage(m);
+
+self.addEventListener('message', async (ev) => {
+  const msg = ev.data;
+  if (msg.type === 'abort') {
+    aborts.get(msg.target)?.abort();
+    return;
+  }
+  if (msg.type === 'abortLoad') {
+    loadAbort?.abort();
+    return;
+  }
+  const { id } = msg;
+  try {
+    if (msg.type === 'load') {
+      engine?.dispose();
+      engine = null;
+      loadAbort = new AbortController();
+      engine = await createEngine(msg.model, {
+        ...msg.options,
+        signal: loadAbort.signal,
+        onProgress: (p) => post({ id, type: 'progress', progress: p.error ? { ...p, error: serializeError(p.error) } : p }),
+      });
+      post({ id, type: 'done', result: { modelId: engine.modelId, adapterInfo: engine.adapterInfo(), loadReport: engine.loadReport() } });
+    } else if (msg.type === 'generate') {
+      if (!engine) throw Object.assign(new Error('no model is loaded'), { name: 'InvalidArgumentError' });
+      const ctrl = new AbortController();
+      aborts.set(id, ctrl);
+      try {
+        const result = await engine._generate({ ...msg.request, signal: ctrl.signal }, (text) => post({ id, type: 'text', text }));
+        post({ id, type: 'done', result });
+      } finally {
+        aborts.delete(id);
+      }
+    }
+  } catch (e) {
+    post({ id, type: 'error', error: serializeError(e) });
+  }
+});

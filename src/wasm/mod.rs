@@ -1,0 +1,519 @@
+//! Browser bindings (wasm-bindgen): the `WebvlmEngine` class that `pkg/src/*.js` wraps into the npm API.
+//!
+//! Typed, camelCase surface (no untyped `run(JsValue)`):
+//! - `WebvlmEngine.loadFiles(files: Map<string, Uint8Array>, options)` — a Hugging Face repo layout;
+//! - `WebvlmEngine.loadGguf(model: Uint8Array, mmproj: Uint8Array | undefined, options)` — llama.cpp GGUF;
+//! - `engine.generate(messages, images, options, onText?, signal?)` → `Promise<GenerateResult>`;
+//! - `engine.adapterInfo()`, `engine.loadReport()`, and the free function `probeAdapter()`.
+//!
+//! Weights stay in JS-owned `Uint8Array`s: [`JsBytesSource`] copies one tensor at a time into wasm memory on its
+//! way to the GPU, so the wasm heap during load is bounded by the largest tensor, not the model.
+//! Errors are JS `Error`s whose `name` says what kind (see [`to_js_error`]); numbers ride along as fields.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use js_sys::{Function, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+use crate::engine::{ChatRequest, Engine};
+use crate::error::{Error, Result};
+use crate::generation::{now_ms, CancelToken, GenerationConfig, StopReason};
+use crate::gpu::{DType, GpuContext, GpuOptions};
+use crate::loader::{JsBytesSource, WeightSource};
+use crate::models::ModelFiles;
+use crate::nn::LoadOptions;
+use crate::processor::chat::Message;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Options for `WebvlmEngine.loadFiles` / `loadGguf`. */
+export interface WasmLoadOptions {
+  /** Weight dtype for linear layers: "f32" | "f16" | "q8_0" | "q4_0" | "q4_1"; omitted keeps the file's. */
+  dtype?: string;
+  /** KV-cache length in tokens (default 2048, capped by the model). */
+  maxContext?: number;
+  /** Called as bytes of weights go to the GPU: (loaded, total). */
+  onProgress?: (loaded: number, total: number) => void;
+}
+/** Options for `engine.generate`. */
+export interface WasmGenerateOptions {
+  maxTokens?: number;
+  /** 0 = greedy (default). */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  seed?: number;
+}
+export interface WasmChatMessage {
+  role: string;
+  content: string | Array<{ type: "text"; text: string } | { type: "image" }>;
+}
+export interface WasmGenerateResult {
+  text: string;
+  tokens: number[];
+  finishReason: "stop" | "length" | "cancelled";
+  usage: { promptTokens: number; completionTokens: number; totalTokens: number };
+  stats: { prefillMs: number; decodeMs: number; imageEncodeMs: number; imagesFromCache: number;
+           prefillTokensPerSecond: number; decodeTokensPerSecond: number; totalMs: number };
+}
+export interface WasmAdapterInfo {
+  adapter: string; backend: string; driver: string; shaderF16: boolean; subgroups: boolean;
+  maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeInvocationsPerWorkgroup: number;
+}
+export interface WasmLoadReport {
+  /** Bytes of weights read (= uploaded). */
+  weightBytes: number;
+  /** The largest single read from a weight file (≈ the largest tensor). */
+  largestTensorBytes: number;
+  /** wasm linear memory before and after the load (it never shrinks, so `after` bounds the peak). */
+  wasmMemoryBefore: number;
+  wasmMemoryAfter: number;
+  loadMs: number;
+  isVlm: boolean;
+  maxContext: number;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `WasmLoadOptions`, read through its getters.
+    #[wasm_bindgen(typescript_type = "WasmLoadOptions")]
+    pub type LoadOpts;
+    #[wasm_bindgen(method, getter, structural)]
+    fn dtype(this: &LoadOpts) -> Option<String>;
+    #[wasm_bindgen(method, getter, structural, js_name = maxContext)]
+    fn max_context(this: &LoadOpts) -> Option<f64>;
+    #[wasm_bindgen(method, getter, structural, js_name = onProgress)]
+    fn on_progress(this: &LoadOpts) -> Option<Function>;
+
+    #[wasm_bindgen(typescript_type = "WasmGenerateOptions")]
+    pub type GenerateOpts;
+    #[wasm_bindgen(method, getter, structural, js_name = maxTokens)]
+    fn max_tokens(this: &GenerateOpts) -> Option<f64>;
+    #[wasm_bindgen(method, getter, structural)]
+    fn temperature(this: &GenerateOpts) -> Option<f64>;
+    #[wasm_bindgen(method, getter, structural, js_name = topK)]
+    fn top_k(this: &GenerateOpts) -> Option<f64>;
+    #[wasm_bindgen(method, getter, structural, js_name = topP)]
+    fn top_p(this: &GenerateOpts) -> Option<f64>;
+    #[wasm_bindgen(method, getter, structural, js_name = repetitionPenalty)]
+    fn repetition_penalty(this: &GenerateOpts) -> Option<f64>;
+    #[wasm_bindgen(method, getter, structural)]
+    fn seed(this: &GenerateOpts) -> Option<f64>;
+
+    #[wasm_bindgen(typescript_type = "WasmChatMessage[]")]
+    pub type Messages;
+
+    #[wasm_bindgen(typescript_type = "Map<string, Uint8Array>")]
+    pub type FileMap;
+
+    /// The DOM's `AbortSignal` (declared here so the crate needs no extra web-sys features).
+    #[wasm_bindgen(typescript_type = "AbortSignal")]
+    pub type AbortSignal;
+    #[wasm_bindgen(method, getter, structural)]
+    fn aborted(this: &AbortSignal) -> bool;
+    #[wasm_bindgen(method, structural, js_name = addEventListener)]
+    fn add_event_listener(this: &AbortSignal, kind: &str, f: &Function);
+    #[wasm_bindgen(method, structural, js_name = removeEventListener)]
+    fn remove_event_listener(this: &AbortSignal, kind: &str, f: &Function);
+}
+
+/// Current size of the wasm linear memory in bytes.
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    let mem: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    mem.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64
+}
+
+/// Counts what the loader reads (progress, largest tensor) and reports it to an optional JS callback.
+struct Meter {
+    read: Cell<u64>,
+    largest: Cell<u64>,
+    total: u64,
+    callback: Option<Function>,
+    last_report: Cell<u64>,
+}
+
+impl Meter {
+    fn add(&self, n: u64) {
+        self.read.set(self.read.get() + n);
+        self.largest.set(self.largest.get().max(n));
+        // report at most every 1/200 of the total, and at the end
+        let step = (self.total / 200).max(1 << 20);
+        if let Some(f) = &self.callback {
+            if self.read.get() >= self.last_report.get() + step || self.read.get() >= self.total {
+                self.last_report.set(self.read.get());
+                let _ = f.call2(&JsValue::NULL, &(self.read.get() as f64).into(), &(self.total as f64).into());
+            }
+        }
+    }
+}
+
+/// A JS byte array read through the [`Meter`].
+struct MeteredSource {
+    src: JsBytesSource,
+    meter: Rc<Meter>,
+}
+
+impl WeightSource for MeteredSource {
+    fn len(&self) -> u64 {
+        self.src.len()
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.src.read_exact_at(offset, buf)?;
+        self.meter.add(buf.len() as u64);
+        Ok(())
+    }
+}
+
+/// Files of a Hugging Face repo layout, held as JS `Uint8Array`s.
+struct JsFiles {
+    files: BTreeMap<String, Uint8Array>,
+    meter: Rc<Meter>,
+}
+
+impl ModelFiles for JsFiles {
+    fn open(&self, name: &str) -> Result<Box<dyn WeightSource>> {
+        let a = self.files.get(name).ok_or_else(|| {
+            Error::Format { format: "model files", detail: format!("missing model file `{name}`; pass it in the files map") }
+        })?;
+        Ok(Box::new(MeteredSource { src: JsBytesSource(a.clone()), meter: self.meter.clone() }))
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+}
+
+fn parse_dtype(s: Option<String>) -> Result<Option<DType>> {
+    Ok(match s.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") | Some("auto") => None,
+        Some("f32") | Some("fp32") => Some(DType::F32),
+        Some("f16") | Some("fp16") => Some(DType::F16),
+        Some("q8_0") | Some("q8") => Some(DType::Q8_0),
+        Some("q4_0") | Some("q4") => Some(DType::Q4_0),
+        Some("q4_1") => Some(DType::Q4_1),
+        Some(other) => {
+            return Err(Error::Config(format!("unknown dtype `{other}`; use f32, f16, q8_0, q4_0 or q4_1")));
+        }
+    })
+}
+
+/// Sets `obj[key] = value` (JS objects built here are plain, so this cannot fail in practice).
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());
+}
+
+/// Turns an [`Error`] into a JS `Error` whose `name` is one of `WebGPUNotAvailableError`, `LimitsError`,
+/// `MissingFeatureError`, `DeviceLostError`, `ModelFormatError`, `ImageError`, `ContextOverflowError`,
+/// `CancelledError`, `NetworkError`, `InvalidArgumentError` or `WebvlmError`, with the numbers as fields.
+pub fn to_js_error(e: &Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    let name = match e {
+        Error::NoAdapter(_) | Error::DeviceRequest(_) => "WebGPUNotAvailableError",
+        Error::LimitExceeded { limit, needed, offered, what } => {
+            set(&err, "limit", *limit);
+            set(&err, "needed", *needed as f64);
+            set(&err, "offered", *offered as f64);
+            set(&err, "what", what.as_str());
+            "LimitsError"
+        }
+        Error::MissingFeature { feature, .. } => {
+            set(&err, "feature", *feature);
+            "MissingFeatureError"
+        }
+        Error::DeviceLost(_) => "DeviceLostError",
+        Error::Format { .. }
+        | Error::MissingTensor { .. }
+        | Error::BadTensor { .. }
+        | Error::UnsupportedModel(_)
+        | Error::Tokenizer(_) => "ModelFormatError",
+        Error::Image(_) => "ImageError",
+        Error::ContextOverflow { tokens, context } => {
+            set(&err, "tokens", *tokens as f64);
+            set(&err, "context", *context as f64);
+            "ContextOverflowError"
+        }
+        Error::Cancelled => "CancelledError",
+        Error::Http { url, .. } => {
+            set(&err, "url", url.as_str());
+            "NetworkError"
+        }
+        Error::Config(_) | Error::Template(_) => "InvalidArgumentError",
+        _ => "WebvlmError",
+    };
+    err.set_name(name);
+    err.into()
+}
+
+fn invalid(msg: impl Into<String>) -> JsValue {
+    let err = js_sys::Error::new(&msg.into());
+    err.set_name("InvalidArgumentError");
+    err.into()
+}
+
+#[derive(Clone, Copy, Default)]
+struct LoadReport {
+    weight_bytes: u64,
+    largest: u64,
+    mem_before: f64,
+    mem_after: f64,
+    load_ms: f64,
+}
+
+/// A loaded model (weights on the GPU, tokenizer, template, image processor).
+#[wasm_bindgen]
+pub struct WebvlmEngine {
+    engine: Rc<Engine>,
+    report: LoadReport,
+}
+
+const DEFAULT_CONTEXT: usize = 2048;
+
+async fn new_context() -> Result<Arc<GpuContext>> {
+    GpuContext::new(GpuOptions::default()).await
+}
+
+fn meter_for(opts: &Option<LoadOpts>, total: u64) -> Rc<Meter> {
+    Rc::new(Meter {
+        read: Cell::new(0),
+        largest: Cell::new(0),
+        total,
+        callback: opts.as_ref().and_then(|o| o.on_progress()),
+        last_report: Cell::new(0),
+    })
+}
+
+fn options(opts: &Option<LoadOpts>) -> Result<(LoadOptions, usize)> {
+    let dtype = parse_dtype(opts.as_ref().and_then(|o| o.dtype()))?;
+    let ctx = opts.as_ref().and_then(|o| o.max_context()).map(|c| c.max(16.0) as usize).unwrap_or(DEFAULT_CONTEXT);
+    Ok((LoadOptions { dtype }, ctx))
+}
+
+#[wasm_bindgen]
+impl WebvlmEngine {
+    /// Loads a Hugging Face repo layout from a `Map` of file name → bytes (`config.json`, `model.safetensors` or
+    /// shards + index, `tokenizer.json`, `tokenizer_config.json` / `chat_template.json`,
+    /// `preprocessor_config.json`).
+    #[wasm_bindgen(js_name = loadFiles)]
+    pub async fn load_files(files: FileMap, options_: Option<LoadOpts>) -> Result<WebvlmEngine, JsValue> {
+        let map: &js_sys::Map = files.unchecked_ref();
+        let mut files = BTreeMap::new();
+        let mut total = 0u64;
+        let mut bad = None;
+        map.for_each(&mut |v, k| match (k.as_string(), v.dyn_into::<Uint8Array>()) {
+            (Some(k), Ok(a)) => {
+                if k.ends_with(".safetensors") {
+                    total += a.length() as u64;
+                }
+                files.insert(k, a);
+            }
+            _ => bad = Some("every entry of the files map must be string → Uint8Array"),
+        });
+        if let Some(b) = bad {
+            return Err(invalid(b));
+        }
+        let (opts, max_context) = options(&options_).map_err(|e| to_js_error(&e))?;
+        let mem_before = wasm_memory_bytes();
+        let t0 = now_ms();
+        let ctx = new_context().await.map_err(|e| to_js_error(&e))?;
+        let meter = meter_for(&options_, total);
+        let files = JsFiles { files, meter: meter.clone() };
+        let engine = Engine::load_hf(ctx, &files, opts, max_context).map_err(|e| to_js_error(&e))?;
+        Ok(Self::finish(engine, &meter, mem_before, t0))
+    }
+
+    /// Loads a llama.cpp GGUF text model (tokenizer and chat template from its metadata) and an optional
+    /// `mmproj` vision projector GGUF.
+    #[wasm_bindgen(js_name = loadGguf)]
+    pub async fn load_gguf(
+        model: Uint8Array,
+        mmproj: Option<Uint8Array>,
+        options_: Option<LoadOpts>,
+    ) -> Result<WebvlmEngine, JsValue> {
+        let (opts, max_context) = options(&options_).map_err(|e| to_js_error(&e))?;
+        let total = model.length() as u64 + mmproj.as_ref().map_or(0, |m| m.length() as u64);
+        let mem_before = wasm_memory_bytes();
+        let t0 = now_ms();
+        let ctx = new_context().await.map_err(|e| to_js_error(&e))?;
+        let meter = meter_for(&options_, total);
+        let text: Box<dyn WeightSource> = Box::new(MeteredSource { src: JsBytesSource(model), meter: meter.clone() });
+        let mm = mmproj.map(|m| Box::new(MeteredSource { src: JsBytesSource(m), meter: meter.clone() }) as Box<dyn WeightSource>);
+        let engine = Engine::load_gguf(ctx, text, mm, opts, max_context).map_err(|e| to_js_error(&e))?;
+        Ok(Self::finish(engine, &meter, mem_before, t0))
+    }
+
+    fn finish(engine: Engine, meter: &Meter, mem_before: f64, t0: f64) -> Self {
+        if let Some(f) = &meter.callback {
+            let _ = f.call2(&JsValue::NULL, &(meter.total as f64).into(), &(meter.total as f64).into());
+        }
+        let report = LoadReport {
+            weight_bytes: meter.read.get(),
+            largest: meter.largest.get(),
+            mem_before,
+            mem_after: wasm_memory_bytes(),
+            load_ms: now_ms() - t0,
+        };
+        Self { engine: Rc::new(engine), report }
+    }
+
+    /// Whether the model takes images.
+    #[wasm_bindgen(getter, js_name = isVlm)]
+    pub fn is_vlm(&self) -> bool {
+        self.engine.is_vlm()
+    }
+
+    /// The KV-cache length in tokens.
+    #[wasm_bindgen(getter, js_name = maxContext)]
+    pub fn max_context(&self) -> usize {
+        self.engine.max_context()
+    }
+
+    /// The adapter this engine runs on.
+    #[wasm_bindgen(js_name = adapterInfo, unchecked_return_type = "WasmAdapterInfo")]
+    pub fn adapter_info(&self) -> JsValue {
+        caps_object(&self.engine.ctx)
+    }
+
+    /// Bytes, timings and memory of the load.
+    #[wasm_bindgen(js_name = loadReport, unchecked_return_type = "WasmLoadReport")]
+    pub fn load_report(&self) -> JsValue {
+        let r = &self.report;
+        let o = Object::new();
+        set(&o, "weightBytes", r.weight_bytes as f64);
+        set(&o, "largestTensorBytes", r.largest as f64);
+        set(&o, "wasmMemoryBefore", r.mem_before);
+        set(&o, "wasmMemoryAfter", r.mem_after);
+        set(&o, "loadMs", r.load_ms);
+        set(&o, "isVlm", self.engine.is_vlm());
+        set(&o, "maxContext", self.engine.max_context() as f64);
+        o.into()
+    }
+
+    /// Generates an answer. `messages` is a chat (content: a string or `[{type:"text",text},{type:"image"}]`
+    /// parts; one `images` entry per image part, in order: PNG/JPEG/WebP bytes). `onText` receives each piece of
+    /// text as it is decoded. Aborting `signal` stops generation: the promise then rejects with `CancelledError`
+    /// if nothing was generated yet, else resolves with `finishReason: "cancelled"`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<WasmGenerateResult>")]
+    pub fn generate(
+        &self,
+        messages: Messages,
+        images: Vec<Uint8Array>,
+        options_: Option<GenerateOpts>,
+        on_text: Option<Function>,
+        signal: Option<AbortSignal>,
+    ) -> js_sys::Promise {
+        let engine = self.engine.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let json = js_sys::JSON::stringify(&messages).map_err(|_| invalid("messages must be JSON-serialisable"))?;
+            let messages: Vec<Message> = serde_json::from_str(&String::from(json))
+                .map_err(|e| invalid(format!("messages: {e}; expected [{{role, content}}] with text/image parts")))?;
+            let mut generation = GenerationConfig::default();
+            if let Some(o) = &options_ {
+                if let Some(v) = o.max_tokens() {
+                    generation.max_new_tokens = v.max(0.0) as usize;
+                }
+                if let Some(v) = o.temperature() {
+                    generation.temperature = v as f32;
+                }
+                if let Some(v) = o.top_k() {
+                    generation.top_k = v.max(0.0) as u32;
+                }
+                if let Some(v) = o.top_p() {
+                    generation.top_p = v as f32;
+                }
+                if let Some(v) = o.repetition_penalty() {
+                    generation.repetition_penalty = v as f32;
+                }
+                if let Some(v) = o.seed() {
+                    generation.seed = v.max(0.0) as u64;
+                }
+            }
+            let req = ChatRequest { messages, images: images.iter().map(|a| a.to_vec()).collect(), generation };
+            drop(images);
+            let cancel = CancelToken::default();
+            let listener = signal.as_ref().map(|s| {
+                let c = cancel.clone();
+                let cb = Closure::<dyn FnMut()>::new(move || c.cancel());
+                s.add_event_listener("abort", cb.as_ref().unchecked_ref());
+                cb
+            });
+            if signal.as_ref().is_some_and(|s| s.aborted()) {
+                cancel.cancel();
+            }
+            let t0 = now_ms();
+            let result = if cancel.is_cancelled() {
+                Err(Error::Cancelled)
+            } else {
+                engine
+                    .chat(&req, &cancel, |s| {
+                        if let Some(f) = &on_text {
+                            let _ = f.call1(&JsValue::NULL, &JsValue::from_str(s));
+                        }
+                    })
+                    .await
+            };
+            if let (Some(s), Some(cb)) = (&signal, &listener) {
+                s.remove_event_listener("abort", cb.as_ref().unchecked_ref());
+            }
+            let r = result.map_err(|e| to_js_error(&e))?;
+            if r.stop == StopReason::Cancelled && r.tokens.is_empty() {
+                return Err(to_js_error(&Error::Cancelled));
+            }
+            let g = &r.stats.generation;
+            let finish = match r.stop {
+                StopReason::StopToken => "stop",
+                StopReason::MaxTokens | StopReason::ContextFull => "length",
+                StopReason::Cancelled => "cancelled",
+            };
+            let out = serde_json::json!({
+                "text": r.text,
+                "tokens": r.tokens,
+                "finishReason": finish,
+                "usage": {
+                    "promptTokens": g.prompt_tokens,
+                    "completionTokens": g.generated_tokens,
+                    "totalTokens": g.prompt_tokens + g.generated_tokens,
+                },
+                "stats": {
+                    "prefillMs": g.prefill_ms,
+                    "decodeMs": g.decode_ms,
+                    "imageEncodeMs": r.stats.image_encode_ms,
+                    "imagesFromCache": r.stats.images_from_cache,
+                    "prefillTokensPerSecond": g.prefill_tok_s(),
+                    "decodeTokensPerSecond": g.decode_tok_s(),
+                    "submissionsPerToken": g.submissions_per_token,
+                    "dispatchesPerToken": g.dispatches_per_token,
+                    "totalMs": now_ms() - t0,
+                },
+            });
+            js_sys::JSON::parse(&out.to_string()).map_err(|_| invalid("internal: result JSON"))
+        })
+    }
+}
+
+fn caps_object(ctx: &GpuContext) -> JsValue {
+    let c = &ctx.caps;
+    let o = Object::new();
+    set(&o, "adapter", c.adapter_name.as_str());
+    set(&o, "backend", c.backend.as_str());
+    set(&o, "driver", c.driver.as_str());
+    set(&o, "shaderF16", c.shader_f16);
+    set(&o, "subgroups", c.subgroups);
+    set(&o, "maxStorageBufferBindingSize", c.max_storage_binding as f64);
+    set(&o, "maxBufferSize", c.max_buffer_size as f64);
+    set(&o, "maxComputeInvocationsPerWorkgroup", c.max_workgroup_invocations as f64);
+    o.into()
+}
+
+/// Opens the GPU once and describes the adapter (rejects with `WebGPUNotAvailableError` when there is none).
+#[wasm_bindgen(js_name = probeAdapter, unchecked_return_type = "Promise<WasmAdapterInfo>")]
+pub fn probe_adapter() -> js_sys::Promise {
+    wasm_bindgen_futures::future_to_promise(async move {
+        let ctx = new_context().await.map_err(|e| to_js_error(&e))?;
+        Ok(caps_object(&ctx))
+    })
+}

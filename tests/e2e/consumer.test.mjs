@@ -1,0 +1,65 @@
+// The npm package as a user gets it: `npm pack` pkg/, `npm install` the tarball into a fresh app, serve the app
+// (with webvlm-server's CSP) and run tests/e2e/consumer/main.js in headless Chromium: exports, types file,
+// worker file and wasm path resolution from node_modules, OpenAI-style streaming, typed errors, cache listing.
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, rmSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT, startServer, launchBrowser, watchPage, check, failed, assert } from './lib.mjs';
+
+const APP = path.join(ROOT, 'target/e2e/consumer-app');
+rmSync(APP, { recursive: true, force: true });
+mkdirSync(path.join(APP, 'fixtures'), { recursive: true });
+
+const tgz = execFileSync('npm', ['pack', '--silent', '--pack-destination', APP], { cwd: path.join(ROOT, 'pkg') }).toString().trim().split('\n').pop();
+writeFileSync(path.join(APP, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+execFileSync('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--offline', `./${tgz}`], { cwd: APP, stdio: 'inherit' });
+for (const f of ['index.html', 'main.js']) cpSync(path.join(ROOT, 'tests/e2e/consumer', f), path.join(APP, f));
+const eng = path.join(ROOT, 'tests/fixtures/models/idefics3_engine');
+for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'preprocessor_config.json']) cpSync(path.join(eng, f), path.join(APP, 'fixtures', f));
+cpSync(path.join(ROOT, 'tests/fixtures/models/idefics3/model.safetensors'), path.join(APP, 'fixtures/model.safetensors'));
+cpSync(path.join(ROOT, 'tests/fixtures/images/chelsea.png'), path.join(APP, 'fixtures/chelsea.png'));
+
+await check('published shape: exports, types, worker, wasm in the tarball', async () => {
+  const installed = path.join(APP, 'node_modules/webvlm');
+  const pj = JSON.parse(readFileSync(path.join(installed, 'package.json'), 'utf8'));
+  for (const f of [pj.types, pj.exports['.'].import, pj.exports['./worker.js'], 'wasm/webvlm_bg.wasm', 'wasm/webvlm.js']) {
+    assert(existsSync(path.join(installed, f)), `${f} is in the package`);
+  }
+  const resolved = execFileSync('node', ['--input-type=module', '-e', "console.log(import.meta.resolve('webvlm'))"], { cwd: APP }).toString().trim();
+  assert(resolved.endsWith('node_modules/webvlm/index.js'), `import 'webvlm' resolves to ${resolved}`);
+  const dts = readFileSync(path.join(installed, pj.types), 'utf8');
+  for (const name of ['createEngine', 'createWorkerEngine', 'listCachedModels', 'clearCache', 'LimitsError', 'ChatCompletionChunk']) assert(dts.includes(name), `index.d.ts declares ${name}`);
+});
+
+const server = await startServer({ www: APP });
+const browser = await launchBrowser();
+const page = await browser.newPage();
+const errors = watchPage(page);
+try {
+  await check('consumer page: worker + in-page engine, streaming, typed errors, cache', async () => {
+    await page.goto(`${server.url}/`);
+    await page.waitForFunction(() => window.__result, null, { timeout: 5 * 60000 });
+    const r = await page.evaluate(() => window.__result);
+    console.log(JSON.stringify(r));
+    assert(!r.error, r.error);
+    assert(r.isVlm === true, 'tiny Idefics3 is a VLM');
+    for (const p of ['download', 'upload', 'compile']) assert(r.workerPhases.includes(p), `progress phase ${p}`);
+    for (const l of ['worker', 'page']) {
+      const s = r[`${l}.stream`];
+      assert(s.object === 'chat.completion.chunk' && s.chunks >= 1 && s.usage?.completion_tokens >= 1, `${l}: stream ${JSON.stringify(s)}`);
+      assert(r[`${l}.completion`].object === 'chat.completion', `${l}: completion`);
+      assert(r[`${l}.badImage`].isImageError, `${l}: bad image → ImageError: ${JSON.stringify(r[`${l}.badImage`])}`);
+      assert(r[`${l}.aborted`].isCancelled || r[`${l}.aborted`] === 'cancelled', `${l}: aborted → ${JSON.stringify(r[`${l}.aborted`])}`);
+    }
+    assert(r.cached.length >= 5 && r.cached.every((c) => c[2]), `cached files with hashes: ${JSON.stringify(r.cached)}`);
+    assert(r.missingFile.isNetworkError && r.missingFile.status === 404, `missing file → NetworkError 404: ${JSON.stringify(r.missingFile)}`);
+  });
+  await check('consumer page: no console errors', async () => {
+    const bad = errors.filter((e) => !/favicon|404/.test(e));
+    assert(bad.length === 0, bad.join('\n'));
+  });
+} finally {
+  await browser.close();
+  server.stop();
+}
+if (failed()) process.exit(1);

@@ -1,0 +1,113 @@
+// End-to-end: the real webvlm-server serves www/ + pkg/ + models/; headless Chromium (SwiftShader WebGPU) loads the
+// offline default model (SmolLM2-135M GGUF) in the demo's Web Worker, takes an image and a question, and runs the
+// pipeline (caption → query → /v1/search → answer with citations). Screenshot: target/e2e/demo.png.
+import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT, startServer, launchBrowser, watchPage, check, failed, assert } from './lib.mjs';
+
+const MODEL = path.join(ROOT, 'models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf');
+const IMAGE = path.join(ROOT, 'tests/fixtures/images/chelsea.png');
+const OUT = path.join(ROOT, 'target/e2e');
+const LOAD_MS = 8 * 60000;
+const RUN_MS = 8 * 60000;
+mkdirSync(OUT, { recursive: true });
+
+if (!existsSync(MODEL)) {
+  console.log(`SKIP demo test: ${MODEL} is missing (scripts/fetch_real_models.sh fetches it)`);
+  process.exit(0);
+}
+
+const server = await startServer();
+const browser = await launchBrowser();
+const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+const page = await context.newPage();
+const errors = watchPage(page);
+const weightRequests = [];
+page.on('request', (r) => {
+  if (r.url().includes('/models/')) weightRequests.push(r.url());
+});
+
+try {
+  await check('page loads under the server CSP, WebGPU adapter found', async () => {
+    const res = await page.goto(`${server.url}/?model=smollm2`);
+    assert(res.ok(), `GET / → ${res.status()}`);
+    assert(/wasm-unsafe-eval/.test(res.headers()['content-security-policy'] || ''), 'CSP header present');
+    await page.waitForFunction(() => document.getElementById('adapter').dataset.state !== 'unknown', null, { timeout: 30000 });
+    const badge = await page.textContent('#adapter');
+    console.log(`     adapter: ${badge}`);
+    assert(await page.getAttribute('#adapter', 'data-state') === 'ok', `adapter badge: ${badge}`);
+  });
+
+  await check('non-image file → clear ImageError, page stays usable', async () => {
+    await page.setInputFiles('#file', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello') });
+    await page.waitForSelector('#ask-error:not([hidden])');
+    const t = await page.textContent('#ask-error');
+    assert(/ImageError/.test(t) && /not an image/.test(t), `error text: ${t}`);
+  });
+
+  await check('load the offline default model (download, upload, compile progress)', async () => {
+    await page.click('#load');
+    await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.model), null, { timeout: LOAD_MS });
+    const status = await page.textContent('#model-status');
+    console.log(`     ${status}`);
+    assert(await page.evaluate(() => document.body.dataset.model) === 'ready', `model status: ${status}`);
+    for (const p of ['download', 'upload', 'compile']) {
+      const [v, max] = await page.$eval(`#p-${p}`, (e) => [e.value, e.max]);
+      assert(v >= max && max > 0, `${p} progress complete (${v}/${max})`);
+    }
+    assert(weightRequests.some((u) => u.endsWith('.gguf')), 'the GGUF was downloaded');
+  });
+
+  await check('ask about an image: streamed answer and pipeline steps', async () => {
+    await page.setInputFiles('#file', IMAGE);
+    await page.waitForFunction(() => /×/.test(document.getElementById('image-info').textContent));
+    assert(await page.isHidden('#ask-error'), 'the earlier error is cleared');
+    await page.fill('#question', 'What do domestic cats eat?');
+    await page.click('#ask');
+    // the answer streams: the caret shows while text grows
+    await page.waitForFunction(() => document.querySelector('.step[data-step="answer"]').dataset.state === 'running', null, { timeout: RUN_MS });
+    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.run), null, { timeout: RUN_MS });
+    const run = await page.evaluate(() => document.body.dataset.run);
+    const err = await page.isVisible('#ask-error') ? await page.textContent('#ask-error') : '';
+    assert(run === 'done', `pipeline finished: ${run} ${err}`);
+    const st = await page.$$eval('.step', (ls) => Object.fromEntries(ls.map((l) => [l.dataset.step, [l.dataset.state, l.querySelector('.step-body').textContent]])));
+    console.log(`     steps: ${JSON.stringify(st)}`);
+    assert(st.caption[0] === 'skipped', 'caption skipped for a text-only model');
+    assert(st.rephrase[0] === 'done' && st.rephrase[1].trim().length > 0, 'a search query was written');
+    assert(st.retrieve[0] === 'done', 'documents retrieved');
+    const links = await page.$$eval('.docs a', (as) => as.map((a) => a.href));
+    assert(links.length > 0 && links.every((h) => /^https?:\/\//.test(h)), `document links: ${links}`);
+    assert(st.answer[0] === 'done', 'answer step done');
+    const answer = (await page.textContent('#answer')).trim();
+    console.log(`     answer: ${answer}`);
+    assert(answer.length > 10, 'a non-trivial answer');
+    const chips = await page.$$eval('#stats .chip', (c) => c.map((x) => x.textContent));
+    console.log(`     stats: ${chips.join(' | ')}`);
+    assert(chips.some((c) => /tok\/s decode/.test(c)), 'tokens/s shown');
+    await page.screenshot({ path: path.join(OUT, 'demo.png'), fullPage: true });
+  });
+
+  await check('reload: weights come from the cache, no network request for them', async () => {
+    const cached = await page.evaluate(async () => (await import('/pkg/index.js')).listCachedModels());
+    assert(cached.some((c) => c.url.endsWith('.gguf') && c.sha256), `cache lists the GGUF with its hash: ${JSON.stringify(cached)}`);
+    weightRequests.length = 0;
+    await page.reload();
+    await page.click('#load');
+    await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.model), null, { timeout: LOAD_MS });
+    assert(await page.evaluate(() => document.body.dataset.model) === 'ready', await page.textContent('#model-status'));
+    assert(weightRequests.length === 0, `weight requests after reload: ${weightRequests}`);
+    assert(/cache/.test(await page.textContent('#pv-download')), 'download bar says cache');
+  });
+
+  await check('no console errors or CSP violations', async () => {
+    const bad = errors.filter((e) => !/favicon/.test(e));
+    assert(bad.length === 0, bad.join('\n'));
+  });
+} finally {
+  await browser.close();
+  server.stop();
+}
+if (failed()) {
+  console.log(`${failed()} e2e check(s) failed`);
+  process.exit(1);
+}
