@@ -226,3 +226,20 @@ impl GpuContext {
         Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype, scales_offset })
     }
 }
+
+/// The file dtype with the same block bytes as a GPU dtype (quant formats and f32/f16 map one to one).
+impl TryFrom<DType> for crate::loader::DType {
+    type Error = Error;
+    fn try_from(d: DType) -> Result<Self> {
+        use crate::loader::DType as F;
+        use DType as G;
+        Ok(match d {
+            G::F32 => F::F32,
+            G::F16 => F::F16,
+            G::Q8_0 => F::Q8_0,
+            G::Q4_0 => F::Q4_0,
+            G::Q4_1 => F::Q4_1,
+            G::U32 => return Err(Error::UnsupportedDtype { op: "file dtype", dtype: "u32".into() }),
+        })
+    }
+}

@@ -27,20 +27,5 @@ pub use source::FileSource;
 pub use source::{DType, MemorySource, WeightSource};
 pub(crate) use source::ChunkReader;
 
-use crate::error::{Error, Result};
 
-/// The GPU dtype of a file dtype's blocks (the quant formats and f32/f16 map one to one; BF16 has none).
-impl TryFrom<crate::gpu::DType> for DType {
-    type Error = Error;
-    fn try_from(d: crate::gpu::DType) -> Result<Self> {
-        use crate::gpu::DType as G;
-        Ok(match d {
-            G::F32 => DType::F32,
-            G::F16 => DType::F16,
-            G::Q8_0 => DType::Q8_0,
-            G::Q4_0 => DType::Q4_0,
-            G::Q4_1 => DType::Q4_1,
-            G::U32 => return Err(Error::UnsupportedDtype { op: "file dtype", dtype: "u32".into() }),
-        })
-    }
-}
+
