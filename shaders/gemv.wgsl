@@ -12,7 +12,8 @@
 // Layouts (src/gpu/tensor.rs): all weights are read as vec4<u32> words.
 //   f32: K % 4 == 0, 4 elements per vec4.   f16: K % 8 == 0, 8 halves per vec4 (element 2i in the low half).
 //   q8_0: 2 vec4 of qs per block (32 x i8). q4_0 / q4_1: 1 vec4 of qs per block. Scales at word p.scales_offset
-//   (a multiple of 4: qs sections are whole vec4s): q8_0 / q4_0 two f16 `d` per word, q4_1 one word (d | m << 16).
+//   (a multiple of 4: qs sections are whole vec4s), read through `ws`: q8_0 / q4_0 two f16 `d` per word, q4_1 one
+//   word (d | m << 16).
 
 override WG: u32 = 64u;   // invocations per workgroup
 override ROWS: u32 = 64u; // output rows per workgroup (== WG without subgroups)
@@ -35,6 +36,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // (N, K) in the dtype's layout
 @group(0) @binding(3) var<storage, read> bias: array<f32>;      // (N); x again when there is no bias
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;   // (MR, N)
+// The weight buffer again, as words, for the scales: the buffer need not be a whole number of vec4s, and the
+// vec4 view's arrayLength rounds down, so its last scale words are out of bounds there (robust access then
+// returns other values: seen on SwiftShader).
+@group(0) @binding(5) var<storage, read> ws: array<u32>;
 
 const FMT_F32: u32 = 0u;
 const FMT_F16: u32 = 1u;
@@ -53,7 +58,7 @@ fn accum(acc: vec4<f32>, wv: vec4<f32>, i: u32, k4: u32) -> vec4<f32> {
 }
 
 fn word(i: u32) -> u32 {
-    return w[i >> 2u][i & 3u];
+    return ws[i];
 }
 
 fn i8x4(v: u32) -> vec4<f32> {

@@ -211,7 +211,7 @@ fn gemv(
     // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
     let b: Binding = bias.unwrap_or(&xs).into();
     let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
-    rec.dispatch(&key, &params(&p), &[(&xs).into(), w.into(), b, (&ys).into()], grid)?;
+    rec.dispatch(&key, &params(&p), &[(&xs).into(), w.into(), b, (&ys).into(), w.into()], grid)?;
     if m0 > 0 {
         rec.copy(&ys, 0, out, (m0 * n * 4) as u64, (mr * n * 4) as u64)?;
     }
