@@ -130,6 +130,11 @@ export interface LoadReport {
   weightBytes: number;
   largestTensorBytes: number;
   wasmMemoryBefore: number;
+  /** wasm memory when the first tensor data was read: metadata, tokenizer and template are loaded by then. */
+  wasmMemoryAtFirstWeight: number;
+  /** wasmMemoryAfter - wasmMemoryAtFirstWeight: what streaming the weights to the GPU cost in wasm memory. */
+  weightPhaseGrowth: number;
+  /** wasm memory never shrinks, so this bounds the peak of the load. */
   wasmMemoryAfter: number;
   loadMs: number;
   isVlm: boolean;

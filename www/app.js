@@ -8,7 +8,8 @@ import { createWorkerEngine, listCachedModels, clearCache } from '/pkg/index.js'
 const P = {
   caption: 'Describe this image in one or two factual sentences: the main objects, their colors and shapes, and any text you can read.',
   rephraseVlm: 'Look at the image and the user\'s question. Write ONE self-contained web search query that would find the answer: name the things in the image explicitly instead of saying "this" or "it". Reply with the query only.\nImage description: {caption}\nQuestion: {question}',
-  rephraseText: 'Write ONE self-contained web search query that would find the answer to the user\'s question. Reply with the query only.\nImage description: {caption}\nQuestion: {question}',
+  // text-only models never see the image; small ones echo long instructions, so this one is short
+  rephraseText: 'Rewrite this question as a short web search query of a few keywords. Reply with the keywords only.\nQuestion: {question}',
   system: 'You answer questions about an image using the numbered sources. Cite the sources you use as [1], [2], ... right after the sentence they support. If the sources do not contain the answer, say so and answer from the image description alone.',
   generate: 'Sources:\n{sources}\n\nImage description: {caption}\nQuestion: {question}\nAnswer:',
   generateNoSources: 'No sources are available for this question; answer from the image description alone and say that the answer is not backed by sources.\n\nImage description: {caption}\nQuestion: {question}\nAnswer:',
@@ -21,10 +22,10 @@ const MODELS = [
     hint: 'The offline default: 98 MB, served from /models/. Reads text only, so the caption step is skipped.' },
   { key: 'smolvlm-256m', label: 'SmolVLM-256M-Instruct · f16→q8_0 · vision · Hugging Face',
     spec: { repo: 'HuggingFaceTB/SmolVLM-256M-Instruct' }, dtype: 'q8_0',
-    hint: 'Downloads ~0.5 GB from huggingface.co once, then loads from the cache. The server needs --connect-src https://huggingface.co --connect-src https://*.hf.co.' },
+    hint: 'Downloads ~0.5 GB from huggingface.co once, then loads from the cache. The server needs --connect-src https://huggingface.co --connect-src https://*.huggingface.co --connect-src https://*.hf.co.' },
   { key: 'smolvlm-500m', label: 'SmolVLM-500M-Instruct · f16→q8_0 · vision · Hugging Face',
     spec: { repo: 'HuggingFaceTB/SmolVLM-500M-Instruct' }, dtype: 'q8_0',
-    hint: 'Downloads ~1 GB from huggingface.co once, then loads from the cache. The server needs --connect-src https://huggingface.co --connect-src https://*.hf.co.' },
+    hint: 'Downloads ~1 GB from huggingface.co once, then loads from the cache. The server needs --connect-src https://huggingface.co --connect-src https://*.huggingface.co --connect-src https://*.hf.co.' },
 ];
 
 const $ = (id) => document.getElementById(id);
@@ -123,10 +124,11 @@ async function loadModel() {
     state.engine = engine;
     const r = engine.loadReport();
     setStatus(`${m.label.split(' · ')[0]} ready in ${ms(performance.now() - t0)} — ${mb(r.weightBytes)} of weights on the GPU, ` +
-      `wasm heap ${mb(r.wasmMemoryAfter)} (largest tensor ${mb(r.largestTensorBytes)})${engine.isVlm ? '' : ' · text only'}`,
+      `wasm heap ${mb(r.wasmMemoryAfter)}, +${mb(r.weightPhaseGrowth)} while streaming weights (largest tensor ${mb(r.largestTensorBytes)})${engine.isVlm ? '' : ' · text only'}`,
     engine.warnings.length ? 'warning' : 'ready');
     if (engine.warnings.length) setStatus(`${$('model-status').textContent} · ${engine.warnings[0].message}`, 'warning');
     document.body.dataset.model = 'ready';
+    window.__webvlmLoadReport = r;
   } catch (e) {
     setStatus(explain(e, m), 'error');
     document.body.dataset.model = 'error';
@@ -141,7 +143,7 @@ async function loadModel() {
 function explain(e, m) {
   const name = e?.name || 'Error';
   let msg = `${name}: ${e?.message || e}`;
-  if (name === 'NetworkError' && m?.spec?.repo) msg += ' — Hugging Face must be reachable and allowed by the server (--connect-src https://huggingface.co --connect-src https://*.hf.co).';
+  if (name === 'NetworkError' && m?.spec?.repo) msg += ' — Hugging Face must be reachable and allowed by the server (--connect-src https://huggingface.co --connect-src https://*.huggingface.co --connect-src https://*.hf.co).';
   if (name === 'NetworkError' && e.status === 404 && m?.key === 'smollm2') msg += ' — run scripts/fetch_real_models.sh and start webvlm-server with --models models.';
   if (name === 'DeviceLostError') msg += ' Press Load to start again.';
   return msg;
@@ -292,10 +294,12 @@ async function generate(messages, { maxTokens, onText, signal }) {
   return { text: text.trim(), stats: last?.webvlm, usage: last?.usage, finish: last?.choices[0].finish_reason };
 }
 
-const cleanQuery = (t, fallback) => {
+/** The model's query, or null when it is unusable (empty, an echo of the instructions, a whole paragraph). */
+const cleanQuery = (t) => {
   const line = t.split('\n').map((s) => s.trim()).find(Boolean) || '';
-  const q = line.replace(/^(search query|query)\s*:\s*/i, '').replace(/^["'“]|["'”]$/g, '').trim();
-  return q.slice(0, 200) || fallback;
+  const q = line.replace(/^(search query|query|keywords)\s*:\s*/i, '').replace(/^["'“]|["'”.]$/g, '').trim();
+  if (!q || q.split(/\s+/).length > 14 || /\b(search query|the user|question)\b/i.test(q)) return null;
+  return q.slice(0, 200);
 };
 
 async function ask(ev) {
@@ -339,8 +343,10 @@ async function ask(ev) {
     const rp = withImage ? fill(P.rephraseVlm, { caption: capText, question }) : fill(P.rephraseText, { caption: capText, question });
     const r = await generate([{ role: 'user', content: withImage ? [{ type: 'image', image: state.image }, { type: 'text', text: rp }] : rp }],
       { maxTokens: 24, signal, onText: (t) => setStep('rephrase', 'running', t) });
-    const query = cleanQuery(r.text, question);
-    setStep('rephrase', 'done', query, r.stats?.totalMs);
+    const modelQuery = cleanQuery(r.text);
+    const query = modelQuery || question;
+    if (modelQuery) setStep('rephrase', 'done', query, r.stats?.totalMs);
+    else setStep('rephrase', 'degraded', el('span', {}, document.createTextNode(query), el('br'), note(`The model's query was unusable (“${r.text.slice(0, 80)}…”); searching the question as asked.`)), r.stats?.totalMs);
     if (signal.aborted) throw Object.assign(new Error('stopped'), { name: 'CancelledError' });
 
     // 3. retrieve
@@ -351,8 +357,13 @@ async function ask(ev) {
         const res = await fetch(`/v1/search?q=${encodeURIComponent(query)}&k=3`, { signal });
         const body = await res.json();
         if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
-        docs = body.results || [];
-        setStep('retrieve', docs.length ? 'done' : 'degraded', docs.length ? renderDocs(docs) : note(`No documents matched “${query}”.`), performance.now() - tr);
+        const all = body.results || [];
+        // keep the documents that match nearly as well as the best one: weak BM25 matches only distract a small model
+        docs = all.filter((d) => d.score >= 0.5 * (all[0]?.score ?? 0));
+        const dropped = all.length - docs.length;
+        const view = docs.length ? el('div', {}, renderDocs(docs)) : note(`No documents matched “${query}”.`);
+        if (dropped) view.append(note(`${dropped} weaker match${dropped > 1 ? 'es' : ''} left out.`));
+        setStep('retrieve', docs.length ? 'done' : 'degraded', view, performance.now() - tr);
       } catch (e) {
         if (signal.aborted) throw e;
         setStep('retrieve', 'degraded', note(`Search failed (${e.message}); answering without sources.`), performance.now() - tr);
@@ -361,7 +372,7 @@ async function ask(ev) {
 
     // 4. answer
     setStep('answer', 'running');
-    const sources = docs.map((d, i) => `[${i + 1}] ${d.title}: ${d.snippet.slice(0, 300)}`).join('\n');
+    const sources = docs.map((d, i) => `[${i + 1}] ${d.title}: ${d.snippet.slice(0, 220)}`).join('\n');
     const prompt = docs.length ? fill(P.generate, { sources, caption: capText, question }) : fill(P.generateNoSources, { caption: capText, question });
     final = await generate([{ role: 'system', content: P.system }, { role: 'user', content: prompt }],
       { maxTokens: 96, signal, onText: (t) => renderAnswer(t, docs, true) });

@@ -203,8 +203,11 @@ pub fn split_gpu_layout(dtype: DType, bytes: &[u8], rows: usize, cols: usize) ->
         return Err(err(OP, format!("[{rows}, {cols}] {dtype} takes {n_blocks} blocks of {block_bytes} bytes, got {} bytes", bytes.len())));
     }
     let words_per_block = (block_bytes - qs_start) / 4;
-    let mut qs = Vec::with_capacity(n_blocks * words_per_block);
-    let mut scales = Vec::with_capacity(if dtype == DType::Q4_1 { n_blocks } else { n_blocks.div_ceil(2) });
+    let n_scales = if dtype == DType::Q4_1 { n_blocks } else { n_blocks.div_ceil(2) };
+    // room for the scales too: callers append them (`qs.extend_from_slice(&scales)`), and a reallocation there
+    // would double the capacity — the wasm heap peak while loading is set by this function on the largest tensor
+    let mut qs = Vec::with_capacity(n_blocks * words_per_block + n_scales);
+    let mut scales = Vec::with_capacity(n_scales);
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     for block in bytes.chunks_exact(block_bytes) {
         qs.extend(block[qs_start..].chunks_exact(4).map(word));

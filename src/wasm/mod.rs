@@ -71,6 +71,10 @@ export interface WasmLoadReport {
   largestTensorBytes: number;
   /** wasm linear memory before and after the load (it never shrinks, so `after` bounds the peak). */
   wasmMemoryBefore: number;
+  /** wasm memory when the first tensor data was read: metadata, tokenizer and template are loaded by then. */
+  wasmMemoryAtFirstWeight: number;
+  /** wasmMemoryAfter - wasmMemoryAtFirstWeight: what streaming the weights to the GPU cost in wasm memory. */
+  weightPhaseGrowth: number;
   wasmMemoryAfter: number;
   loadMs: number;
   isVlm: boolean;
@@ -136,6 +140,8 @@ struct Meter {
     total: u64,
     callback: Option<Function>,
     last_report: Cell<u64>,
+    /// wasm memory when the first tensor data was read (after metadata, tokenizer and template).
+    mem_at_first_weight: Cell<Option<f64>>,
 }
 
 impl Meter {
@@ -157,6 +163,23 @@ impl Meter {
 struct MeteredSource {
     src: JsBytesSource,
     meter: Rc<Meter>,
+    /// Where tensor data starts (reads before it are headers).
+    data_start: u64,
+}
+
+impl MeteredSource {
+    fn new(a: Uint8Array, meter: Rc<Meter>, name: &str) -> Self {
+        let src = JsBytesSource(a);
+        let data_start = if name.ends_with(".gguf") {
+            crate::loader::gguf::Gguf::parse(&src).map(|g| g.data_offset).unwrap_or(0)
+        } else if name.ends_with(".safetensors") && src.len() >= 8 {
+            let mut n = [0u8; 8];
+            src.read_exact_at(0, &mut n).map(|_| 8 + u64::from_le_bytes(n)).unwrap_or(0)
+        } else {
+            u64::MAX
+        };
+        Self { src, meter, data_start }
+    }
 }
 
 impl WeightSource for MeteredSource {
@@ -164,6 +187,9 @@ impl WeightSource for MeteredSource {
         self.src.len()
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if offset >= self.data_start && self.meter.mem_at_first_weight.get().is_none() {
+            self.meter.mem_at_first_weight.set(Some(wasm_memory_bytes()));
+        }
         self.src.read_exact_at(offset, buf)?;
         self.meter.add(buf.len() as u64);
         Ok(())
@@ -181,7 +207,7 @@ impl ModelFiles for JsFiles {
         let a = self.files.get(name).ok_or_else(|| {
             Error::Format { format: "model files", detail: format!("missing model file `{name}`; pass it in the files map") }
         })?;
-        Ok(Box::new(MeteredSource { src: JsBytesSource(a.clone()), meter: self.meter.clone() }))
+        Ok(Box::new(MeteredSource::new(a.clone(), self.meter.clone(), name)))
     }
     fn exists(&self, name: &str) -> bool {
         self.files.contains_key(name)
@@ -260,6 +286,7 @@ struct LoadReport {
     weight_bytes: u64,
     largest: u64,
     mem_before: f64,
+    mem_at_first_weight: f64,
     mem_after: f64,
     load_ms: f64,
 }
@@ -284,6 +311,7 @@ fn meter_for(opts: &Option<LoadOpts>, total: u64) -> Rc<Meter> {
         total,
         callback: opts.as_ref().and_then(|o| o.on_progress()),
         last_report: Cell::new(0),
+        mem_at_first_weight: Cell::new(None),
     })
 }
 
@@ -340,8 +368,8 @@ impl WebvlmEngine {
         let t0 = now_ms();
         let ctx = new_context().await.map_err(|e| to_js_error(&e))?;
         let meter = meter_for(&options_, total);
-        let text: Box<dyn WeightSource> = Box::new(MeteredSource { src: JsBytesSource(model), meter: meter.clone() });
-        let mm = mmproj.map(|m| Box::new(MeteredSource { src: JsBytesSource(m), meter: meter.clone() }) as Box<dyn WeightSource>);
+        let text: Box<dyn WeightSource> = Box::new(MeteredSource::new(model, meter.clone(), "model.gguf"));
+        let mm = mmproj.map(|m| Box::new(MeteredSource::new(m, meter.clone(), "mmproj.gguf")) as Box<dyn WeightSource>);
         let engine = Engine::load_gguf(ctx, text, mm, opts, max_context).map_err(|e| to_js_error(&e))?;
         Ok(Self::finish(engine, &meter, mem_before, t0))
     }
@@ -354,6 +382,7 @@ impl WebvlmEngine {
             weight_bytes: meter.read.get(),
             largest: meter.largest.get(),
             mem_before,
+            mem_at_first_weight: meter.mem_at_first_weight.get().unwrap_or(mem_before),
             mem_after: wasm_memory_bytes(),
             load_ms: now_ms() - t0,
         };
@@ -386,6 +415,8 @@ impl WebvlmEngine {
         set(&o, "weightBytes", r.weight_bytes as f64);
         set(&o, "largestTensorBytes", r.largest as f64);
         set(&o, "wasmMemoryBefore", r.mem_before);
+        set(&o, "wasmMemoryAtFirstWeight", r.mem_at_first_weight);
+        set(&o, "weightPhaseGrowth", r.mem_after - r.mem_at_first_weight);
         set(&o, "wasmMemoryAfter", r.mem_after);
         set(&o, "loadMs", r.load_ms);
         set(&o, "isVlm", self.engine.is_vlm());

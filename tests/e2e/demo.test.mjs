@@ -56,6 +56,9 @@ try {
       assert(v >= max && max > 0, `${p} progress complete (${v}/${max})`);
     }
     assert(weightRequests.some((u) => u.endsWith('.gguf')), 'the GGUF was downloaded');
+    const r = await page.evaluate(() => window.__webvlmLoadReport);
+    console.log(`     load report: ${JSON.stringify(r)}`);
+    writeFileSync(path.join(OUT, 'load_report.json'), JSON.stringify(r, null, 1));
   });
 
   await check('ask about an image: streamed answer and pipeline steps', async () => {
@@ -73,10 +76,11 @@ try {
     const st = await page.$$eval('.step', (ls) => Object.fromEntries(ls.map((l) => [l.dataset.step, [l.dataset.state, l.querySelector('.step-body').textContent]])));
     console.log(`     steps: ${JSON.stringify(st)}`);
     assert(st.caption[0] === 'skipped', 'caption skipped for a text-only model');
-    assert(st.rephrase[0] === 'done' && st.rephrase[1].trim().length > 0, 'a search query was written');
+    assert(['done', 'degraded'].includes(st.rephrase[0]) && st.rephrase[1].trim().length > 0, 'a search query was written (or the question used, flagged)');
     assert(st.retrieve[0] === 'done', 'documents retrieved');
     const links = await page.$$eval('.docs a', (as) => as.map((a) => a.href));
     assert(links.length > 0 && links.every((h) => /^https?:\/\//.test(h)), `document links: ${links}`);
+    assert(links.some((h) => /cat/i.test(h)), `the cat article is among the results: ${links}`);
     assert(st.answer[0] === 'done', 'answer step done');
     const answer = (await page.textContent('#answer')).trim();
     console.log(`     answer: ${answer}`);
