@@ -191,7 +191,7 @@ async fn typed_errors() {
     let e = generate(&engine, msgs, vec![Uint8Array::from(&b"plain text, not an image"[..])], 2.0, None, None).await.unwrap_err();
     assert_eq!(error_name(&e), "ImageError");
 
-    let long = format!(r#"[{{"role":"user","content":"{}"}}]"#, "hello ".repeat(400));
+    let long = format!(r#"[{{"role":"user","content":"{}"}}]"#, "the red circle ".repeat(150));
     let e = generate(&engine, &long, vec![], 2.0, None, None).await.unwrap_err();
     assert_eq!(error_name(&e), "ContextOverflowError");
     assert_eq!(get(&e, "context").as_f64(), Some(256.0));

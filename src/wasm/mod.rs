@@ -25,7 +25,7 @@ use crate::gpu::{DType, GpuContext, GpuOptions};
 use crate::loader::{JsBytesSource, WeightSource};
 use crate::models::ModelFiles;
 use crate::nn::LoadOptions;
-use crate::processor::chat::Message;
+use crate::processor::chat::{Content, ContentPart, Message};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -440,8 +440,16 @@ impl WebvlmEngine {
         let engine = self.engine.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let json = js_sys::JSON::stringify(&messages).map_err(|_| invalid("messages must be JSON-serialisable"))?;
-            let messages: Vec<Message> = serde_json::from_str(&String::from(json))
+            let mut messages: Vec<Message> = serde_json::from_str(&String::from(json))
                 .map_err(|e| invalid(format!("messages: {e}; expected [{{role, content}}] with text/image parts")))?;
+            if engine.is_vlm() {
+                // VLM templates (Idefics3/SmolVLM) iterate over content parts; a plain string would render empty
+                for m in &mut messages {
+                    if let Content::Text(t) = &m.content {
+                        m.content = Content::Parts(vec![ContentPart::Text { text: t.clone() }]);
+                    }
+                }
+            }
             let mut generation = GenerationConfig::default();
             if let Some(o) = &options_ {
                 if let Some(v) = o.max_tokens() {
