@@ -146,6 +146,8 @@ export interface WebvlmEngine {
   readonly isVlm: boolean;
   /** Non-fatal problems of the load (e.g. a CacheError when the weight cache is full). */
   readonly warnings: WebvlmError[];
+  /** Informational notes of the load, e.g. "this adapter has no shader-f16; computing in f32". */
+  readonly notes: string[];
   chat: {
     completions: {
       create(req: ChatRequest & { stream: true }): ChatCompletionStream;

@@ -31,7 +31,7 @@ self.addEventListener('message', async (ev) => {
         signal: loadAbort.signal,
         onProgress: (p) => post({ id, type: 'progress', progress: p.error ? { ...p, error: serializeError(p.error) } : p }),
       });
-      post({ id, type: 'done', result: { modelId: engine.modelId, adapterInfo: engine.adapterInfo(), loadReport: engine.loadReport() } });
+      post({ id, type: 'done', result: { modelId: engine.modelId, notes: engine.notes, adapterInfo: engine.adapterInfo(), loadReport: engine.loadReport() } });
     } else if (msg.type === 'generate') {
       if (!engine) throw Object.assign(new Error('no model is loaded'), { name: 'InvalidArgumentError' });
       const ctrl = new AbortController();

@@ -126,6 +126,7 @@ async function loadModel() {
     setStatus(`${m.label.split(' · ')[0]} ready in ${ms(performance.now() - t0)} — ${mb(r.weightBytes)} of weights on the GPU, ` +
       `wasm heap ${mb(r.wasmMemoryAfter)}, +${mb(r.weightPhaseGrowth)} while streaming weights (largest tensor ${mb(r.largestTensorBytes)})${engine.isVlm ? '' : ' · text only'}`,
     engine.warnings.length ? 'warning' : 'ready');
+    if (engine.notes?.length) setStatus(`${$('model-status').textContent} · ${engine.notes.join(' · ')}`, 'ready');
     if (engine.warnings.length) setStatus(`${$('model-status').textContent} · ${engine.warnings[0].message}`, 'warning');
     document.body.dataset.model = 'ready';
     window.__webvlmLoadReport = r;

@@ -3,7 +3,7 @@
 import initWasm, { WebvlmEngine, probeAdapter as wasmProbe } from '../wasm/webvlm.js';
 import { fetchBytes } from './fetch.js';
 import { imageBytes, splitMessages } from './images.js';
-import { toWebvlmError, InvalidArgumentError, WebGPUNotAvailableError, CancelledError } from './errors.js';
+import { toWebvlmError, InvalidArgumentError, WebGPUNotAvailableError, CancelledError, MissingFeatureError } from './errors.js';
 
 let wasmReady = null;
 
@@ -135,6 +135,16 @@ export async function createEngine(model, options = {}) {
     throw toWebvlmError(e);
   }
   const engine = new Engine(inner, r.id, warnings);
+  const info = inner.adapterInfo();
+  if (!info.shaderF16) {
+    // not an error: every kernel has an f32 path, and f16 weights are unpacked to f32 inside the kernels
+    const note = new MissingFeatureError(
+      `this adapter has no shader-f16; computing in f32${options.dtype === 'f16' ? ' (f16 weights are unpacked to f32 in the kernels)' : ''}`,
+      { feature: 'shader-f16' },
+    );
+    engine.notes = [note.message];
+    onProgress?.({ phase: 'compile', loaded: 0, total: 1, text: note.message });
+  }
   if (options.warmup !== false) {
     onProgress?.({ phase: 'compile', loaded: 0, total: 1, text: 'compiling GPU kernels' });
     try {
@@ -259,6 +269,8 @@ export class Engine {
     this._inner = inner;
     this.modelId = modelId;
     this.warnings = warnings;
+    /** Informational notes of the load (e.g. shader-f16 missing → f32 compute). */
+    this.notes = [];
     this._busy = Promise.resolve();
     this.chat = { completions: { create: (req) => completions(this.modelId, (r, onText) => this._generate(r, onText), req) } };
   }

@@ -62,6 +62,7 @@ export class WorkerEngine {
     });
     this._info = res;
     this.modelId = res.modelId;
+    this.notes = res.notes || [];
     if (options.signal) options.signal.addEventListener('abort', () => this.worker.postMessage({ type: 'abortLoad' }), { once: true });
     return this;
   }

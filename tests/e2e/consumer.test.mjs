@@ -51,6 +51,8 @@ try {
       assert(r[`${l}.badImage`].isImageError, `${l}: bad image → ImageError: ${JSON.stringify(r[`${l}.badImage`])}`);
       assert(r[`${l}.aborted`].isCancelled || r[`${l}.aborted`] === 'cancelled', `${l}: aborted → ${JSON.stringify(r[`${l}.aborted`])}`);
     }
+    assert(r.quota.warnings.length >= 1 && r.quota.warnings.every((n) => n === 'CacheError') && r.quota.progressWarnings >= 1, `quota → CacheError warnings: ${JSON.stringify(r.quota)}`);
+    assert(r.hugeImage.name === 'ImageError', `20000×20000 image → ImageError: ${JSON.stringify(r.hugeImage)}`);
     assert(r.cached.length >= 5 && r.cached.every((c) => c[2]), `cached files with hashes: ${JSON.stringify(r.cached)}`);
     assert(r.missingFile.isNetworkError && r.missingFile.status === 404, `missing file → NetworkError 404: ${JSON.stringify(r.missingFile)}`);
   });

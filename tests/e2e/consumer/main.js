@@ -51,6 +51,36 @@ async function exercise(engine, label, out) {
   out[`${label}.loadReport`] = engine.loadReport();
 }
 
+/** A PNG whose header claims width × height (IDAT is a stub): the decoder must refuse it before allocating. */
+function pngHeader(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (bytes) => {
+    let c = 0xffffffff;
+    for (const b of bytes) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const body = new Uint8Array([...new TextEncoder().encode(type), ...data]);
+    const out = new Uint8Array(12 + data.length);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, data.length);
+    out.set(body, 4);
+    v.setUint32(8 + data.length, crc(body));
+    return out;
+  };
+  const ihdr = new Uint8Array(13);
+  const v = new DataView(ihdr.buffer);
+  v.setUint32(0, width);
+  v.setUint32(4, height);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  const parts = [new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', new Uint8Array([120, 156, 3, 0, 0, 0, 0, 1])), chunk('IEND', new Uint8Array())];
+  return new Uint8Array(parts.flatMap((p) => [...p]));
+}
+
 const out = {};
 try {
   await clearCache();
@@ -60,10 +90,23 @@ try {
   out.isVlm = w.isVlm;
   await exercise(w, 'worker', out);
   w.dispose();
-  const e = await createEngine({ files, id: 'tiny-idefics3' }, { maxContext: 256, warmup: false });
-  await exercise(e, 'page', out);
-  e.dispose();
   out.cached = (await listCachedModels()).map((c) => [c.url.split('/').pop(), c.bytes, !!c.sha256]);
+  // a full cache: every write fails as a quota error; the load must still succeed and say so
+  await clearCache();
+  const put = Cache.prototype.put;
+  Cache.prototype.put = () => Promise.reject(new DOMException('quota exceeded (simulated)', 'QuotaExceededError'));
+  const warned = [];
+  const e = await createEngine({ files, id: 'tiny-idefics3' }, { maxContext: 256, warmup: false, onProgress: (p) => p.phase === 'warning' && warned.push(p.text) });
+  Cache.prototype.put = put;
+  out.quota = { warnings: e.warnings.map((w) => w.name), progressWarnings: warned.length, first: e.warnings[0]?.message };
+  await exercise(e, 'page', out);
+  try {
+    await e.chat.completions.create({ messages: [{ role: 'user', content: [{ type: 'image', image: pngHeader(20000, 20000) }, { type: 'text', text: '?' }] }], max_tokens: 2 });
+    out.hugeImage = 'no error';
+  } catch (err) {
+    out.hugeImage = { name: err.name, message: err.message };
+  }
+  e.dispose();
   try {
     await createEngine({ files: { ...files, 'tokenizer.json': '/fixtures/missing.json' } }, { warmup: false });
     out.missingFile = 'no error';
