@@ -141,7 +141,45 @@ export interface LoadReport {
   maxContext: number;
 }
 
+export interface PipelineRequest {
+  question: string;
+  image?: ImageInput;
+  /** "vlm" (default): the VLM writes the search query from image + question; "legacy": a text rephraser. */
+  arm?: 'vlm' | 'legacy';
+  k?: number;
+  tags?: string[];
+  ocrText?: string;
+  /** Base URL of the search/v1 server (default: location.origin). */
+  searchUrl?: string;
+  /** PipelineConfig overrides, serde names of src/pipeline (prompts, timeouts, top_k, max_snippet_chars, answer…). */
+  config?: Record<string, unknown>;
+  signal?: AbortSignal;
+}
+export interface TraceEntry {
+  step: 'caption' | 'rephrase' | 'retrieve' | 'generate';
+  via: string;
+  input: string;
+  output: string;
+  ms: number;
+  error: string | null;
+}
+export type PipelineEvent = { type: 'step'; entry: TraceEntry } | { type: 'text'; text: string };
+export interface PipelineResult {
+  question: string;
+  arm: string;
+  caption: string;
+  query: string;
+  documents: { id: string; rank: number; score: number; title: string; url: string; snippet: string; source: string }[];
+  answer: string;
+  citations: { n: number; id: string; title: string; url: string }[];
+  /** Why the answer is less than it should be (no sources, cut off…), or null. */
+  degraded: string | null;
+  trace: TraceEntry[];
+}
+
 export interface WebvlmEngine {
+  /** The Rust pipeline: caption → search query → retrieval → answer with [n] citations, with a trace. */
+  runPipeline(request: PipelineRequest, onEvent?: (e: PipelineEvent) => void): Promise<PipelineResult>;
   readonly modelId: string;
   readonly isVlm: boolean;
   /** Non-fatal problems of the load (e.g. a CacheError when the weight cache is full). */

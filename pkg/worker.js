@@ -1,6 +1,6 @@
 // The webvlm Web Worker: hosts one engine; speaks the protocol of src/worker_client.js.
-//   in:  {id, type: "load", model, options} | {id, type: "generate", request} | {type: "abort", target}
-//   out: {id, type: "progress" | "text" | "done" | "error", ...}
+//   in:  {id, type: "load", model, options} | {id, type: "generate" | "pipeline", request} | {type: "abort", target}
+//   out: {id, type: "progress" | "text" | "event" | "done" | "error", ...}
 import { createEngine } from './src/engine.js';
 import { serializeError } from './src/errors.js';
 
@@ -32,6 +32,16 @@ self.addEventListener('message', async (ev) => {
         onProgress: (p) => post({ id, type: 'progress', progress: p.error ? { ...p, error: serializeError(p.error) } : p }),
       });
       post({ id, type: 'done', result: { modelId: engine.modelId, notes: engine.notes, adapterInfo: engine.adapterInfo(), loadReport: engine.loadReport() } });
+    } else if (msg.type === 'pipeline') {
+      if (!engine) throw Object.assign(new Error('no model is loaded'), { name: 'InvalidArgumentError' });
+      const ctrl = new AbortController();
+      aborts.set(id, ctrl);
+      try {
+        const result = await engine.runPipeline({ ...msg.request, signal: ctrl.signal }, (event) => post({ id, type: 'event', event }));
+        post({ id, type: 'done', result });
+      } finally {
+        aborts.delete(id);
+      }
     } else if (msg.type === 'generate') {
       if (!engine) throw Object.assign(new Error('no model is loaded'), { name: 'InvalidArgumentError' });
       const ctrl = new AbortController();

@@ -307,6 +307,26 @@ export class Engine {
     }
   }
 
+  /**
+   * Runs the Rust pipeline (caption → search query → search/v1 retrieval → answer citing [n]) with this engine.
+   * `onEvent` gets `{type: "step", entry}` per finished step and `{type: "text", text}` per answer piece.
+   */
+  async runPipeline({ question, image, arm, k, tags, ocrText, searchUrl, config, signal } = {}, onEvent) {
+    const bytes = image ? await imageBytes(image, { signal }) : undefined;
+    const prev = this._busy;
+    let release;
+    this._busy = new Promise((r) => (release = r));
+    await prev;
+    try {
+      const base = searchUrl || globalThis.location?.origin;
+      return await this._inner.runPipeline({ question, arm, k, tags, ocrText }, bytes, { searchUrl: base, config }, onEvent || undefined, signal || undefined);
+    } catch (e) {
+      throw toWebvlmError(e);
+    } finally {
+      release();
+    }
+  }
+
   /** Frees the GPU buffers of this engine. */
   dispose() {
     this._inner?.free();

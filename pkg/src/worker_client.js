@@ -44,6 +44,7 @@ export class WorkerEngine {
     if (!p) return;
     if (msg.type === 'progress') p.onProgress?.(msg.progress);
     else if (msg.type === 'text') p.onText?.(msg.text);
+    else if (msg.type === 'event') p.onEvent?.(msg.event);
     else if (msg.type === 'done') {
       this._pending.delete(msg.id);
       p.resolve(msg.result);
@@ -84,6 +85,20 @@ export class WorkerEngine {
     let id;
     const p = this._call('generate', { request: rest }, { onText: onText || undefined });
     id = this._next - 1;
+    if (signal) {
+      const abort = () => this.worker.postMessage({ type: 'abort', target: id });
+      if (signal.aborted) abort();
+      else signal.addEventListener('abort', abort, { once: true });
+    }
+    return p;
+  }
+
+  /** As Engine.runPipeline, in the worker (the image is sent as bytes or a structured-cloneable Blob). */
+  runPipeline(request = {}, onEvent) {
+    const { signal, ...rest } = request;
+    if (!rest.searchUrl && globalThis.location) rest.searchUrl = location.origin;
+    const p = this._call('pipeline', { request: rest }, { onEvent: onEvent || undefined });
+    const id = this._next - 1;
     if (signal) {
       const abort = () => this.worker.postMessage({ type: 'abort', target: id });
       if (signal.aborted) abort();

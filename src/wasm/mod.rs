@@ -60,6 +60,30 @@ export interface WasmGenerateResult {
   stats: { prefillMs: number; decodeMs: number; imageEncodeMs: number; imagesFromCache: number;
            prefillTokensPerSecond: number; decodeTokensPerSecond: number; totalMs: number };
 }
+/** A question for the Rust pipeline (caption → rephrase → retrieve → answer with [n] citations). */
+export interface WasmPipelineRequest {
+  question: string;
+  /** "vlm" (default): the VLM writes the query from image + question; "legacy": a text rephraser from the caption. */
+  arm?: "vlm" | "legacy";
+  /** Documents to retrieve (default from the config, 5). */
+  k?: number;
+  tags?: string[];
+  ocrText?: string;
+}
+export interface WasmPipelineOptions {
+  /** Base URL of the search/v1 server, e.g. location.origin. */
+  searchUrl: string;
+  /** PipelineConfig overrides (serde names: prompts, timeouts, top_k, max_snippet_chars, answer, ...). */
+  config?: object;
+}
+export interface WasmTraceEntry { step: "caption" | "rephrase" | "retrieve" | "generate"; via: string; input: string; output: string; ms: number; error: string | null }
+export type WasmPipelineEvent = { type: "step"; entry: WasmTraceEntry } | { type: "text"; text: string };
+export interface WasmPipelineResult {
+  question: string; arm: string; caption: string; query: string;
+  documents: { id: string; rank: number; score: number; title: string; url: string; snippet: string; source: string }[];
+  answer: string; citations: { n: number; id: string; title: string; url: string }[];
+  degraded: string | null; trace: WasmTraceEntry[];
+}
 export interface WasmAdapterInfo {
   adapter: string; backend: string; driver: string; shaderF16: boolean; subgroups: boolean;
   maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeInvocationsPerWorkgroup: number;
@@ -111,6 +135,29 @@ extern "C" {
 
     #[wasm_bindgen(typescript_type = "WasmChatMessage[]")]
     pub type Messages;
+
+    #[wasm_bindgen(typescript_type = "WasmPipelineRequest")]
+    pub type PipelineReq;
+    #[wasm_bindgen(method, getter, structural)]
+    fn question(this: &PipelineReq) -> Option<String>;
+    #[wasm_bindgen(method, getter, structural)]
+    fn arm(this: &PipelineReq) -> Option<String>;
+    #[wasm_bindgen(method, getter, structural)]
+    fn k(this: &PipelineReq) -> Option<f64>;
+    #[wasm_bindgen(method, getter, structural)]
+    fn tags(this: &PipelineReq) -> Option<Vec<String>>;
+    #[wasm_bindgen(method, getter, structural, js_name = ocrText)]
+    fn ocr_text(this: &PipelineReq) -> Option<String>;
+
+    #[wasm_bindgen(typescript_type = "WasmPipelineOptions")]
+    pub type PipelineOpts;
+    #[wasm_bindgen(method, getter, structural, js_name = searchUrl)]
+    fn search_url(this: &PipelineOpts) -> Option<String>;
+    #[wasm_bindgen(method, getter, structural)]
+    fn config(this: &PipelineOpts) -> JsValue;
+
+    #[wasm_bindgen(typescript_type = "(event: WasmPipelineEvent) => void")]
+    pub type PipelineCallback;
 
     #[wasm_bindgen(typescript_type = "Map<string, Uint8Array>")]
     pub type FileMap;
@@ -294,7 +341,7 @@ struct LoadReport {
 /// A loaded model (weights on the GPU, tokenizer, template, image processor).
 #[wasm_bindgen]
 pub struct WebvlmEngine {
-    engine: Rc<Engine>,
+    engine: Arc<Engine>,
     report: LoadReport,
 }
 
@@ -386,7 +433,7 @@ impl WebvlmEngine {
             mem_after: wasm_memory_bytes(),
             load_ms: now_ms() - t0,
         };
-        Self { engine: Rc::new(engine), report }
+        Self { engine: Arc::new(engine), report }
     }
 
     /// Whether the model takes images.
@@ -530,6 +577,89 @@ impl WebvlmEngine {
                 },
             });
             js_sys::JSON::parse(&out.to_string()).map_err(|_| invalid("internal: result JSON"))
+        })
+    }
+}
+
+#[wasm_bindgen]
+impl WebvlmEngine {
+    /// Runs the multimodal pipeline of `src/pipeline` with this engine: caption (VLM), search query, retrieval from
+    /// a `search/v1` server, and an answer citing the documents as `[n]`. `onEvent` sees each finished step and
+    /// each piece of the answer. Rejects only when the request cannot start or is cancelled; failures of a step
+    /// are in the result's `trace` and `degraded`.
+    #[wasm_bindgen(js_name = runPipeline, unchecked_return_type = "Promise<WasmPipelineResult>")]
+    pub fn run_pipeline(
+        &self,
+        request: PipelineReq,
+        image: Option<Uint8Array>,
+        options: PipelineOpts,
+        on_event: Option<PipelineCallback>,
+        signal: Option<AbortSignal>,
+    ) -> js_sys::Promise {
+        let engine = self.engine.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            use crate::pipeline::{Arm, Pipeline, PipelineConfig, PipelineEvent, PipelineRequest};
+            use crate::retrieval::{RetrievalClient, RetrievalConfig};
+            let config: PipelineConfig = {
+                let c = options.config();
+                if c.is_undefined() || c.is_null() {
+                    PipelineConfig::default()
+                } else {
+                    let j = js_sys::JSON::stringify(&c).map_err(|_| invalid("config must be JSON-serialisable"))?;
+                    serde_json::from_str(&String::from(j)).map_err(|e| invalid(format!("pipeline config: {e}")))?
+                }
+            };
+            let base_url = options.search_url().ok_or_else(|| invalid("options.searchUrl is required (e.g. location.origin)"))?;
+            let retrieval = RetrievalClient::new(RetrievalConfig::SearchV1 { base_url }).map_err(|e| to_js_error(&e))?;
+            let arm = match request.arm() {
+                Some(a) => a.parse::<Arm>().map_err(|e| to_js_error(&e))?,
+                None => Arm::default(),
+            };
+            let req = PipelineRequest {
+                question: request.question().unwrap_or_default(),
+                image: image.map(|a| a.to_vec()),
+                arm,
+                tags: request.tags().unwrap_or_default(),
+                ocr_text: request.ocr_text(),
+                k: request.k().map(|k| k.max(0.0) as usize),
+            };
+            let pipeline = Pipeline::new(config).with_engine(engine).with_retrieval(retrieval);
+            let cancel = CancelToken::default();
+            let listener = signal.as_ref().map(|s| {
+                let c = cancel.clone();
+                let cb = Closure::<dyn FnMut()>::new(move || c.cancel());
+                s.add_event_listener("abort", cb.as_ref().unchecked_ref());
+                cb
+            });
+            if signal.as_ref().is_some_and(|s| s.aborted()) {
+                cancel.cancel();
+            }
+            let f: Option<Function> = on_event.map(|f| f.unchecked_into());
+            let result = pipeline
+                .run(&req, &cancel, |ev| {
+                    let Some(f) = &f else { return };
+                    let o = Object::new();
+                    match ev {
+                        PipelineEvent::Step(entry) => {
+                            set(&o, "type", "step");
+                            if let Ok(j) = serde_json::to_string(entry) {
+                                set(&o, "entry", js_sys::JSON::parse(&j).unwrap_or(JsValue::NULL));
+                            }
+                        }
+                        PipelineEvent::Text(t) => {
+                            set(&o, "type", "text");
+                            set(&o, "text", t);
+                        }
+                    }
+                    let _ = f.call1(&JsValue::NULL, &o);
+                })
+                .await;
+            if let (Some(s), Some(cb)) = (&signal, &listener) {
+                s.remove_event_listener("abort", cb.as_ref().unchecked_ref());
+            }
+            let r = result.map_err(|e| to_js_error(&e))?;
+            let j = serde_json::to_string(&r).map_err(|e| invalid(format!("internal: {e}")))?;
+            js_sys::JSON::parse(&j).map_err(|_| invalid("internal: result JSON"))
         })
     }
 }

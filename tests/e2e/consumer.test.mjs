@@ -53,6 +53,9 @@ try {
     }
     assert(r.quota.warnings.length >= 1 && r.quota.warnings.every((n) => n === 'CacheError') && r.quota.progressWarnings >= 1, `quota → CacheError warnings: ${JSON.stringify(r.quota)}`);
     assert(r.hugeImage.name === 'ImageError', `20000×20000 image → ImageError: ${JSON.stringify(r.hugeImage)}`);
+    const pl = r.pipeline;
+    assert(['caption', 'rephrase', 'retrieve', 'generate'].every((s) => pl.steps.some((x) => x[0] === s)), `pipeline trace: ${JSON.stringify(pl)}`);
+    assert(pl.documents >= 1 && pl.events.includes('retrieve'), `pipeline retrieved documents through /v1/search: ${JSON.stringify(pl)}`);
     assert(r.cached.length >= 5 && r.cached.every((c) => c[2]), `cached files with hashes: ${JSON.stringify(r.cached)}`);
     assert(r.missingFile.isNetworkError && r.missingFile.status === 404, `missing file → NetworkError 404: ${JSON.stringify(r.missingFile)}`);
   });

@@ -89,6 +89,10 @@ try {
   out.workerPhases = [...phases];
   out.isVlm = w.isVlm;
   await exercise(w, 'worker', out);
+  const events = [];
+  const pr = await w.runPipeline({ question: 'What color is a stop sign?', image: '/fixtures/chelsea.png', k: 2,
+    config: { caption_max_tokens: 4, rephrase_max_tokens: 4, answer: { max_new_tokens: 4 } } }, (e) => events.push(e.type === 'step' ? e.entry.step : 'text'));
+  out.pipeline = { steps: pr.trace.map((t) => [t.step, t.via, !!t.error]), documents: pr.documents.length, query: pr.query, events, degraded: pr.degraded };
   w.dispose();
   out.cached = (await listCachedModels()).map((c) => [c.url.split('/').pop(), c.bytes, !!c.sha256]);
   // a full cache: every write fails as a quota error; the load must still succeed and say so
