@@ -69,9 +69,10 @@ fi
 
 # --------------------------------------------------------------------------------------------------- 1. native
 if want native; then
-  banner "1. native: cargo test --release $*"
+  banner "1. native: cargo test --release --no-fail-fast $*"
   t0=$(now)
-  cargo test --release "$@" 2>&1 | tee "$logdir/native.log"
+  # --no-fail-fast: every test target runs and reports, not just those before the first failing one
+  cargo test --release --no-fail-fast "$@" 2>&1 | tee "$logdir/native.log"
   rc=${PIPESTATUS[0]}
   passed=$(grep -aoE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$logdir/native.log" | awk '{s+=$4} END {print s+0}')
   fails=$(grep -aoE '; [0-9]+ failed' "$logdir/native.log" | awk '{s+=$2} END {print s+0}')
