@@ -4,18 +4,6 @@
 
 import { createWorkerEngine, listCachedModels, clearCache } from '/pkg/index.js';
 
-// Prompts of the Rust pipeline (src/pipeline/prompts.json), so both arms ask the same questions.
-const P = {
-  caption: 'Describe this image in one or two factual sentences: the main objects, their colors and shapes, and any text you can read.',
-  rephraseVlm: 'Look at the image and the user\'s question. Write ONE self-contained web search query that would find the answer: name the things in the image explicitly instead of saying "this" or "it". Reply with the query only.\nImage description: {caption}\nQuestion: {question}',
-  // text-only models never see the image; small ones echo long instructions, so this one is short
-  rephraseText: 'Rewrite this question as a short web search query of a few keywords. Reply with the keywords only.\nQuestion: {question}',
-  system: 'You answer questions about an image using the numbered sources. Cite the sources you use as [1], [2], ... right after the sentence they support. If the sources do not contain the answer, say so and answer from the image description alone.',
-  generate: 'Sources:\n{sources}\n\nImage description: {caption}\nQuestion: {question}\nAnswer:',
-  generateNoSources: 'No sources are available for this question; answer from the image description alone and say that the answer is not backed by sources.\n\nImage description: {caption}\nQuestion: {question}\nAnswer:',
-};
-const fill = (t, v) => t.replace(/\{(\w+)\}/g, (_, k) => v[k] ?? '');
-
 const MODELS = [
   { key: 'smollm2', label: 'SmolLM2-135M-Instruct · Q4_1 · text only · offline (served by this server)',
     spec: { gguf: '/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', id: 'SmolLM2-135M-Instruct-Q4_1' },
@@ -280,28 +268,40 @@ function showError(e) {
   box.textContent = `${e.name || 'Error'}: ${e.message || e}`;
 }
 
-async function generate(messages, { maxTokens, onText, signal }) {
-  const stream = state.engine.chat.completions.create({ messages, stream: true, max_tokens: maxTokens, temperature: 0, signal });
-  let text = '';
-  let last = null;
-  for await (const ch of stream) {
-    const d = ch.choices[0].delta.content;
-    if (d) {
-      text += d;
-      onText?.(text);
-    }
-    if (ch.webvlm) last = ch;
-  }
-  return { text: text.trim(), stats: last?.webvlm, usage: last?.usage, finish: last?.choices[0].finish_reason };
-}
-
-/** The model's query, or null when it is unusable (empty, an echo of the instructions, a whole paragraph). */
-const cleanQuery = (t) => {
-  const line = t.split('\n').map((s) => s.trim()).find(Boolean) || '';
-  const q = line.replace(/^(search query|query|keywords)\s*:\s*/i, '').replace(/^["'“]|["'”.]$/g, '').trim();
-  if (!q || q.split(/\s+/).length > 14 || /\b(search query|the user|question)\b/i.test(q)) return null;
-  return q.slice(0, 200);
+// The pipeline is the Rust one (src/pipeline, through engine.runPipeline in the worker): the same prompts, query
+// cleaning, retrieval and citation logic as the native CLI and server. Budgets fit a software GPU.
+const PIPELINE_CONFIG = {
+  top_k: 3,
+  max_snippet_chars: 220,
+  caption_max_tokens: 48,
+  rephrase_max_tokens: 24,
+  answer: { max_new_tokens: 96 },
+  timeouts: { caption_ms: 300000, rephrase_ms: 300000, retrieve_ms: 10000, generate_ms: 600000 },
 };
+// A text-only model never sees the image, and a small one echoes long instructions: give it a short rephrase prompt.
+const TEXT_PIPELINE_CONFIG = {
+  ...PIPELINE_CONFIG,
+  prompts: { rephrase_vlm: 'Rewrite this question as a short web search query of a few keywords. Reply with the keywords only.\nQuestion: {question}' },
+};
+const STEP_VIEW = { caption: 'caption', rephrase: 'rephrase', retrieve: 'retrieve', generate: 'answer' };
+
+function showTrace(entry, engine) {
+  const name = STEP_VIEW[entry.step];
+  if (entry.step === 'caption') {
+    if (entry.via === 'none') setStep(name, 'skipped', note('The loaded model reads text only, so the image is not described. Pick a SmolVLM model to caption it.'), entry.ms);
+    else setStep(name, entry.error ? 'degraded' : 'done', entry.error ? note(entry.error) : entry.output || note('(empty)'), entry.ms);
+  } else if (entry.step === 'rephrase') {
+    const body = el('span', {}, document.createTextNode(entry.error ? '' : entry.output));
+    if (entry.error) body.append(note(entry.error));
+    else body.append(el('br'), note(`written by the ${entry.via === 'vlm' ? 'VLM from the image and question' : entry.via === 'text' ? 'text model from the question' : entry.via}`));
+    setStep(name, entry.error ? 'degraded' : 'done', body, entry.ms);
+  } else if (entry.step === 'retrieve') {
+    setStep(name, entry.error ? 'degraded' : 'done', entry.error ? note(entry.error) : entry.output, entry.ms);
+    setStep('answer', 'running');
+  } else {
+    setStep(name, entry.error ? 'degraded' : 'done', entry.error ? note(entry.error) : undefined, entry.ms);
+  }
+}
 
 async function ask(ev) {
   ev.preventDefault();
@@ -315,90 +315,67 @@ async function ask(ev) {
   $('load').disabled = true;
   document.body.dataset.run = 'running';
   for (const s of ['caption', 'rephrase', 'retrieve', 'answer']) setStep(s, 'idle', '');
+  if (!state.image) setStep('caption', 'skipped', note('No image given.'));
+  else if (!state.engine.isVlm) setStep('caption', 'skipped', note('The loaded model reads text only, so the image is not described. Pick a SmolVLM model to caption it.'));
+  else setStep('caption', 'running');
+  if (!state.image || !state.engine.isVlm) setStep('rephrase', 'running');
   renderAnswer('', [], true);
   chips([]);
   const engine = state.engine;
-  const withImage = !!state.image && engine.isVlm;
   const t0 = performance.now();
-  const signal = ctrl.signal;
-  let caption = '';
-  let docs = [];
-  let final = null;
+  let answer = '';
+  let pieces = 0;
+  let firstAt = 0;
+  let lastAt = 0;
+  let result = null;
   try {
-    // 1. caption
-    if (!state.image) setStep('caption', 'skipped', note('No image given.'));
-    else if (!engine.isVlm) {
-      setStep('caption', 'skipped', note('The loaded model reads text only, so the image is not described. Pick a SmolVLM model to caption it.'));
-    } else {
-      setStep('caption', 'running');
-      const c = await generate([{ role: 'user', content: [{ type: 'image', image: state.image }, { type: 'text', text: P.caption }] }],
-        { maxTokens: 60, signal, onText: (t) => setStep('caption', 'running', t) });
-      caption = c.text;
-      setStep('caption', 'done', caption || note('(empty)'), c.stats?.totalMs);
-    }
-    if (signal.aborted) throw Object.assign(new Error('stopped'), { name: 'CancelledError' });
-    const capText = caption || (state.image ? '(not available)' : '(no image)');
-
-    // 2. rephrase
-    setStep('rephrase', 'running');
-    const rp = withImage ? fill(P.rephraseVlm, { caption: capText, question }) : fill(P.rephraseText, { caption: capText, question });
-    const r = await generate([{ role: 'user', content: withImage ? [{ type: 'image', image: state.image }, { type: 'text', text: rp }] : rp }],
-      { maxTokens: 24, signal, onText: (t) => setStep('rephrase', 'running', t) });
-    const modelQuery = cleanQuery(r.text);
-    const query = modelQuery || question;
-    if (modelQuery) setStep('rephrase', 'done', query, r.stats?.totalMs);
-    else setStep('rephrase', 'degraded', el('span', {}, document.createTextNode(query), el('br'), note(`The model's query was unusable (“${r.text.slice(0, 80)}…”); searching the question as asked.`)), r.stats?.totalMs);
-    if (signal.aborted) throw Object.assign(new Error('stopped'), { name: 'CancelledError' });
-
-    // 3. retrieve
-    if ($('use-search').checked) {
-      setStep('retrieve', 'running');
-      const tr = performance.now();
-      try {
-        const res = await fetch(`/v1/search?q=${encodeURIComponent(query)}&k=3`, { signal });
-        const body = await res.json();
-        if (!res.ok) throw new Error(body?.error?.message || `HTTP ${res.status}`);
-        const all = body.results || [];
-        // keep the documents that match nearly as well as the best one: weak BM25 matches only distract a small model
-        docs = all.filter((d) => d.score >= 0.5 * (all[0]?.score ?? 0));
-        const dropped = all.length - docs.length;
-        const view = docs.length ? el('div', {}, renderDocs(docs)) : note(`No documents matched “${query}”.`);
-        if (dropped) view.append(note(`${dropped} weaker match${dropped > 1 ? 'es' : ''} left out.`));
-        setStep('retrieve', docs.length ? 'done' : 'degraded', view, performance.now() - tr);
-      } catch (e) {
-        if (signal.aborted) throw e;
-        setStep('retrieve', 'degraded', note(`Search failed (${e.message}); answering without sources.`), performance.now() - tr);
-      }
-    } else setStep('retrieve', 'skipped', note('Search is off.'));
-
-    // 4. answer
-    setStep('answer', 'running');
-    const sources = docs.map((d, i) => `[${i + 1}] ${d.title}: ${d.snippet.slice(0, 220)}`).join('\n');
-    const prompt = docs.length ? fill(P.generate, { sources, caption: capText, question }) : fill(P.generateNoSources, { caption: capText, question });
-    final = await generate([{ role: 'system', content: P.system }, { role: 'user', content: prompt }],
-      { maxTokens: 96, signal, onText: (t) => renderAnswer(t, docs, true) });
-    renderAnswer(final.text || '(no answer)', docs, false);
-    const cited = [...new Set([...final.text.matchAll(/\[(\d+)\]/g)].map((m) => m[1]))].filter((n) => docs[n - 1]);
-    setStep('answer', 'done', cited.length ? `cites ${cited.map((n) => `[${n}]`).join(' ')}` : note(docs.length ? 'no citations in the answer' : 'not backed by sources'), final.stats?.totalMs);
-    if (final.finish === 'cancelled') setStep('answer', 'degraded', note('stopped'));
+    const image = state.image && engine.isVlm ? state.image : undefined;
+    result = await engine.runPipeline(
+      { question, image, arm: 'vlm', k: engine.isVlm ? 3 : 1, // a 135M text model answers from the last source it read: give it only the best one config: engine.isVlm ? PIPELINE_CONFIG : TEXT_PIPELINE_CONFIG, signal: ctrl.signal },
+      (e) => {
+        if (e.type === 'text') {
+          answer += e.text;
+          pieces++;
+          lastAt = performance.now();
+          if (pieces === 1) firstAt = lastAt;
+          renderAnswer(answer, [], true);
+        } else {
+          showTrace(e.entry, engine);
+          if (e.entry.step === 'caption') setStep('rephrase', 'running');
+          if (e.entry.step === 'rephrase') setStep('retrieve', 'running');
+        }
+      },
+    );
+    const docs = result.documents;
+    const retrieve = result.trace.find((t) => t.step === 'retrieve');
+    if (docs.length) setStep('retrieve', 'done', renderDocs(docs), retrieve?.ms);
+    else setStep('retrieve', 'degraded', note(retrieve?.error || `No documents matched “${result.query}”.`), retrieve?.ms);
+    renderAnswer(result.answer.trim() || '(no answer)', docs, false);
+    const gen = result.trace.find((t) => t.step === 'generate');
+    const cites = result.citations.map((c) => `[${c.n}]`).join(' ');
+    setStep('answer', result.degraded ? 'degraded' : 'done',
+      result.degraded ? note(result.degraded) : cites ? `cites ${cites}` : note('no citations in the answer'), gen?.ms);
     document.body.dataset.run = 'done';
   } catch (e) {
-    const cancelled = e?.name === 'CancelledError' || signal.aborted;
+    const cancelled = e?.name === 'CancelledError' || ctrl.signal.aborted;
     for (const s of ['caption', 'rephrase', 'retrieve', 'answer']) if (step(s).dataset.state === 'running') setStep(s, cancelled ? 'degraded' : 'error', note(cancelled ? 'stopped' : e.message));
     if (!cancelled) showError(e);
-    renderAnswer($('answer').textContent, docs, false);
+    renderAnswer(answer, [], false);
     document.body.dataset.run = cancelled ? 'cancelled' : 'error';
     if (e?.name === 'DeviceLostError') {
       state.engine = null;
       setStatus(explain(e), 'error');
     }
   } finally {
-    const st = final?.stats;
+    const ms_ = (s) => result?.trace.find((t) => t.step === s)?.ms;
     chips([
-      st && `${st.decodeTokensPerSecond.toFixed(1)} tok/s decode`,
-      st && `${st.prefillTokensPerSecond.toFixed(0)} tok/s prefill`,
-      final?.usage && `${final.usage.prompt_tokens} prompt + ${final.usage.completion_tokens} generated tokens`,
-      st && `answer ${ms(st.totalMs)}`,
+      result && `${result.trace.length} steps`,
+      ms_('caption') !== undefined && `caption ${ms(ms_('caption'))}`,
+      ms_('rephrase') !== undefined && `query ${ms(ms_('rephrase'))}`,
+      ms_('retrieve') !== undefined && `search ${ms(ms_('retrieve'))}`,
+      ms_('generate') !== undefined && `answer ${ms(ms_('generate'))}`,
+      pieces > 1 && `${((pieces - 1) / ((lastAt - firstAt) / 1000)).toFixed(1)} tok/s decode`,
+      pieces && `${pieces} tokens streamed`,
       `pipeline ${ms(performance.now() - t0)}`,
     ]);
     state.running = null;

@@ -75,19 +75,19 @@ try {
     assert(run === 'done', `pipeline finished: ${run} ${err}`);
     const st = await page.$$eval('.step', (ls) => Object.fromEntries(ls.map((l) => [l.dataset.step, [l.dataset.state, l.querySelector('.step-body').textContent]])));
     console.log(`     steps: ${JSON.stringify(st)}`);
-    assert(st.caption[0] === 'skipped', 'caption skipped for a text-only model');
+    assert(st.caption[0] === 'skipped', `caption skipped for a text-only model: ${st.caption}`);
     assert(['done', 'degraded'].includes(st.rephrase[0]) && st.rephrase[1].trim().length > 0, 'a search query was written (or the question used, flagged)');
     assert(st.retrieve[0] === 'done', 'documents retrieved');
     const links = await page.$$eval('.docs a', (as) => as.map((a) => a.href));
     assert(links.length > 0 && links.every((h) => /^https?:\/\//.test(h)), `document links: ${links}`);
     assert(links.some((h) => /cat/i.test(h)), `the cat article is among the results: ${links}`);
-    assert(st.answer[0] === 'done', 'answer step done');
+    assert(['done', 'degraded'].includes(st.answer[0]), `answer step finished: ${st.answer}`);
     const answer = (await page.textContent('#answer')).trim();
     console.log(`     answer: ${answer}`);
     assert(answer.length > 10, 'a non-trivial answer');
     const chips = await page.$$eval('#stats .chip', (c) => c.map((x) => x.textContent));
     console.log(`     stats: ${chips.join(' | ')}`);
-    assert(chips.some((c) => /tok\/s decode/.test(c)), 'tokens/s shown');
+    assert(chips.some((c) => /tok\/s/.test(c)), 'tokens/s shown');
     await page.screenshot({ path: path.join(OUT, 'demo.png'), fullPage: true });
   });
 
