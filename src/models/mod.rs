@@ -4,6 +4,7 @@
 //! The adapter kind is an enum chosen by the checkpoint's config: Idefics3/SmolVLM's pixel shuffle + linear, or
 //! LLaVA's linear-GELU-linear MLP. Image features replace the embeddings of the `<image>` token positions, in order.
 
+pub mod dinov2;
 pub mod gguf_names;
 pub mod llama;
 pub mod siglip;
@@ -21,7 +22,8 @@ use crate::nn::{Activation, GgufStore, Linear, LoadOptions, Mlp, VarBuilder, Wei
 use crate::ops::vision;
 
 pub use llama::{Llama, LlamaConfig};
-pub use siglip::{VisionConfig, VisionTransformer};
+pub use dinov2::{Dinov2, Dinov2Config};
+pub use siglip::{VisionConfig, VisionOutput, VisionTransformer};
 
 /// A set of named files (a Hugging Face repo snapshot, user-picked files, an in-memory map).
 pub trait ModelFiles {
@@ -80,13 +82,78 @@ pub enum Connector {
     Mlp(Mlp),
 }
 
+/// A vision tower: SigLIP-style (no class token) or DINOv2 (class token first). `cfg.image_size` is the size the
+/// tower runs at (for DINOv2, the processor's size; its position embeddings are interpolated to it).
+pub struct VisionTower {
+    pub cfg: VisionConfig,
+    pub kind: TowerKind,
+}
+
+pub enum TowerKind {
+    Siglip(VisionTransformer),
+    Dinov2(Dinov2),
+}
+
+impl From<VisionTransformer> for VisionTower {
+    fn from(t: VisionTransformer) -> Self {
+        Self { cfg: t.cfg.clone(), kind: TowerKind::Siglip(t) }
+    }
+}
+
+impl From<Dinov2> for VisionTower {
+    fn from(t: Dinov2) -> Self {
+        Self { cfg: t.cfg.vision_config(), kind: TowerKind::Dinov2(t) }
+    }
+}
+
+impl VisionTower {
+    /// Patch (+ class) + position embeddings for one image [C, H, W].
+    pub fn embed(&self, rec: &mut Recorder, pixels: &Tensor) -> Result<Tensor> {
+        match &self.kind {
+            TowerKind::Siglip(t) => t.embed(rec, pixels),
+            TowerKind::Dinov2(t) => t.embed(rec, pixels),
+        }
+    }
+
+    pub fn forward(&self, rec: &mut Recorder, pixels: &Tensor, layers: Option<usize>) -> Result<VisionOutput> {
+        match &self.kind {
+            TowerKind::Siglip(t) => t.forward(rec, pixels, layers),
+            TowerKind::Dinov2(t) => t.forward(rec, pixels, layers),
+        }
+    }
+
+    /// Whether row 0 of the output is a class token.
+    pub fn has_cls(&self) -> bool {
+        matches!(self.kind, TowerKind::Dinov2(_))
+    }
+
+    /// Output rows per image at `cfg.image_size`.
+    pub fn tokens(&self) -> usize {
+        self.cfg.num_patches() + self.has_cls() as usize
+    }
+
+    /// Runs a DINOv2 tower at another (square) image size; SigLIP towers have a fixed size.
+    pub fn set_image_size(&mut self, size: usize) -> Result<()> {
+        match &self.kind {
+            TowerKind::Dinov2(_) if size >= self.cfg.patch_size => {
+                self.cfg.image_size = size;
+                Ok(())
+            }
+            _ if size == self.cfg.image_size => Ok(()),
+            _ => Err(Error::Config(format!("vision tower image size {size}: this tower runs at {} only", self.cfg.image_size))),
+        }
+    }
+}
+
 /// The vision half of a VLM.
 pub struct VisionStack {
-    pub tower: VisionTransformer,
+    pub tower: VisionTower,
     pub connector: Connector,
     /// Feed the connector the output after the tower's final LayerNorm (Idefics3) or before it (LLaVA's
     /// `vision_feature_layer = -1`).
     pub use_post_norm: bool,
+    /// Drop the tower's class token before the connector (LLaVA `vision_feature_select_strategy = "default"`).
+    pub drop_cls: bool,
     pub image_token_id: u32,
 }
 
@@ -97,6 +164,15 @@ impl VisionStack {
         let feats = match (self.use_post_norm, out.post_norm) {
             (true, Some(t)) => t,
             _ => out.last_layer,
+        };
+        let feats = if self.drop_cls {
+            let (n, d) = feats.dims2()?;
+            let t = rec.ctx().empty(&[n - 1, d], DType::F32)?;
+            let row = (d * 4) as u64;
+            rec.copy(&feats, row, &t, 0, (n - 1) as u64 * row)?;
+            t
+        } else {
+            feats
         };
         self.connect(rec, &feats)
     }
@@ -115,7 +191,7 @@ impl VisionStack {
     pub fn image_seq_len(&self) -> usize {
         match &self.connector {
             Connector::PixelShuffleLinear { scale_factor, .. } => self.tower.cfg.num_patches() / (scale_factor * scale_factor),
-            Connector::Mlp(_) => self.tower.cfg.num_patches(),
+            Connector::Mlp(_) => self.tower.tokens() - self.drop_cls as usize,
         }
     }
 }
@@ -161,7 +237,8 @@ fn default_image_token() -> u32 {
 #[derive(Deserialize)]
 struct LlavaJson {
     text_config: LlamaConfig,
-    vision_config: VisionConfig,
+    /// SigLIP/CLIP-style [`VisionConfig`] or a [`Dinov2Config`], by its `model_type`.
+    vision_config: serde_json::Value,
     #[serde(default = "default_llava_image", alias = "image_token_id")]
     image_token_index: u32,
     #[serde(default = "default_gelu")]
@@ -200,7 +277,16 @@ impl Model {
     pub fn load_hf(ctx: &GpuContext, files: &dyn ModelFiles, opts: LoadOptions, max_context: usize) -> Result<Model> {
         let config = files.read_to_vec("config.json")?;
         let store = open_safetensors(files)?;
-        Self::from_config(ctx, &config, &store, opts, max_context)
+        let mut model = Self::from_config(ctx, &config, &store, opts, max_context)?;
+        // a DINOv2 tower runs at the processor's image size (position embeddings interpolated)
+        if let Some(v) = model.vision.as_mut() {
+            if v.tower.has_cls() && files.exists("preprocessor_config.json") {
+                if let Some(s) = dinov2::processor_image_size(&files.read_to_vec("preprocessor_config.json")?) {
+                    v.tower.set_image_size(s)?;
+                }
+            }
+        }
+        Ok(model)
     }
 
     /// Builds the model that `config_json` describes from `store`.
@@ -227,7 +313,7 @@ impl Model {
                 let ctx_len = max_context.min(c.text_config.max_position_embeddings.max(1));
                 let m = root.pp("model");
                 let lm = Llama::load(c.text_config.clone(), &m.pp("text_model"), &root, ctx_len)?;
-                let tower = VisionTransformer::load(c.vision_config.clone(), &m.pp("vision_model"))?;
+                let tower = VisionTower::from(VisionTransformer::load(c.vision_config.clone(), &m.pp("vision_model"))?);
                 let d_in = c.vision_config.hidden_size * c.scale_factor * c.scale_factor;
                 if c.scale_factor == 0 || tower.cfg.grid() % c.scale_factor != 0 {
                     return Err(Error::Config(format!("scale_factor {} must divide the patch grid {}", c.scale_factor, tower.cfg.grid())));
@@ -237,6 +323,7 @@ impl Model {
                     tower,
                     connector: Connector::PixelShuffleLinear { scale_factor: c.scale_factor, proj },
                     use_post_norm: true,
+                    drop_cls: false,
                     image_token_id: c.image_token_id,
                 };
                 Ok(Model { arch: Arch::Idefics3, lm, vision: Some(vision) })
@@ -246,11 +333,17 @@ impl Model {
                 if c.vision_feature_layer.unwrap_or(-1) != -1 {
                     return Err(Error::UnsupportedModel("LLaVA vision_feature_layer other than -1".into()));
                 }
-                if c.vision_feature_select_strategy.as_deref().unwrap_or("full") != "full" {
-                    return Err(Error::UnsupportedModel(
-                        "LLaVA vision_feature_select_strategy other than `full` (a SigLIP tower has no CLS token)".into(),
-                    ));
-                }
+                let is_dinov2 = c.vision_config.get("model_type").and_then(|v| v.as_str()) == Some("dinov2");
+                let strategy = c.vision_feature_select_strategy.as_deref().unwrap_or(if is_dinov2 { "default" } else { "full" });
+                let drop_cls = match (strategy, is_dinov2) {
+                    ("full", _) => false,
+                    ("default", true) => true,
+                    (s, _) => {
+                        return Err(Error::UnsupportedModel(format!(
+                            "LLaVA vision_feature_select_strategy `{s}` (supported: `full`; `default` with a DINOv2 tower — a SigLIP tower has no CLS token)"
+                        )))
+                    }
+                };
                 let ctx_len = max_context.min(c.text_config.max_position_embeddings.max(1));
                 // both the older (`language_model.model.*`) and newer (`model.language_model.*`) layouts exist
                 let (lm_vb, head_vb, tower_vb, proj_vb) = if root.contains("model.language_model.embed_tokens.weight") {
@@ -260,14 +353,20 @@ impl Model {
                 };
                 let tower_vb = if tower_vb.contains("vision_model.embeddings.patch_embedding.weight") { tower_vb.pp("vision_model") } else { tower_vb };
                 let lm = Llama::load(c.text_config.clone(), &lm_vb, &head_vb, ctx_len)?;
-                let tower = VisionTransformer::load(c.vision_config.clone(), &tower_vb)?;
-                let (dv, dt) = (c.vision_config.hidden_size, c.text_config.hidden_size);
+                let tower: VisionTower = if is_dinov2 {
+                    let vc: Dinov2Config = serde_json::from_value(c.vision_config.clone()).map_err(|e| Error::Config(format!("config.json vision_config: {e}")))?;
+                    Dinov2::load(vc, &tower_vb)?.into()
+                } else {
+                    let vc: VisionConfig = serde_json::from_value(c.vision_config.clone()).map_err(|e| Error::Config(format!("config.json vision_config: {e}")))?;
+                    VisionTransformer::load(vc, &tower_vb)?.into()
+                };
+                let (dv, dt) = (tower.cfg.hidden_size, c.text_config.hidden_size);
                 let mlp = Mlp {
                     fc1: Linear::load(&proj_vb, "linear_1", dv, dt, c.multimodal_projector_bias)?,
                     fc2: Linear::load(&proj_vb, "linear_2", dt, dt, c.multimodal_projector_bias)?,
                     act: Activation::from_hf(&c.projector_hidden_act)?,
                 };
-                let vision = VisionStack { tower, connector: Connector::Mlp(mlp), use_post_norm: false, image_token_id: c.image_token_index };
+                let vision = VisionStack { tower, connector: Connector::Mlp(mlp), use_post_norm: false, drop_cls, image_token_id: c.image_token_index };
                 Ok(Model { arch: Arch::Llava, lm, vision: Some(vision) })
             }
             other => Err(Error::UnsupportedModel(format!(
@@ -319,13 +418,14 @@ impl Model {
         let image_token_id = image_token_from_gguf(&store.gguf).unwrap_or(default_image_token());
         let mstore = GgufStore { gguf: g, src: mm, map: gguf_names::idefics3_mmproj, name: "mmproj".into() };
         let mroot = VarBuilder::new(&mstore, ctx, opts);
-        let tower = VisionTransformer::load(vcfg.clone(), &mroot.pp("model.vision_model"))?;
+        let tower = VisionTower::from(VisionTransformer::load(vcfg.clone(), &mroot.pp("model.vision_model"))?);
         let d_in = vcfg.hidden_size * scale_factor * scale_factor;
         let proj = Linear::load(&mroot.pp("model.connector.modality_projection"), "proj", d_in, lm.cfg.hidden_size, false)?;
         let vision = VisionStack {
             tower,
             connector: Connector::PixelShuffleLinear { scale_factor, proj },
             use_post_norm: true,
+            drop_cls: false,
             image_token_id,
         };
         Ok(Model { arch: Arch::Idefics3, lm, vision: Some(vision) })
