@@ -16,11 +16,26 @@ use webvlm::wasm::WebvlmEngine;
 wasm_bindgen_test_configure!(run_in_browser);
 
 const ENGINE_DIR: &[(&str, &[u8])] = &[
-    ("config.json", include_bytes!("fixtures/models/idefics3_engine/config.json")),
-    ("tokenizer.json", include_bytes!("fixtures/models/idefics3_engine/tokenizer.json")),
-    ("tokenizer_config.json", include_bytes!("fixtures/models/idefics3_engine/tokenizer_config.json")),
-    ("preprocessor_config.json", include_bytes!("fixtures/models/idefics3_engine/preprocessor_config.json")),
-    ("model.safetensors", include_bytes!("fixtures/models/idefics3/model.safetensors")),
+    (
+        "config.json",
+        include_bytes!("fixtures/models/idefics3_engine/config.json"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("fixtures/models/idefics3_engine/tokenizer.json"),
+    ),
+    (
+        "tokenizer_config.json",
+        include_bytes!("fixtures/models/idefics3_engine/tokenizer_config.json"),
+    ),
+    (
+        "preprocessor_config.json",
+        include_bytes!("fixtures/models/idefics3_engine/preprocessor_config.json"),
+    ),
+    (
+        "model.safetensors",
+        include_bytes!("fixtures/models/idefics3/model.safetensors"),
+    ),
 ];
 const IMAGE: &[u8] = include_bytes!("fixtures/images/chelsea.png");
 
@@ -55,7 +70,9 @@ async fn load(progress: Option<&Function>) -> WebvlmEngine {
     if let Some(f) = progress {
         opts.push(("onProgress", f.clone().into()));
     }
-    WebvlmEngine::load_files(files(None).unchecked_into(), Some(obj(&opts).unchecked_into())).await.expect("tiny engine loads")
+    WebvlmEngine::load_files(files(None).unchecked_into(), Some(obj(&opts).unchecked_into()))
+        .await
+        .expect("tiny engine loads")
 }
 
 fn messages(json: &str) -> JsValue {
@@ -63,7 +80,9 @@ fn messages(json: &str) -> JsValue {
 }
 
 fn abort_controller() -> JsValue {
-    let ctor: Function = Reflect::get(&js_sys::global(), &JsValue::from_str("AbortController")).unwrap().unchecked_into();
+    let ctor: Function = Reflect::get(&js_sys::global(), &JsValue::from_str("AbortController"))
+        .unwrap()
+        .unchecked_into();
     Reflect::construct(&ctor, &Array::new()).unwrap()
 }
 
@@ -120,12 +139,27 @@ async fn generate_streams_text_and_respects_max_tokens() {
     let pieces = Rc::new(RefCell::new(String::new()));
     let p = pieces.clone();
     let cb = Closure::<dyn FnMut(String)>::new(move |s: String| p.borrow_mut().push_str(&s));
-    let res = generate(&engine, r#"[{"role":"user","content":[{"type":"text","text":"Hello there"}]}]"#, vec![], 6.0, Some(cb.as_ref().unchecked_ref::<Function>().clone()), None)
-        .await
-        .expect("generates");
+    let res = generate(
+        &engine,
+        r#"[{"role":"user","content":[{"type":"text","text":"Hello there"}]}]"#,
+        vec![],
+        6.0,
+        Some(cb.as_ref().unchecked_ref::<Function>().clone()),
+        None,
+    )
+    .await
+    .expect("generates");
     let tokens = Array::from(&get(&res, "tokens"));
-    assert!(tokens.length() >= 1 && tokens.length() <= 6, "1..=6 tokens, got {}", tokens.length());
-    assert_eq!(get(&res, "text").as_string().unwrap(), *pieces.borrow(), "streamed pieces add up to the text");
+    assert!(
+        tokens.length() >= 1 && tokens.length() <= 6,
+        "1..=6 tokens, got {}",
+        tokens.length()
+    );
+    assert_eq!(
+        get(&res, "text").as_string().unwrap(),
+        *pieces.borrow(),
+        "streamed pieces add up to the text"
+    );
     let finish = get(&res, "finishReason").as_string().unwrap();
     assert!(finish == "stop" || finish == "length", "{finish}");
     let usage = get(&res, "usage");
@@ -136,10 +170,14 @@ async fn generate_streams_text_and_respects_max_tokens() {
 async fn generate_with_an_image() {
     let engine = load(None).await;
     let msgs = r#"[{"role":"user","content":[{"type":"image"},{"type":"text","text":"What is it?"}]}]"#;
-    let res = generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None).await.expect("generates with an image");
+    let res = generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None)
+        .await
+        .expect("generates with an image");
     assert!(get(&get(&res, "stats"), "imageEncodeMs").as_f64().unwrap() > 0.0);
     // the same image again: served from the feature cache
-    let res = generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None).await.unwrap();
+    let res = generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None)
+        .await
+        .unwrap();
     assert_eq!(get(&get(&res, "stats"), "imagesFromCache").as_f64(), Some(1.0));
 }
 
@@ -150,7 +188,9 @@ async fn abort_signal_cancels() {
     // already aborted: rejects with CancelledError before any work
     let ctrl = abort_controller();
     abort(&ctrl);
-    let e = generate(&engine, msgs, vec![], 50.0, None, Some(get(&ctrl, "signal"))).await.unwrap_err();
+    let e = generate(&engine, msgs, vec![], 50.0, None, Some(get(&ctrl, "signal")))
+        .await
+        .unwrap_err();
     assert_eq!(error_name(&e), "CancelledError");
     // aborted from the first streamed piece: stops early
     let ctrl = abort_controller();
@@ -161,12 +201,23 @@ async fn abort_signal_cancels() {
         s2.set(s2.get() + 1);
         abort(&c2);
     });
-    let out = generate(&engine, msgs, vec![], 50.0, Some(cb.as_ref().unchecked_ref::<Function>().clone()), Some(get(&ctrl, "signal"))).await;
+    let out = generate(
+        &engine,
+        msgs,
+        vec![],
+        50.0,
+        Some(cb.as_ref().unchecked_ref::<Function>().clone()),
+        Some(get(&ctrl, "signal")),
+    )
+    .await;
     match out {
         Ok(res) => {
             let n = Array::from(&get(&res, "tokens")).length();
             let finish = get(&res, "finishReason").as_string().unwrap();
-            assert!(finish == "cancelled" || (finish == "stop" && seen.get() == 0), "finish {finish} after {n} tokens");
+            assert!(
+                finish == "cancelled" || (finish == "stop" && seen.get() == 0),
+                "finish {finish} after {n} tokens"
+            );
             assert!(n < 50, "stopped early: {n}");
         }
         Err(e) => assert_eq!(error_name(&e), "CancelledError"),
@@ -175,20 +226,38 @@ async fn abort_signal_cancels() {
 
 #[wasm_bindgen_test]
 async fn typed_errors() {
-    let e = WebvlmEngine::load_files(files(Some("tokenizer.json")).unchecked_into(), None).await.err().expect("fails");
+    let e = WebvlmEngine::load_files(files(Some("tokenizer.json")).unchecked_into(), None)
+        .await
+        .err()
+        .expect("fails");
     assert_eq!(error_name(&e), "ModelFormatError", "{:?}", get(&e, "message"));
     assert!(get(&e, "message").as_string().unwrap().contains("tokenizer.json"));
 
-    let e = WebvlmEngine::load_gguf(Uint8Array::from(&b"not a gguf file at all"[..]), None, None).await.err().expect("fails");
+    let e = WebvlmEngine::load_gguf(Uint8Array::from(&b"not a gguf file at all"[..]), None, None)
+        .await
+        .err()
+        .expect("fails");
     assert_eq!(error_name(&e), "ModelFormatError");
 
     let bad_dtype = obj(&[("dtype", "q3_k".into())]);
-    let e = WebvlmEngine::load_files(files(None).unchecked_into(), Some(bad_dtype.unchecked_into())).await.err().expect("fails");
+    let e = WebvlmEngine::load_files(files(None).unchecked_into(), Some(bad_dtype.unchecked_into()))
+        .await
+        .err()
+        .expect("fails");
     assert_eq!(error_name(&e), "InvalidArgumentError");
 
     let engine = load(None).await;
     let msgs = r#"[{"role":"user","content":[{"type":"image"},{"type":"text","text":"?"}]}]"#;
-    let e = generate(&engine, msgs, vec![Uint8Array::from(&b"plain text, not an image"[..])], 2.0, None, None).await.unwrap_err();
+    let e = generate(
+        &engine,
+        msgs,
+        vec![Uint8Array::from(&b"plain text, not an image"[..])],
+        2.0,
+        None,
+        None,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error_name(&e), "ImageError");
 
     let long = format!(r#"[{{"role":"user","content":"{}"}}]"#, "the red circle ".repeat(150));
@@ -196,6 +265,8 @@ async fn typed_errors() {
     assert_eq!(error_name(&e), "ContextOverflowError");
     assert_eq!(get(&e, "context").as_f64(), Some(256.0));
 
-    let e = generate(&engine, r#"{"not":"a list"}"#, vec![], 2.0, None, None).await.unwrap_err();
+    let e = generate(&engine, r#"{"not":"a list"}"#, vec![], 2.0, None, None)
+        .await
+        .unwrap_err();
     assert_eq!(error_name(&e), "InvalidArgumentError");
 }

@@ -330,8 +330,9 @@ async function ask(ev) {
   let result = null;
   try {
     const image = state.image && engine.isVlm ? state.image : undefined;
+    // k: a 135M text model answers from the last source it read, so it gets only the best one
     result = await engine.runPipeline(
-      { question, image, arm: 'vlm', k: engine.isVlm ? 3 : 1, // a 135M text model answers from the last source it read: give it only the best one config: engine.isVlm ? PIPELINE_CONFIG : TEXT_PIPELINE_CONFIG, signal: ctrl.signal },
+      { question, image, arm: 'vlm', k: engine.isVlm ? 3 : 1, config: engine.isVlm ? PIPELINE_CONFIG : TEXT_PIPELINE_CONFIG, signal: ctrl.signal },
       (e) => {
         if (e.type === 'text') {
           answer += e.text;
