@@ -1,0 +1,130 @@
+//! Bad model input gives typed errors with clear messages, never a panic: a config that disagrees with the
+//! weights, an unknown architecture, a missing tensor, a truncated weight file, a prompt longer than the context,
+//! and an out-of-vocabulary token id.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use webvlm::generation::{generate, CancelToken, GenerationConfig};
+use webvlm::gpu::Recorder;
+use webvlm::models::{MemoryFiles, Model};
+use webvlm::nn::LoadOptions;
+use webvlm::Error;
+
+const CONFIG: &str = include_str!("fixtures/models/llama/config.json");
+const WEIGHTS: &[u8] = include_bytes!("fixtures/models/llama/model.safetensors");
+
+fn files(config: &str, weights: &[u8]) -> MemoryFiles {
+    let mut m = BTreeMap::new();
+    m.insert("config.json".to_string(), Arc::new(config.as_bytes().to_vec()));
+    m.insert("model.safetensors".to_string(), Arc::new(weights.to_vec()));
+    MemoryFiles(m)
+}
+
+fn load(config: &str, weights: &[u8]) -> Result<Model, Error> {
+    let ctx = pollster::block_on(common::ctx());
+    Model::load_hf(&ctx, &files(config, weights), LoadOptions::default(), 64)
+}
+
+fn patch(key: &str, value: serde_json::Value) -> String {
+    let mut c: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    c[key] = value;
+    c.to_string()
+}
+
+#[test]
+fn config_that_disagrees_with_the_weights() {
+    let err = load(&patch("hidden_size", 96.into()), WEIGHTS).err().expect("must fail");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::BadTensor { .. }), "{err:?}");
+    assert!(msg.contains("embed_tokens") && msg.contains("96"), "message should name the tensor and shapes: {msg}");
+}
+
+#[test]
+fn impossible_head_layout() {
+    let err = load(&patch("num_key_value_heads", 3.into()), WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+#[test]
+fn unknown_architecture() {
+    let err = load(&patch("model_type", "mamba".into()), WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::UnsupportedModel(ref m) if m.contains("mamba")), "{err:?}");
+}
+
+#[test]
+fn unsupported_rope_type() {
+    let err = load(&patch("rope_parameters", serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0})), WEIGHTS)
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, Error::Config(ref m) if m.contains("yarn")), "{err:?}");
+}
+
+#[test]
+fn config_that_is_not_json() {
+    let err = load("{not json", WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+#[test]
+fn missing_tensor() {
+    let err = load(&patch("num_hidden_layers", 3.into()), WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::MissingTensor { ref name } if name.contains("layers.2")), "{err:?}");
+}
+
+#[test]
+fn truncated_weights() {
+    for cut in [0, 7, 100, WEIGHTS.len() / 2, WEIGHTS.len() - 1] {
+        let err = load(CONFIG, &WEIGHTS[..cut]).err().unwrap_or_else(|| panic!("cut at {cut} must fail"));
+        assert!(matches!(err, Error::Format { .. } | Error::Io(_)), "cut {cut}: {err:?}");
+    }
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let ctx = pollster::block_on(common::ctx());
+    let model = Model::load_hf(&ctx, &files(CONFIG, WEIGHTS), LoadOptions::default(), 16).unwrap();
+    let ids: Vec<u32> = (0..40).collect();
+    let mut rec = Recorder::new(&ctx);
+    let x = model.embed_prompt(&mut rec, &ids, &[]).unwrap();
+    let mut cache = model.lm.new_cache(&ctx).unwrap();
+    let cfg = GenerationConfig { max_new_tokens: 4, ..Default::default() };
+    let err = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true)).err().expect("must fail");
+    assert!(matches!(err, Error::ContextOverflow { tokens: 40, context: 16 }), "{err:?}");
+    // generation that reaches the end of the context stops cleanly instead
+    let ids: Vec<u32> = (0..14).collect();
+    let mut rec = Recorder::new(&ctx);
+    let x = model.embed_prompt(&mut rec, &ids, &[]).unwrap();
+    rec.submit().unwrap();
+    let mut cache = model.lm.new_cache(&ctx).unwrap();
+    let cfg = GenerationConfig { max_new_tokens: 100, ..Default::default() };
+    let out = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true)).unwrap();
+    assert_eq!(out.stop, webvlm::generation::StopReason::ContextFull);
+    assert_eq!(cache.len, 16);
+}
+
+#[test]
+fn token_id_outside_the_vocabulary() {
+    let ctx = pollster::block_on(common::ctx());
+    let model = Model::load_hf(&ctx, &files(CONFIG, WEIGHTS), LoadOptions::default(), 16).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    let err = model.embed_prompt(&mut rec, &[1, 2, 100_000], &[]).err().expect("must fail");
+    assert!(matches!(err, Error::Tokenizer(_)), "{err:?}");
+}
+
+#[test]
+fn cancellation_before_the_first_token() {
+    let ctx = pollster::block_on(common::ctx());
+    let model = Model::load_hf(&ctx, &files(CONFIG, WEIGHTS), LoadOptions::default(), 16).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    let x = model.embed_prompt(&mut rec, &[1, 2, 3], &[]).unwrap();
+    rec.submit().unwrap();
+    let mut cache = model.lm.new_cache(&ctx).unwrap();
+    let cancel = CancelToken::default();
+    cancel.cancel();
+    let err = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &GenerationConfig::default(), &cancel, |_| true)).err();
+    assert!(matches!(err, Some(Error::Cancelled)), "{err:?}");
+}
