@@ -1,6 +1,10 @@
 //! `webvlm-server`: the embedded `search/v1` retrieval server (BM25 over a JSONL corpus) that also serves the demo
 //! page same-origin. All logic lives in `webvlm::server`; this is the CLI.
 //!
+//! With `--model PATH` (a repo directory or a GGUF file, `--mmproj` for a GGUF vision projector) it also serves
+//! that model as an OpenAI-compatible `POST /v1/chat/completions` (SSE streaming), so one process can be both the
+//! retrieval server and the pipeline's remote generator (`webvlm ask --search URL --generator URL`).
+//!
 //! ```text
 //! webvlm-server --corpus data/corpus.jsonl --port 8080 --host 127.0.0.1 --www www --pkg pkg --models models
 //! ```
@@ -10,6 +14,7 @@ mod native {
     use std::path::PathBuf;
 
     use clap::Parser;
+    use webvlm::server::chat::ChatService;
     use webvlm::server::{shutdown_signal, Server, ServerConfig, DEFAULT_MAX_BODY_BYTES};
 
     #[derive(Parser, Debug)]
@@ -47,6 +52,55 @@ mod native {
         /// Largest accepted request body, in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Serve this model (repo directory or GGUF file) at /v1/chat/completions (OpenAI-compatible, SSE).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// GGUF vision projector for a GGUF --model.
+        #[arg(long)]
+        mmproj: Option<PathBuf>,
+        /// Weight dtype of --model on the GPU: auto, f32, f16, q8_0, q4_0.
+        #[arg(long, default_value = "auto")]
+        dtype: String,
+        /// KV-cache context of --model.
+        #[arg(long, default_value_t = 4096)]
+        context: usize,
+    }
+
+    /// Loads `--model` on the engine thread of a [`ChatService`].
+    fn start_chat(cli: &Cli) -> webvlm::Result<Option<std::sync::Arc<ChatService>>> {
+        use webvlm::engine::Engine;
+        use webvlm::gpu::{GpuContext, GpuOptions};
+        use webvlm::loader::FileSource;
+        use webvlm::models::{parse_dtype, DirFiles};
+        use webvlm::nn::LoadOptions;
+        let Some(model) = cli.model.clone() else {
+            if cli.mmproj.is_some() {
+                return Err(webvlm::Error::Config("--mmproj needs --model".into()));
+            }
+            return Ok(None);
+        };
+        let (mmproj, context) = (cli.mmproj.clone(), cli.context);
+        let opts = LoadOptions { dtype: parse_dtype(&cli.dtype)? };
+        let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        eprintln!("loading {} …", model.display());
+        let service = ChatService::start(name, move || {
+            let ctx = GpuContext::new_blocking(GpuOptions::default())?;
+            eprintln!("GPU: {} ({})", ctx.caps.adapter_name, ctx.caps.backend);
+            if model.is_dir() {
+                if mmproj.is_some() {
+                    return Err(webvlm::Error::Config("--mmproj is for GGUF models".into()));
+                }
+                Engine::load_hf(ctx, &DirFiles(model), opts, context)
+            } else {
+                let mm = match &mmproj {
+                    Some(p) => Some(Box::new(FileSource::open(p)?) as Box<dyn webvlm::loader::WeightSource>),
+                    None => None,
+                };
+                Engine::load_gguf(ctx, Box::new(FileSource::open(&model)?), mm, opts, context)
+            }
+        })?;
+        eprintln!("serving {} at /v1/chat/completions", service.model);
+        Ok(Some(service))
     }
 
     pub fn main() -> std::process::ExitCode {
@@ -55,6 +109,13 @@ mod native {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("error: cannot start the tokio runtime: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let chat = match start_chat(&cli) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         };
@@ -70,6 +131,7 @@ mod native {
             cors_origins: cli.cors_origins,
             connect_src: cli.connect_src,
             max_body_bytes: cli.max_body_bytes,
+            chat,
         };
         let result = rt.block_on(async {
             let server = Server::bind(config).await?;

@@ -3,148 +3,394 @@
 //! `webvlm run --model <dir|file.gguf> [--mmproj f.gguf] [--image x.jpg] --prompt "..." [--dtype q4_0]`
 //! streams the answer to stdout and prints a summary line (load time, image-encode ms, prefill and decode tok/s)
 //! to stderr. `webvlm info` prints the GPU adapter and its limits.
+//!
+//! `webvlm ask --model <dir|gguf> [--mmproj f.gguf] --image x.jpg "question" [--arm vlm|legacy] [--search URL]
+//! [--generator URL] [--k 5]` runs the answer pipeline (caption → rephrase → retrieve → generate), printing each
+//! step of the trace with its timing to stderr as it finishes, the answer to stdout as it streams, then the
+//! numbered sources (`--json` prints the whole result as JSON instead).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::Instant;
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::io::Write;
+    use std::path::PathBuf;
+    use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+    use anyhow::{bail, Context, Result};
+    use clap::{Parser, Subcommand};
 
-use webvlm::engine::{ChatRequest, Engine};
-use webvlm::generation::{CancelToken, GenerationConfig};
-use webvlm::gpu::{GpuContext, GpuOptions};
-use webvlm::loader::FileSource;
-use webvlm::models::{parse_dtype, DirFiles};
-use webvlm::nn::LoadOptions;
+    use webvlm::engine::{ChatRequest, Engine};
+    use webvlm::generation::{CancelToken, GenerationConfig};
+    use webvlm::gpu::{GpuContext, GpuOptions};
+    use webvlm::loader::FileSource;
+    use webvlm::models::{parse_dtype, DirFiles};
+    use webvlm::nn::LoadOptions;
+    use webvlm::pipeline::{
+        Arm, OpenAiConfig, OpenAiGenerator, Pipeline, PipelineConfig, PipelineEvent, PipelineRequest, Prompts,
+    };
+    use webvlm::retrieval::{RetrievalClient, RetrievalConfig};
 
-#[derive(Parser)]
-#[command(name = "webvlm", version, about = "Vision-language models on WebGPU / wgpu")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+    #[derive(Parser)]
+    #[command(name = "webvlm", version, about = "Vision-language models on WebGPU / wgpu")]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Answer a prompt (optionally about an image), streaming tokens to stdout.
-    Run {
-        /// A Hugging Face repo directory (config.json + safetensors) or a GGUF file.
-        #[arg(long)]
-        model: PathBuf,
-        /// The GGUF vision projector for a GGUF text model.
-        #[arg(long)]
-        mmproj: Option<PathBuf>,
-        #[arg(long)]
-        image: Vec<PathBuf>,
-        #[arg(long)]
-        prompt: String,
-        /// Weight dtype on the GPU: auto (as stored), f32, f16, q8_0, q4_0.
-        #[arg(long, default_value = "auto")]
-        dtype: String,
-        #[arg(long, default_value_t = 256)]
-        max_tokens: usize,
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        #[arg(long, default_value_t = 0)]
-        top_k: u32,
-        #[arg(long, default_value_t = 1.0)]
-        top_p: f32,
-        #[arg(long, default_value_t = 1.0)]
-        repetition_penalty: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Context length to allocate the KV cache for.
-        #[arg(long, default_value_t = 2048)]
-        context: usize,
-        /// An optional system message.
-        #[arg(long)]
-        system: Option<String>,
-    },
-    /// Print the GPU adapter, its features and limits as JSON.
-    Info,
-}
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Answer a prompt (optionally about an image), streaming tokens to stdout.
+        Run {
+            /// A Hugging Face repo directory (config.json + safetensors) or a GGUF file.
+            #[arg(long)]
+            model: PathBuf,
+            /// The GGUF vision projector for a GGUF text model.
+            #[arg(long)]
+            mmproj: Option<PathBuf>,
+            #[arg(long)]
+            image: Vec<PathBuf>,
+            #[arg(long)]
+            prompt: String,
+            /// Weight dtype on the GPU: auto (as stored), f32, f16, q8_0, q4_0.
+            #[arg(long, default_value = "auto")]
+            dtype: String,
+            #[arg(long, default_value_t = 256)]
+            max_tokens: usize,
+            #[arg(long, default_value_t = 0.0)]
+            temperature: f32,
+            #[arg(long, default_value_t = 0)]
+            top_k: u32,
+            #[arg(long, default_value_t = 1.0)]
+            top_p: f32,
+            #[arg(long, default_value_t = 1.0)]
+            repetition_penalty: f32,
+            #[arg(long, default_value_t = 0)]
+            seed: u64,
+            /// Context length to allocate the KV cache for.
+            #[arg(long, default_value_t = 2048)]
+            context: usize,
+            /// An optional system message.
+            #[arg(long)]
+            system: Option<String>,
+        },
+        /// Answer a question about an image with sources: caption → search query → retrieval → grounded answer.
+        Ask {
+            /// The question.
+            question: String,
+            /// The local model (a repo directory or a GGUF file): captioner, rephraser, and the generator unless
+            /// --generator is given. Without it the question itself is the search query.
+            #[arg(long)]
+            model: Option<PathBuf>,
+            #[arg(long)]
+            mmproj: Option<PathBuf>,
+            #[arg(long)]
+            image: Option<PathBuf>,
+            /// Which rephraser writes the search query: `vlm` (sees the image) or `legacy` (text only: caption, tags,
+            /// OCR text).
+            #[arg(long, default_value = "vlm")]
+            arm: String,
+            /// A search/v1 server, e.g. http://127.0.0.1:8080 (webvlm-server). Without it: no sources.
+            #[arg(long)]
+            search: Option<String>,
+            /// A remote OpenAI-compatible generator (http://host:port or …/v1/chat/completions).
+            #[arg(long)]
+            generator: Option<String>,
+            /// `model` field sent to the remote generator.
+            #[arg(long, default_value = "default")]
+            generator_model: String,
+            /// Do not answer with the local model when the remote generator fails.
+            #[arg(long)]
+            no_fallback: bool,
+            /// Documents to retrieve.
+            #[arg(long, default_value_t = 5)]
+            k: usize,
+            /// Tags for the legacy rephraser (repeatable).
+            #[arg(long = "tag")]
+            tags: Vec<String>,
+            /// Text in the image, for the legacy rephraser.
+            #[arg(long)]
+            ocr: Option<String>,
+            /// A JSON file overriding some or all prompts (keys as in src/pipeline/prompts.json).
+            #[arg(long)]
+            prompts: Option<PathBuf>,
+            #[arg(long, default_value = "auto")]
+            dtype: String,
+            #[arg(long, default_value_t = 256)]
+            max_tokens: usize,
+            #[arg(long, default_value_t = 4096)]
+            context: usize,
+            /// Print the whole result (question, arm, caption, query, documents, answer, citations, degraded, trace)
+            /// as JSON on stdout.
+            #[arg(long)]
+            json: bool,
+        },
+        /// Print the GPU adapter, its features and limits as JSON.
+        Info,
+    }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Info => {
-            let ctx = GpuContext::new_blocking(GpuOptions::default())?;
-            println!("{}", serde_json::to_string_pretty(&ctx.caps)?);
-            Ok(())
-        }
-        Cmd::Run { model, mmproj, image, prompt, dtype, max_tokens, temperature, top_k, top_p, repetition_penalty, seed, context, system } => {
-            let opts = LoadOptions { dtype: parse_dtype(&dtype)? };
-            let t0 = Instant::now();
-            let ctx = GpuContext::new_blocking(GpuOptions::default())?;
-            eprintln!("GPU: {} ({}), loading {} …", ctx.caps.adapter_name, ctx.caps.backend, model.display());
-            let engine = if model.is_dir() {
-                if mmproj.is_some() {
-                    bail!("--mmproj is for GGUF models; a repo directory holds its vision tower");
+    pub fn main() -> Result<()> {
+        let cli = Cli::parse();
+        match cli.cmd {
+            Cmd::Info => {
+                let ctx = GpuContext::new_blocking(GpuOptions::default())?;
+                println!("{}", serde_json::to_string_pretty(&ctx.caps)?);
+                Ok(())
+            }
+            Cmd::Ask {
+                question,
+                model,
+                mmproj,
+                image,
+                arm,
+                search,
+                generator,
+                generator_model,
+                no_fallback,
+                k,
+                tags,
+                ocr,
+                prompts,
+                dtype,
+                max_tokens,
+                context,
+                json,
+            } => ask(
+                question,
+                model,
+                mmproj,
+                image,
+                arm,
+                search,
+                generator,
+                generator_model,
+                no_fallback,
+                k,
+                tags,
+                ocr,
+                prompts,
+                dtype,
+                max_tokens,
+                context,
+                json,
+            ),
+            Cmd::Run {
+                model,
+                mmproj,
+                image,
+                prompt,
+                dtype,
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                repetition_penalty,
+                seed,
+                context,
+                system,
+            } => {
+                let t0 = Instant::now();
+                let (ctx, engine) = load_engine(&model, mmproj.as_deref(), &dtype, context)?;
+                let load_s = t0.elapsed().as_secs_f64();
+                let stats = ctx.pool_stats();
+                eprintln!("loaded in {load_s:.2} s ({:.1} MiB on the GPU)", stats.live_bytes as f64 / (1 << 20) as f64);
+                let images = image
+                    .iter()
+                    .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut messages = Vec::new();
+                if let Some(s) = system {
+                    messages.push(webvlm::processor::chat::Message::text("system", &s));
                 }
-                Engine::load_hf(ctx.clone(), &DirFiles(model.clone()), opts, context)
-            } else {
-                let text = Box::new(FileSource::open(&model).with_context(|| format!("opening {}", model.display()))?);
-                let mm = match &mmproj {
-                    Some(p) => Some(Box::new(FileSource::open(p).with_context(|| format!("opening {}", p.display()))?) as _),
-                    None => None,
+                messages.push(Engine::user_message(&prompt, images.len()));
+                let req = ChatRequest {
+                    messages,
+                    images,
+                    generation: GenerationConfig {
+                        max_new_tokens: max_tokens,
+                        temperature,
+                        top_k,
+                        top_p,
+                        repetition_penalty,
+                        seed,
+                        stop_tokens: vec![],
+                    },
                 };
-                Engine::load_gguf(ctx.clone(), text, mm, opts, context)
+                let cancel = CancelToken::default();
+                {
+                    let c = cancel.clone();
+                    let _ = ctrlc_cancel(c);
+                }
+                let mut out = std::io::stdout();
+                let resp = pollster::block_on(engine.chat(&req, &cancel, |s| {
+                    let _ = out.write_all(s.as_bytes());
+                    let _ = out.flush();
+                }))?;
+                println!();
+                let g = &resp.stats.generation;
+                eprintln!(
+                    "load {load_s:.2} s | image encode {:.0} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | stop: {:?}",
+                    resp.stats.image_encode_ms,
+                    g.prompt_tokens,
+                    g.prefill_tok_s(),
+                    g.generated_tokens,
+                    g.decode_tok_s(),
+                    resp.stop
+                );
+                Ok(())
             }
-            .with_context(|| format!("loading {}", model.display()))?;
-            let load_s = t0.elapsed().as_secs_f64();
-            let stats = ctx.pool_stats();
-            eprintln!("loaded in {load_s:.2} s ({:.1} MiB on the GPU)", stats.live_bytes as f64 / (1 << 20) as f64);
-            let images = image
-                .iter()
-                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-                .collect::<Result<Vec<_>>>()?;
-            let mut messages = Vec::new();
-            if let Some(s) = system {
-                messages.push(webvlm::processor::chat::Message::text("system", &s));
-            }
-            messages.push(Engine::user_message(&prompt, images.len()));
-            let req = ChatRequest {
-                messages,
-                images,
-                generation: GenerationConfig { max_new_tokens: max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop_tokens: vec![] },
-            };
-            let cancel = CancelToken::default();
-            {
-                let c = cancel.clone();
-                let _ = ctrlc_cancel(c);
-            }
-            let mut out = std::io::stdout();
-            let resp = pollster::block_on(engine.chat(&req, &cancel, |s| {
-                let _ = out.write_all(s.as_bytes());
-                let _ = out.flush();
-            }))?;
-            println!();
-            let g = &resp.stats.generation;
-            eprintln!(
-                "load {load_s:.2} s | image encode {:.0} ms | prefill {} tok, {:.1} tok/s | decode {} tok, {:.1} tok/s | stop: {:?}",
-                resp.stats.image_encode_ms,
-                g.prompt_tokens,
-                g.prefill_tok_s(),
-                g.generated_tokens,
-                g.decode_tok_s(),
-                resp.stop
-            );
-            Ok(())
         }
+    }
+
+    /// Loads a repo directory or a GGUF file (+ mmproj) on a fresh GPU context.
+    fn load_engine(
+        model: &std::path::Path,
+        mmproj: Option<&std::path::Path>,
+        dtype: &str,
+        context: usize,
+    ) -> Result<(std::sync::Arc<GpuContext>, Engine)> {
+        let opts = LoadOptions { dtype: parse_dtype(dtype)? };
+        let ctx = GpuContext::new_blocking(GpuOptions::default())?;
+        eprintln!("GPU: {} ({}), loading {} …", ctx.caps.adapter_name, ctx.caps.backend, model.display());
+        let engine = if model.is_dir() {
+            if mmproj.is_some() {
+                bail!("--mmproj is for GGUF models; a repo directory holds its vision tower");
+            }
+            Engine::load_hf(ctx.clone(), &DirFiles(model.to_path_buf()), opts, context)
+        } else {
+            let text = Box::new(FileSource::open(model).with_context(|| format!("opening {}", model.display()))?);
+            let mm = match mmproj {
+                Some(p) => {
+                    Some(Box::new(FileSource::open(p).with_context(|| format!("opening {}", p.display()))?) as _)
+                }
+                None => None,
+            };
+            Engine::load_gguf(ctx.clone(), text, mm, opts, context)
+        }
+        .with_context(|| format!("loading {}", model.display()))?;
+        Ok((ctx, engine))
+    }
+
+    /// `webvlm ask`: the pipeline on a tokio runtime (the HTTP clients need one), the trace on stderr.
+    #[allow(clippy::too_many_arguments)]
+    fn ask(
+        question: String,
+        model: Option<PathBuf>,
+        mmproj: Option<PathBuf>,
+        image: Option<PathBuf>,
+        arm: String,
+        search: Option<String>,
+        generator: Option<String>,
+        generator_model: String,
+        no_fallback: bool,
+        k: usize,
+        tags: Vec<String>,
+        ocr: Option<String>,
+        prompts: Option<PathBuf>,
+        dtype: String,
+        max_tokens: usize,
+        context: usize,
+        json: bool,
+    ) -> Result<()> {
+        let arm: Arm = arm.parse()?;
+        let mut config = PipelineConfig { top_k: k, fallback_to_local: !no_fallback, ..Default::default() };
+        config.answer.max_new_tokens = max_tokens;
+        if let Some(p) = &prompts {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            config.prompts =
+                serde_json::from_str::<Prompts>(&text).with_context(|| format!("parsing {}", p.display()))?;
+        }
+        let mut pipeline = Pipeline::new(config);
+        if let Some(m) = &model {
+            let (_ctx, engine) = load_engine(m, mmproj.as_deref(), &dtype, context)?;
+            pipeline = pipeline.with_engine(std::sync::Arc::new(engine));
+        } else if mmproj.is_some() {
+            bail!("--mmproj needs --model");
+        }
+        if let Some(url) = search {
+            pipeline = pipeline.with_retrieval(RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: url })?);
+        }
+        if let Some(url) = generator {
+            let cfg = OpenAiConfig { model: generator_model, ..OpenAiConfig::new(url) };
+            pipeline = pipeline.with_generator(Box::new(OpenAiGenerator::new(cfg)?));
+        }
+        let image = image.map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+        let req = PipelineRequest { tags, ocr_text: ocr, ..PipelineRequest::new(question, image, arm) };
+        let cancel = CancelToken::default();
+        ctrlc_cancel(cancel.clone())?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let mut out = std::io::stdout();
+        let mut answering = false;
+        let result = rt.block_on(pipeline.run(&req, &cancel, |ev| match ev {
+            PipelineEvent::Step(e) => {
+                if answering {
+                    println!();
+                    answering = false;
+                }
+                let one_line = |s: &str, n: usize| -> String {
+                    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+                    if s.chars().count() > n {
+                        format!("{}…", s.chars().take(n).collect::<String>())
+                    } else {
+                        s
+                    }
+                };
+                eprintln!("[{:>8}] {:>8.0} ms  via {}", e.step.to_string(), e.ms, e.via);
+                if e.step != webvlm::pipeline::Step::Generate {
+                    eprintln!("           in:  {}", one_line(&e.input, 160));
+                    eprintln!("           out: {}", one_line(&e.output, 160));
+                }
+                if let Some(err) = &e.error {
+                    eprintln!("           error: {err}");
+                }
+                if !json && e.step == webvlm::pipeline::Step::Rephrase {
+                    eprintln!();
+                }
+            }
+            PipelineEvent::Text(t) if !json => {
+                answering = true;
+                let _ = out.write_all(t.as_bytes());
+                let _ = out.flush();
+            }
+            PipelineEvent::Text(_) => {}
+        }))?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            return Ok(());
+        }
+        if answering {
+            println!();
+        }
+        if let Some(d) = &result.degraded {
+            eprintln!("\nnote: {d}");
+        }
+        if !result.documents.is_empty() {
+            println!("\nSources:");
+            for d in &result.documents {
+                let cited = if result.citations.iter().any(|c| c.n == d.rank) { "*" } else { " " };
+                println!("{cited}[{}] {} — {}", d.rank, d.title, d.url);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ctrl-C cancels generation (the answer so far is kept) instead of killing the process mid-line.
+    fn ctrlc_cancel(c: CancelToken) -> Result<()> {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    c.cancel();
+                });
+            }
+        });
+        Ok(())
     }
 }
 
-/// Ctrl-C cancels generation (the answer so far is kept) instead of killing the process mid-line.
-fn ctrlc_cancel(c: CancelToken) -> Result<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        if let Ok(rt) = rt {
-            rt.block_on(async {
-                let _ = tokio::signal::ctrl_c().await;
-                c.cancel();
-            });
-        }
-    });
-    Ok(())
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> anyhow::Result<()> {
+    native::main()
 }
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}

@@ -27,7 +27,11 @@ pub fn cited_numbers(answer: &str) -> Vec<usize> {
             .split(',')
             .map(|p| {
                 let p = p.trim();
-                if !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()) { p.parse().ok() } else { None }
+                if !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit()) {
+                    p.parse().ok()
+                } else {
+                    None
+                }
             })
             .collect();
         match nums {

@@ -59,6 +59,25 @@ pub fn message_text(m: &Message) -> String {
     }
 }
 
+/// `messages` in the content shape the engine's chat template renders: templates written for VLMs (SmolVLM's)
+/// iterate over a list of parts and render a plain string as nothing, text templates (SmolLM2's) concatenate a
+/// string and fail on a list. One probe render decides; text-only messages are converted, image messages kept.
+pub fn adapt_messages(engine: &Engine, messages: &[Message]) -> Vec<Message> {
+    const PROBE: &str = "webvlm-probe-7f3a";
+    let strings_work =
+        engine.template.render(&[Message::text("user", PROBE)], false).map(|r| r.contains(PROBE)).unwrap_or(false);
+    messages
+        .iter()
+        .map(|m| match (&m.content, strings_work) {
+            (Content::Text(t), false) => Message::parts(&m.role, vec![ContentPart::Text { text: t.clone() }]),
+            (Content::Parts(parts), true) if parts.iter().all(|p| matches!(p, ContentPart::Text { .. })) => {
+                Message::text(&m.role, &message_text(m))
+            }
+            _ => m.clone(),
+        })
+        .collect()
+}
+
 // ---- local ---------------------------------------------------------------------------------------------------
 
 /// The loaded model answers.
@@ -78,7 +97,8 @@ impl Generator for LocalGenerator {
     }
 
     fn describe(&self, messages: &[Message]) -> String {
-        self.engine.template.render(messages, true).unwrap_or_else(|e| format!("(template error: {e})"))
+        let messages = adapt_messages(&self.engine, messages);
+        self.engine.template.render(&messages, true).unwrap_or_else(|e| format!("(template error: {e})"))
     }
 
     fn generate<'a>(
@@ -89,7 +109,8 @@ impl Generator for LocalGenerator {
         on_text: &'a mut dyn FnMut(&str),
     ) -> GenerateFuture<'a> {
         Box::pin(async move {
-            let req = ChatRequest { messages: messages.to_vec(), images: Vec::new(), generation: cfg.clone() };
+            let messages = adapt_messages(&self.engine, messages);
+            let req = ChatRequest { messages, images: Vec::new(), generation: cfg.clone() };
             let resp = self.engine.chat(&req, cancel, |s| on_text(s)).await?;
             Ok(resp.text)
         })
@@ -181,7 +202,10 @@ impl OpenAiGenerator {
             .is_some_and(|v| v.starts_with("application/json"));
         if !status.is_success() {
             let bytes = resp.bytes().await.unwrap_or_default();
-            return Err(Error::Http { url: self.endpoint.clone(), detail: format!("status {status}: {}", error_text(&bytes)) });
+            return Err(Error::Http {
+                url: self.endpoint.clone(),
+                detail: format!("status {status}: {}", error_text(&bytes)),
+            });
         }
         if is_json {
             // a server that ignored `stream: true`: one completion object
@@ -214,7 +238,10 @@ impl OpenAiGenerator {
             }
         }
         if !done && answer.is_empty() {
-            return Err(Error::BadResponse { service: self.service(), detail: "the stream ended before any text or [DONE]".into() });
+            return Err(Error::BadResponse {
+                service: self.service(),
+                detail: "the stream ended before any text or [DONE]".into(),
+            });
         }
         Ok(answer)
     }
@@ -244,10 +271,16 @@ impl OpenAiGenerator {
     /// (`choices[0].message.content`, legacy `choices[0].text`); an `error` object is an error.
     fn chunk_text(&self, v: &Value) -> Result<String> {
         if let Some(e) = v.get("error") {
-            return Err(Error::Http { url: self.endpoint.clone(), detail: format!("error in the stream: {}", error_value_text(e)) });
+            return Err(Error::Http {
+                url: self.endpoint.clone(),
+                detail: format!("error in the stream: {}", error_value_text(e)),
+            });
         }
         let Some(choices) = v.get("choices").and_then(|c| c.as_array()) else {
-            return Err(Error::BadResponse { service: self.service(), detail: format!("no `choices` in {}", excerpt(&v.to_string())) });
+            return Err(Error::BadResponse {
+                service: self.service(),
+                detail: format!("no `choices` in {}", excerpt(&v.to_string())),
+            });
         };
         let Some(c) = choices.first() else {
             return Ok(String::new()); // e.g. a final usage-only chunk
@@ -280,8 +313,10 @@ impl Generator for OpenAiGenerator {
 
 /// The request body: text messages (image parts become nothing: the generator's prompt is text-only).
 pub fn request_body(model: &str, messages: &[Message], cfg: &GenerationConfig) -> Value {
-    let msgs: Vec<Value> =
-        messages.iter().map(|m| serde_json::json!({"role": m.role, "content": message_text(m).replace("<image>", "")})).collect();
+    let msgs: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::json!({"role": m.role, "content": message_text(m).replace("<image>", "")}))
+        .collect();
     let mut body = serde_json::json!({
         "model": model,
         "messages": msgs,

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use citations::{cited_numbers, map_citations, Citation};
-pub use generator::{GenerateFuture, Generator, LocalGenerator, OpenAiConfig, OpenAiGenerator};
+pub use generator::{adapt_messages, GenerateFuture, Generator, LocalGenerator, OpenAiConfig, OpenAiGenerator};
 pub use prompts::{plain, render, Prompts};
 
 use crate::engine::{ChatRequest, Engine};
@@ -304,18 +304,36 @@ impl Pipeline {
             let (via, input, out) = match vlm {
                 Some(engine) => {
                     let messages = vec![Engine::user_message(&p.caption, 1)];
+                    let messages = adapt_messages(engine, &messages);
                     let input = engine.template.render(&messages, true).unwrap_or_default();
                     let out = self
-                        .local_chat(engine, "caption", messages, vec![image.clone()], self.config.caption_max_tokens, self.config.timeouts.caption_ms, cancel)
+                        .local_chat(
+                            engine,
+                            "caption",
+                            messages,
+                            vec![image.clone()],
+                            self.config.caption_max_tokens,
+                            self.config.timeouts.caption_ms,
+                            cancel,
+                        )
                         .await;
                     ("vlm", input, out)
                 }
-                None => ("none", String::new(), Err(Error::UnsupportedModel("no local VLM to caption the image".into()))),
+                None => {
+                    ("none", String::new(), Err(Error::UnsupportedModel("no local VLM to caption the image".into())))
+                }
             };
             check_cancel(cancel)?;
             let error = out.as_ref().err().map(|e| e.to_string());
             caption = out.map(|c| plain(&c)).unwrap_or_default();
-            let entry = TraceEntry { step: Step::Caption, via: via.into(), input, output: caption.clone(), ms: now_ms() - t0, error };
+            let entry = TraceEntry {
+                step: Step::Caption,
+                via: via.into(),
+                input,
+                output: caption.clone(),
+                ms: now_ms() - t0,
+                error,
+            };
             push(&mut trace, entry, &mut on_event);
         }
         let safe_caption = if caption.is_empty() { "(none)".to_string() } else { caption.clone() };
@@ -329,9 +347,18 @@ impl Pipeline {
                     let with_image = engine.is_vlm() && req.image.is_some();
                     let images: Vec<Vec<u8>> = if with_image { req.image.iter().cloned().collect() } else { vec![] };
                     let messages = vec![Engine::user_message(&text, images.len())];
+                    let messages = adapt_messages(engine, &messages);
                     let input = engine.template.render(&messages, true).unwrap_or_default();
                     let out = self
-                        .local_chat(engine, "rephrase", messages, images, self.config.rephrase_max_tokens, self.config.timeouts.rephrase_ms, cancel)
+                        .local_chat(
+                            engine,
+                            "rephrase",
+                            messages,
+                            images,
+                            self.config.rephrase_max_tokens,
+                            self.config.timeouts.rephrase_ms,
+                            cancel,
+                        )
                         .await;
                     (if with_image { "vlm" } else { "text" }, input, Some(out))
                 }
@@ -339,17 +366,32 @@ impl Pipeline {
             },
             Arm::Legacy => match self.text_engine.as_ref().or(self.engine.as_ref()) {
                 Some(engine) => {
-                    let tags = req.tags.iter().map(|t| plain(t)).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(", ");
+                    let tags =
+                        req.tags.iter().map(|t| plain(t)).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(", ");
                     let ocr = req.ocr_text.as_deref().map(plain).unwrap_or_default();
                     let none = |s: String| if s.is_empty() { "(none)".to_string() } else { s };
                     let text = render(
                         &p.rephrase_legacy,
-                        &[("question", &safe_question), ("caption", &safe_caption), ("tags", &none(tags)), ("ocr", &none(ocr))],
+                        &[
+                            ("question", &safe_question),
+                            ("caption", &safe_caption),
+                            ("tags", &none(tags)),
+                            ("ocr", &none(ocr)),
+                        ],
                     );
                     let messages = vec![Message::text("user", &text)];
+                    let messages = adapt_messages(engine, &messages);
                     let input = engine.template.render(&messages, true).unwrap_or_default();
                     let out = self
-                        .local_chat(engine, "rephrase", messages, vec![], self.config.rephrase_max_tokens, self.config.timeouts.rephrase_ms, cancel)
+                        .local_chat(
+                            engine,
+                            "rephrase",
+                            messages,
+                            vec![],
+                            self.config.rephrase_max_tokens,
+                            self.config.timeouts.rephrase_ms,
+                            cancel,
+                        )
                         .await;
                     ("text", input, Some(out))
                 }
@@ -362,7 +404,11 @@ impl Pipeline {
             Some(Ok(text)) => {
                 let q = clean_query(&text);
                 if q.is_empty() {
-                    (question.to_string(), text, Some("the rephraser wrote no query; searching with the question".to_string()))
+                    (
+                        question.to_string(),
+                        text,
+                        Some("the rephraser wrote no query; searching with the question".to_string()),
+                    )
                 } else {
                     (q.clone(), q, None)
                 }
@@ -370,7 +416,11 @@ impl Pipeline {
             Some(Err(e)) => (question.to_string(), String::new(), Some(format!("{e}; searching with the question"))),
         };
         let query = truncate_chars(&query, MAX_QUERY_CHARS);
-        push(&mut trace, TraceEntry { step: Step::Rephrase, via: via.into(), input, output, ms: now_ms() - t0, error }, &mut on_event);
+        push(
+            &mut trace,
+            TraceEntry { step: Step::Rephrase, via: via.into(), input, output, ms: now_ms() - t0, error },
+            &mut on_event,
+        );
 
         // 3. retrieve
         let mut documents: Vec<SearchHit> = Vec::new();
@@ -384,15 +434,26 @@ impl Pipeline {
                     for (i, d) in documents.iter_mut().enumerate() {
                         d.rank = i + 1;
                     }
-                    let list = documents.iter().map(|d| format!("[{}] {}", d.rank, d.id)).collect::<Vec<_>>().join(", ");
-                    (format!("{} documents from {} ({:.1} ms): {list}", documents.len(), resp.engine, resp.took_ms), None)
+                    let list =
+                        documents.iter().map(|d| format!("[{}] {}", d.rank, d.id)).collect::<Vec<_>>().join(", ");
+                    (
+                        format!("{} documents from {} ({:.1} ms): {list}", documents.len(), resp.engine, resp.took_ms),
+                        None,
+                    )
                 }
                 Err(e) => {
                     degraded.push(format!("retrieval failed ({e}); the answer has no sources"));
                     (String::new(), Some(e.to_string()))
                 }
             };
-            let entry = TraceEntry { step: Step::Retrieve, via: client.engine().into(), input: query.clone(), output, ms: now_ms() - t0, error };
+            let entry = TraceEntry {
+                step: Step::Retrieve,
+                via: client.engine().into(),
+                input: query.clone(),
+                output,
+                ms: now_ms() - t0,
+                error,
+            };
             push(&mut trace, entry, &mut on_event);
         }
 
@@ -408,7 +469,10 @@ impl Pipeline {
                     let snippet = truncate_chars(&plain(&d.snippet), self.config.max_snippet_chars);
                     let url = plain(&d.url);
                     let id = plain(&d.id);
-                    render(&p.source, &[("n", &n), ("title", &title), ("snippet", &snippet), ("url", &url), ("id", &id)])
+                    render(
+                        &p.source,
+                        &[("n", &n), ("title", &title), ("snippet", &snippet), ("url", &url), ("id", &id)],
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
@@ -433,7 +497,8 @@ impl Pipeline {
         push(&mut trace, first_entry, &mut on_event);
         check_cancel(cancel)?;
         if let Err(e) = out {
-            let fallback = local.as_ref().filter(|_| self.generator.is_some() && self.config.fallback_to_local && !streamed);
+            let fallback =
+                local.as_ref().filter(|_| self.generator.is_some() && self.config.fallback_to_local && !streamed);
             match fallback {
                 Some(l) => {
                     let (out2, entry) = self
@@ -446,7 +511,8 @@ impl Pipeline {
                     check_cancel(cancel)?;
                     match out2 {
                         Ok(_) => degraded.push(format!("the remote generator failed ({e}); the local model answered")),
-                        Err(e2) => degraded.push(format!("no answer: the remote generator failed ({e}), the local model too ({e2})")),
+                        Err(e2) => degraded
+                            .push(format!("no answer: the remote generator failed ({e}), the local model too ({e2})")),
                     }
                 }
                 None if streamed => degraded.push(format!("the answer is cut off: {e}")),
@@ -480,7 +546,11 @@ impl Pipeline {
         ms: u64,
         cancel: &CancelToken,
     ) -> Result<String> {
-        let req = ChatRequest { messages, images, generation: GenerationConfig { max_new_tokens: max_tokens, ..Default::default() } };
+        let req = ChatRequest {
+            messages,
+            images,
+            generation: GenerationConfig { max_new_tokens: max_tokens, ..Default::default() },
+        };
         let step_cancel = CancelToken::default();
         let deadline = now_ms() + ms as f64;
         let timed_out = Cell::new(false);
@@ -502,7 +572,12 @@ impl Pipeline {
 
     /// Search with at most [`MAX_RETRIES`] retries (connection errors and HTTP errors only, not timeouts or
     /// malformed answers), each attempt under the retrieve timeout.
-    async fn retrieve(&self, client: &RetrievalClient, query: &str, k: usize) -> Result<crate::retrieval::SearchResponse> {
+    async fn retrieve(
+        &self,
+        client: &RetrievalClient,
+        query: &str,
+        k: usize,
+    ) -> Result<crate::retrieval::SearchResponse> {
         let ms = self.config.timeouts.retrieve_ms;
         let retries = self.config.retries.min(MAX_RETRIES);
         let mut attempt = 0;

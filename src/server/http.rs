@@ -9,7 +9,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
@@ -28,6 +28,8 @@ pub struct AppState {
     /// Value of the `Content-Security-Policy` header.
     pub csp: HeaderValue,
     pub max_body_bytes: usize,
+    /// The engine behind `/v1/chat/completions`, when the server was started with a model.
+    pub chat: Option<Arc<super::chat::ChatService>>,
 }
 
 /// A JSON error response `{"error":{"code","message"}}`.
@@ -63,6 +65,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/search", get(search_get).post(search_post))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
         .fallback(static_file)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), headers_and_cors))
@@ -153,6 +157,33 @@ async fn run_search(s: &Arc<AppState>, req: SearchRequest) -> Result<Json<Search
         total: outcome.total,
         results: outcome.hits,
     }))
+}
+
+fn no_model() -> Response {
+    super::chat::openai_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "this server has no model; start webvlm-server with --model PATH to serve chat completions",
+    )
+}
+
+async fn chat_completions(State(s): State<Arc<AppState>>, req: Request) -> Response {
+    let Some(chat) = s.chat.clone() else { return no_model() };
+    match axum::body::to_bytes(req.into_body(), super::chat::MAX_CHAT_BODY_BYTES).await {
+        Ok(bytes) => super::chat::completions(chat, bytes).await,
+        Err(_) => super::chat::openai_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request body exceeds {} bytes", super::chat::MAX_CHAT_BODY_BYTES),
+        ),
+    }
+}
+
+async fn list_models(State(s): State<Arc<AppState>>) -> Response {
+    match &s.chat {
+        Some(chat) => super::chat::models(chat),
+        None => no_model(),
+    }
 }
 
 async fn method_not_allowed(method: Method) -> ApiError {

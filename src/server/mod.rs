@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chat;
 pub mod corpus;
 pub mod http;
 pub mod index;
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     pub pkg: Option<PathBuf>,
     /// Served at `/models/` (model files for the demo's offline default), if set.
     pub models: Option<PathBuf>,
+    /// A loaded engine to serve as OpenAI-compatible `POST /v1/chat/completions` (see [`chat`]); with it the
+    /// corpus is optional.
+    pub chat: Option<Arc<chat::ChatService>>,
     /// Origins allowed cross-origin (exact `scheme://host[:port]`, or `*`). Empty: same-origin only.
     pub cors_origins: Vec<String>,
     /// Extra `connect-src` sources for the page's CSP (e.g. a remote model host or generation endpoint).
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             www: None,
             pkg: None,
             models: None,
+            chat: None,
             cors_origins: Vec::new(),
             connect_src: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -111,10 +116,12 @@ impl Server {
             www,
             pkg,
             models,
+            chat,
             cors_origins,
             connect_src,
             max_body_bytes,
         } = config;
+        let has_chat = chat.is_some();
         let (index, report) = tokio::task::spawn_blocking(move || -> Result<_> {
             let loaded = corpus.as_deref().map(corpus::load_corpus).transpose()?;
             let (docs, report) = match loaded {
@@ -124,6 +131,7 @@ impl Server {
             let index = match (&index_dir, &docs) {
                 (Some(dir), _) => SearchIndex::open_or_create(dir, docs.as_deref(), reindex)?,
                 (None, Some(docs)) => SearchIndex::in_ram(docs)?,
+                (None, None) if has_chat => SearchIndex::in_ram(&[])?,
                 (None, None) => return Err(Error::Config("give --corpus FILE.jsonl, --index-dir DIR, or both".into())),
             };
             Ok((index, report))
@@ -144,6 +152,7 @@ impl Server {
             cors_origins,
             csp,
             max_body_bytes,
+            chat,
         });
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await

@@ -1,0 +1,400 @@
+//! The native engine as an OpenAI-compatible endpoint: `POST /v1/chat/completions` (with `stream: true`, SSE
+//! `chat.completion.chunk`s and `data: [DONE]`; without it, one `chat.completion`) and `GET /v1/models`, so one
+//! `webvlm-server --model …` is both the retrieval server and the pipeline's remote generator.
+//!
+//! The engine lives on its own thread (native GPU readbacks block) and answers one request at a time; requests
+//! queue. Images come as `image_url` parts with `data:` URLs (base64). A client that disconnects cancels its
+//! generation. Errors are OpenAI-shaped: `{"error":{"message","type","code"}}`, in the stream as a `data:` event.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::engine::{ChatRequest, Engine};
+use crate::error::{Error, Result};
+use crate::generation::{CancelToken, GenerationConfig, StopReason};
+use crate::processor::chat::{Content, ContentPart, Message};
+
+/// Largest `POST /v1/chat/completions` body (images travel inline as base64).
+pub const MAX_CHAT_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Largest `max_tokens` a request may ask for.
+pub const MAX_CHAT_TOKENS: usize = 4096;
+
+enum Event {
+    Text(String),
+    Done(Result<(StopReason, usize, usize)>),
+}
+
+struct Job {
+    req: ChatRequest,
+    cancel: CancelToken,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+/// A loaded engine on its worker thread.
+pub struct ChatService {
+    jobs: std::sync::Mutex<std_mpsc::Sender<Job>>,
+    /// The `model` name reported back.
+    pub model: String,
+}
+
+impl std::fmt::Debug for ChatService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService").field("model", &self.model).finish_non_exhaustive()
+    }
+}
+
+impl ChatService {
+    /// Runs `load` on a new thread and serves chat requests there; returns once the engine is loaded.
+    pub fn start(
+        model: impl Into<String>,
+        load: impl FnOnce() -> Result<Engine> + Send + 'static,
+    ) -> Result<Arc<Self>> {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<()>>();
+        std::thread::Builder::new()
+            .name("webvlm-engine".into())
+            .spawn(move || {
+                let engine = match load() {
+                    Ok(e) => {
+                        let _ = ready_tx.send(Ok(()));
+                        e
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    if job.cancel.is_cancelled() || job.events.is_closed() {
+                        continue;
+                    }
+                    let events = job.events.clone();
+                    let cancel = job.cancel.clone();
+                    let mut req = job.req;
+                    req.messages = crate::pipeline::adapt_messages(&engine, &req.messages);
+                    let out = pollster::block_on(engine.chat(&req, &job.cancel, |s| {
+                        if events.send(Event::Text(s.to_string())).is_err() {
+                            cancel.cancel(); // the client went away
+                        }
+                    }));
+                    let done =
+                        out.map(|r| (r.stop, r.stats.generation.prompt_tokens, r.stats.generation.generated_tokens));
+                    let _ = job.events.send(Event::Done(done));
+                }
+            })
+            .map_err(|e| Error::Other(format!("cannot start the engine thread: {e}")))?;
+        ready_rx.recv().map_err(|_| Error::Other("the engine thread died while loading".into()))??;
+        Ok(Arc::new(Self { jobs: std::sync::Mutex::new(tx), model: model.into() }))
+    }
+
+    fn submit(&self, req: ChatRequest) -> Result<(tokio::sync::mpsc::UnboundedReceiver<Event>, CancelToken)> {
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancelToken::default();
+        let job = Job { req, cancel: cancel.clone(), events };
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| Error::Other("the engine thread has stopped".into()))?;
+        Ok((rx, cancel))
+    }
+}
+
+/// Cancels the job when the response (or its stream) is dropped.
+struct CancelOnDrop(CancelToken);
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default, alias = "max_completion_tokens")]
+    max_tokens: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: InContent,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InContent {
+    Text(String),
+    Parts(Vec<InPart>),
+    Null(()),
+}
+
+impl Default for InContent {
+    fn default() -> Self {
+        InContent::Null(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum InPart {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ImageUrl {
+    Object { url: String },
+    Plain(String),
+}
+
+/// An OpenAI-shaped error response.
+pub fn openai_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"message": message.into(), "type": kind, "code": Value::Null}});
+    (status, Json(body)).into_response()
+}
+
+fn error_status(e: &Error) -> (StatusCode, &'static str) {
+    match e {
+        Error::Image(_) | Error::ContextOverflow { .. } | Error::Template(_) | Error::UnsupportedModel(_) => {
+            (StatusCode::BAD_REQUEST, "invalid_request_error")
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+    }
+}
+
+/// `data:[mime];base64,…` → bytes.
+fn data_url_bytes(url: &str) -> std::result::Result<Vec<u8>, String> {
+    let rest = url.strip_prefix("data:").ok_or("images must be data: URLs (this server fetches nothing)")?;
+    let (meta, data) = rest.split_once(',').ok_or("a data: URL without a comma")?;
+    if !meta.ends_with(";base64") {
+        return Err("image data: URLs must be base64".into());
+    }
+    base64_decode(data).ok_or_else(|| "the image's base64 is invalid".to_string())
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let trimmed = match bytes.iter().rposition(|&b| b != b'=') {
+        Some(i) => &bytes[..=i],
+        None => &bytes[..0],
+    };
+    if bytes.len() - trimmed.len() > 2 || trimmed.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
+    for chunk in trimmed.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        let k = chunk.len() - 1;
+        out.extend_from_slice(&n.to_be_bytes()[1..1 + k]);
+    }
+    Some(out)
+}
+
+fn to_request(body: ChatBody) -> std::result::Result<ChatRequest, String> {
+    if body.messages.is_empty() {
+        return Err("`messages` is empty".into());
+    }
+    let mut images = Vec::new();
+    let mut messages = Vec::new();
+    for m in body.messages {
+        let content = match m.content {
+            InContent::Null(()) => Content::Text(String::new()),
+            InContent::Text(t) => Content::Text(t),
+            InContent::Parts(parts) => {
+                let mut out = Vec::new();
+                for p in parts {
+                    match p {
+                        InPart::Text { text } => out.push(ContentPart::Text { text }),
+                        InPart::ImageUrl { image_url } => {
+                            let url = match image_url {
+                                ImageUrl::Object { url } | ImageUrl::Plain(url) => url,
+                            };
+                            images.push(data_url_bytes(&url)?);
+                            out.push(ContentPart::Image {});
+                        }
+                    }
+                }
+                // the engine thread adapts the shape to the model's template (`adapt_messages`)
+                Content::Parts(out)
+            }
+        };
+        messages.push(Message { role: m.role, content });
+    }
+    let max = body.max_tokens.unwrap_or(512);
+    if max == 0 || max > MAX_CHAT_TOKENS {
+        return Err(format!("max_tokens must be from 1 to {MAX_CHAT_TOKENS}, got {max}"));
+    }
+    let generation = GenerationConfig {
+        max_new_tokens: max,
+        temperature: body.temperature.unwrap_or(0.0).max(0.0),
+        top_p: body.top_p.unwrap_or(1.0),
+        seed: body.seed.unwrap_or(0),
+        ..Default::default()
+    };
+    Ok(ChatRequest { messages, images, generation })
+}
+
+fn finish_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::StopToken | StopReason::Cancelled => "stop",
+        StopReason::MaxTokens | StopReason::ContextFull => "length",
+    }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn completions(service: Arc<ChatService>, bytes: Bytes) -> Response {
+    let body: ChatBody = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", format!("bad request body: {e}"))
+        }
+    };
+    let stream = body.stream;
+    let req = match to_request(body) {
+        Ok(r) => r,
+        Err(m) => return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", m),
+    };
+    let (mut rx, cancel) = match service.submit(req) {
+        Ok(x) => x,
+        Err(e) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.to_string()),
+    };
+    let guard = CancelOnDrop(cancel);
+    let id = format!("chatcmpl-{:x}", now_s() ^ (std::ptr::addr_of!(guard) as u64));
+    let created = now_s();
+    let model = service.model.clone();
+    if !stream {
+        let mut text = String::new();
+        let done = loop {
+            match rx.recv().await {
+                Some(Event::Text(t)) => text.push_str(&t),
+                Some(Event::Done(d)) => break d,
+                None => break Err(Error::Other("the engine thread stopped".into())),
+            }
+        };
+        drop(guard);
+        return match done {
+            Ok((stop, prompt, generated)) => Json(json!({
+                "id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": finish_reason(stop)}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated},
+            }))
+            .into_response(),
+            Err(e) => {
+                let (status, kind) = error_status(&e);
+                openai_error(status, kind, e.to_string())
+            }
+        };
+    }
+    let chunk = move |delta: Value, finish: Option<&str>| -> Bytes {
+        let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        Bytes::from(format!("data: {v}\n\n"))
+    };
+    let first = chunk(json!({"role": "assistant", "content": ""}), None);
+    let state = (rx, guard, chunk, false);
+    let body = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(first) }).chain(
+        futures_util::stream::unfold(state, |(mut rx, guard, chunk, finished)| async move {
+            if finished {
+                return None;
+            }
+            let (bytes, finished) = match rx.recv().await {
+                Some(Event::Text(t)) => (chunk(json!({"content": t}), None), false),
+                Some(Event::Done(Ok((stop, _, _)))) => {
+                    let mut b = chunk(json!({}), Some(finish_reason(stop))).to_vec();
+                    b.extend_from_slice(b"data: [DONE]\n\n");
+                    (Bytes::from(b), true)
+                }
+                Some(Event::Done(Err(e))) => {
+                    let (_, kind) = error_status(&e);
+                    let v = json!({"error": {"message": e.to_string(), "type": kind, "code": Value::Null}});
+                    (Bytes::from(format!("data: {v}\n\n")), true)
+                }
+                None => return None,
+            };
+            Some((Ok(bytes), (rx, guard, chunk, finished)))
+        }),
+    );
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(body))
+        .into_response()
+}
+
+use futures_util::StreamExt as _;
+
+/// `GET /v1/models`.
+pub fn models(service: &ChatService) -> Response {
+    Json(json!({"object": "list", "data": [{"id": service.model, "object": "model", "created": 0, "owned_by": "webvlm"}]}))
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_data_urls() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert!(base64_decode("a").is_none() && base64_decode("a$==").is_none());
+        assert_eq!(data_url_bytes("data:image/png;base64,aGk=").unwrap(), b"hi");
+        assert!(data_url_bytes("https://example.com/x.png").is_err());
+    }
+
+    #[test]
+    fn messages_convert() {
+        let body: ChatBody = serde_json::from_value(json!({
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}},
+                                             {"type": "text", "text": "What is it?"}]}
+            ],
+            "max_tokens": 7, "stream": true
+        }))
+        .unwrap();
+        let r = to_request(body).unwrap();
+        assert_eq!(r.images, [b"hi".to_vec()]);
+        assert_eq!(r.messages[0], Message::parts("system", vec![ContentPart::Text { text: "Be brief.".into() }]));
+        assert_eq!(
+            r.messages[1].content,
+            Content::Parts(vec![ContentPart::Image {}, ContentPart::Text { text: "What is it?".into() }])
+        );
+        assert_eq!(r.generation.max_new_tokens, 7);
+    }
+}
