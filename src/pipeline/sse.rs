@@ -31,6 +31,9 @@ impl SseParser {
     /// Feeds a piece of the body; returns the events it completed.
     pub fn push(&mut self, mut bytes: &[u8]) -> Vec<SseEvent> {
         let mut out = Vec::new();
+        if bytes.is_empty() {
+            return out;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let [b'\n', rest @ ..] = bytes {
