@@ -101,7 +101,7 @@ fn mcnemar_is_stable_for_large_counts() {
     assert!(p.is_finite() && p > 0.0 && p < 1e-8, "{p}");
     let q = mcnemar_exact(4900, 5100);
     assert!(q.is_finite() && q > 0.04 && q < 0.06, "{q}"); // z ≈ 200/√10000 = 2 → p ≈ 0.046
-    // more lopsided → smaller p.
+                                                           // more lopsided → smaller p.
     assert!(mcnemar_exact(10, 30) < mcnemar_exact(15, 25));
     // an astronomically small tail underflows to 0, never NaN.
     assert!(!mcnemar_exact(0, 5000).is_nan());
@@ -136,7 +136,7 @@ fn win_rate_counts_ties_as_half() {
 fn bootstrap_interval_contains_the_estimate_and_is_deterministic() {
     let o = outcomes(6, 2, 2);
     let (lo, hi) = bootstrap_win_rate_ci(&o, 2000, 7).unwrap();
-    assert!(0.0 <= lo && lo <= 0.7 && 0.7 <= hi && hi <= 1.0, "({lo}, {hi})");
+    assert!((0.0..=0.7).contains(&lo) && (0.7..=1.0).contains(&hi), "({lo}, {hi})");
     // scores have sd 0.4, n = 10 → SE ≈ 0.126, so the interval is roughly 0.7 ± 0.25.
     assert!(lo < 0.6 && hi > 0.8, "({lo}, {hi})");
     assert_eq!(bootstrap_win_rate_ci(&o, 2000, 7), Some((lo, hi)));
@@ -187,8 +187,10 @@ fn verdicts_map_back_to_the_arms() {
 fn randomization_cancels_a_position_biased_judge() {
     let ids: Vec<String> = (0..1000).map(|i| format!("q{i}")).collect();
     // a judge that always says "A" favours whichever arm was shown first: ~half vlm, ~half legacy.
-    let biased: Vec<Outcome> =
-        ids.iter().map(|id| verdict_to_outcome("A", judge_swapped(id, 0)).unwrap()).collect();
+    let biased: Vec<Outcome> = ids
+        .iter()
+        .map(|id| verdict_to_outcome("A", judge_swapped(id, 0)).unwrap())
+        .collect();
     let wr = win_rate(&biased).unwrap();
     assert!((0.45..=0.55).contains(&wr), "{wr}");
     // a judge that always picks the vlm answer, wherever it was shown, gives win rate 1.
@@ -213,7 +215,14 @@ fn arm(answer: &str, ids: &[&str], ms: f64) -> ArmRecord {
     }
 }
 
-fn record(id: &str, answers: &[&str], gold: &[&str], legacy: ArmRecord, vlm: ArmRecord, judge: Option<(bool, &str)>) -> EvalRecord {
+fn record(
+    id: &str,
+    answers: &[&str],
+    gold: &[&str],
+    legacy: ArmRecord,
+    vlm: ArmRecord,
+    judge: Option<(bool, &str)>,
+) -> EvalRecord {
     EvalRecord {
         id: id.into(),
         image: format!("{id}.png"),
@@ -222,7 +231,11 @@ fn record(id: &str, answers: &[&str], gold: &[&str], legacy: ArmRecord, vlm: Arm
         gold_doc_ids: gold.iter().map(|s| s.to_string()).collect(),
         legacy,
         vlm,
-        judge: judge.map(|(swapped, v)| JudgeRecord { swapped, verdict: v.into(), rationale: None }),
+        judge: judge.map(|(swapped, v)| JudgeRecord {
+            swapped,
+            verdict: v.into(),
+            rationale: None,
+        }),
     }
 }
 
@@ -230,20 +243,55 @@ fn synthetic() -> Vec<EvalRecord> {
     vec![
         // legacy: EM 0, alias 0, F1 0, R@2 1 (d1 in [d2, d1]), RR 1/2.  vlm: "the paris!" → "paris": EM 1, F1 1, R 1, RR 1.
         // judge: unswapped, "A" → vlm win.
-        record("r1", &["Paris", "paris france"], &["d1"], arm("Lyon", &["d2", "d1"], 100.0), arm("The Paris!", &["d1", "d2"], 150.0), Some((false, "A"))),
+        record(
+            "r1",
+            &["Paris", "paris france"],
+            &["d1"],
+            arm("Lyon", &["d2", "d1"], 100.0),
+            arm("The Paris!", &["d1", "d2"], 150.0),
+            Some((false, "A")),
+        ),
         // legacy: EM 1, F1 1, R 1, RR 1.  vlm: EM 0, F1 0, R@2 0 (d5 at rank 3), RR 1/3.  judge: swapped, "A" → legacy win.
-        record("r2", &["42"], &["d5"], arm("42", &["d5"], 200.0), arm("forty two", &["d9", "d8", "d5"], 250.0), Some((true, "A"))),
+        record(
+            "r2",
+            &["42"],
+            &["d5"],
+            arm("42", &["d5"], 200.0),
+            arm("forty two", &["d9", "d8", "d5"], 250.0),
+            Some((true, "A")),
+        ),
         // no gold docs (retrieval metrics skip it). legacy "whale" vs "blue whale": P 1, R 1/2 → F1 2/3, EM 0.
         // vlm "a blue whale" → EM 1, F1 1.  judge: tie.
-        record("r3", &["blue whale"], &[], arm("whale", &[], 300.0), arm("a blue whale", &["x"], 350.0), Some((true, "tie"))),
+        record(
+            "r3",
+            &["blue whale"],
+            &[],
+            arm("whale", &[], 300.0),
+            arm("a blue whale", &["x"], 350.0),
+            Some((true, "tie")),
+        ),
         // both answer the alias "crimson": EM (vs canonical "red") 0, alias 1, F1 1, R 1, RR 1. judge verdict invalid.
-        record("r4", &["red", "crimson"], &["d7"], arm("crimson", &["d7"], 400.0), arm("Crimson", &["d7"], 450.0), Some((false, "maybe"))),
+        record(
+            "r4",
+            &["red", "crimson"],
+            &["d7"],
+            arm("crimson", &["d7"], 400.0),
+            arm("Crimson", &["d7"], 450.0),
+            Some((false, "maybe")),
+        ),
     ]
 }
 
 #[test]
 fn summarize_synthetic_set() {
-    let s = summarize_with(&synthetic(), &SummaryConfig { k: 2, bootstrap_resamples: 1000, seed: 3 });
+    let s = summarize_with(
+        &synthetic(),
+        &SummaryConfig {
+            k: 2,
+            bootstrap_resamples: 1000,
+            seed: 3,
+        },
+    );
     assert_eq!((s.n, s.k), (4, 2));
     // legacy: EM [0,1,0,0] = 1/4; alias [0,1,0,1] = 1/2; F1 (0 + 1 + 2/3 + 1)/4 = 2/3;
     // R@2 over r1, r2, r4 = (1 + 1 + 1)/3 = 1; MRR (1/2 + 1 + 1)/3 = 5/6; ms mean 250.
@@ -256,21 +304,39 @@ fn summarize_synthetic_set() {
     assert!(close(v.exact_match, 0.5) && close(v.alias_match, 0.75) && close(v.token_f1, 0.75));
     assert!(close(v.recall_at_k.unwrap(), 2.0 / 3.0) && close(v.mrr.unwrap(), 7.0 / 9.0) && close(v.mean_ms, 300.0));
     // discordant EM: legacy only r2 (b = 1), vlm only r1, r3 (c = 2); n = 3, 2·P[X ≤ 1] = 2·4/8 → 1.
-    assert_eq!((s.mcnemar_exact_match.legacy_only, s.mcnemar_exact_match.vlm_only), (1, 2));
+    assert_eq!(
+        (s.mcnemar_exact_match.legacy_only, s.mcnemar_exact_match.vlm_only),
+        (1, 2)
+    );
     assert_eq!(s.mcnemar_exact_match.p_value, 1.0);
     // gains: EM (1/2 − 1/4)/(1/4) = 1; alias (3/4 − 1/2)/(1/2) = 1/2; F1 (3/4 − 2/3)/(2/3) = 1/8;
     // R@2 (2/3 − 1)/1 = −1/3; MRR (7/9 − 5/6)/(5/6) = −1/15.
     let g = &s.relative_gain;
-    assert!(close(g.exact_match.unwrap(), 1.0) && close(g.alias_match.unwrap(), 0.5) && close(g.token_f1.unwrap(), 0.125));
+    assert!(
+        close(g.exact_match.unwrap(), 1.0) && close(g.alias_match.unwrap(), 0.5) && close(g.token_f1.unwrap(), 0.125)
+    );
     assert!(close(g.recall_at_k.unwrap(), -1.0 / 3.0) && close(g.mrr.unwrap(), -1.0 / 15.0));
     // judge: r1 vlm win, r2 legacy win, r3 tie, r4 invalid → (1 + 1/2)/3 = 1/2.
     let sbs = s.sbs.as_ref().unwrap();
-    assert_eq!((sbs.judged, sbs.invalid, sbs.vlm_wins, sbs.legacy_wins, sbs.ties), (3, 1, 1, 1, 1));
+    assert_eq!(
+        (sbs.judged, sbs.invalid, sbs.vlm_wins, sbs.legacy_wins, sbs.ties),
+        (3, 1, 1, 1, 1)
+    );
     assert!(close(sbs.win_rate, 0.5));
     assert!(sbs.ci_low <= 0.5 && 0.5 <= sbs.ci_high && sbs.ci_low >= 0.0 && sbs.ci_high <= 1.0);
     assert_eq!((sbs.resamples, sbs.seed), (1000, 3));
     // deterministic.
-    assert_eq!(s, summarize_with(&synthetic(), &SummaryConfig { k: 2, bootstrap_resamples: 1000, seed: 3 }));
+    assert_eq!(
+        s,
+        summarize_with(
+            &synthetic(),
+            &SummaryConfig {
+                k: 2,
+                bootstrap_resamples: 1000,
+                seed: 3
+            }
+        )
+    );
 
     // JSON: round-trips and has the documented shape.
     let json = s.to_json_pretty();

@@ -9,8 +9,17 @@ fn is_punct(c: char) -> bool {
     c.is_ascii_punctuation()
         || matches!(
             c,
-            '\u{2018}' | '\u{2019}' | '\u{201C}' | '\u{201D}' | '\u{2013}' | '\u{2014}' | '\u{2026}' | '\u{00AB}'
-                | '\u{00BB}' | '\u{00BF}' | '\u{00A1}'
+            '\u{2018}'
+                | '\u{2019}'
+                | '\u{201C}'
+                | '\u{201D}'
+                | '\u{2013}'
+                | '\u{2014}'
+                | '\u{2026}'
+                | '\u{00AB}'
+                | '\u{00BB}'
+                | '\u{00BF}'
+                | '\u{00A1}'
         )
 }
 
@@ -23,7 +32,11 @@ fn is_article(w: &str) -> bool {
 pub fn normalize_tokens(s: &str) -> Vec<String> {
     let lowered = s.to_lowercase();
     let stripped: String = lowered.chars().filter(|&c| !is_punct(c)).collect();
-    stripped.split_whitespace().filter(|w| !is_article(w)).map(str::to_string).collect()
+    stripped
+        .split_whitespace()
+        .filter(|w| !is_article(w))
+        .map(str::to_string)
+        .collect()
 }
 
 /// [`normalize_tokens`] joined by single spaces.
@@ -73,7 +86,10 @@ pub fn token_f1(prediction: &str, gold: &str) -> f64 {
 
 /// Maximum token F1 over the gold answers; 0 when `golds` is empty.
 pub fn max_token_f1<S: AsRef<str>>(prediction: &str, golds: &[S]) -> f64 {
-    golds.iter().map(|g| token_f1(prediction, g.as_ref())).fold(0.0, f64::max)
+    golds
+        .iter()
+        .map(|g| token_f1(prediction, g.as_ref()))
+        .fold(0.0, f64::max)
 }
 
 /// Recall@k: the fraction of the distinct gold document ids that appear among the first `k` entries of `ranked`.
@@ -86,7 +102,10 @@ pub fn recall_at_k<R: AsRef<str>, G: AsRef<str>>(ranked: &[R], gold: &[G], k: us
         return None;
     }
     let top = &ranked[..k.min(ranked.len())];
-    let found = gold_set.iter().filter(|g| top.iter().any(|r| r.as_ref() == **g)).count();
+    let found = gold_set
+        .iter()
+        .filter(|g| top.iter().any(|r| r.as_ref() == **g))
+        .count();
     Some(found as f64 / gold_set.len() as f64)
 }
 

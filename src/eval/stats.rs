@@ -120,7 +120,9 @@ pub enum Verdict {
 impl Verdict {
     /// Parses "A", "B" or "tie" (case-insensitive, surrounding whitespace, quotes and a trailing period ignored).
     pub fn parse(s: &str) -> Option<Verdict> {
-        let t = s.trim().trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c.is_whitespace());
+        let t = s
+            .trim()
+            .trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c.is_whitespace());
         match t.to_ascii_lowercase().as_str() {
             "a" => Some(Verdict::A),
             "b" => Some(Verdict::B),
