@@ -73,58 +73,62 @@ mod native {
             system: Option<String>,
         },
         /// Answer a question about an image with sources: caption → search query → retrieval → grounded answer.
-        Ask {
-            /// The question.
-            question: String,
-            /// The local model (a repo directory or a GGUF file): captioner, rephraser, and the generator unless
-            /// --generator is given. Without it the question itself is the search query.
-            #[arg(long)]
-            model: Option<PathBuf>,
-            #[arg(long)]
-            mmproj: Option<PathBuf>,
-            #[arg(long)]
-            image: Option<PathBuf>,
-            /// Which rephraser writes the search query: `vlm` (sees the image) or `legacy` (text only: caption, tags,
-            /// OCR text).
-            #[arg(long, default_value = "vlm")]
-            arm: String,
-            /// A search/v1 server, e.g. http://127.0.0.1:8080 (webvlm-server). Without it: no sources.
-            #[arg(long)]
-            search: Option<String>,
-            /// A remote OpenAI-compatible generator (http://host:port or …/v1/chat/completions).
-            #[arg(long)]
-            generator: Option<String>,
-            /// `model` field sent to the remote generator.
-            #[arg(long, default_value = "default")]
-            generator_model: String,
-            /// Do not answer with the local model when the remote generator fails.
-            #[arg(long)]
-            no_fallback: bool,
-            /// Documents to retrieve.
-            #[arg(long, default_value_t = 5)]
-            k: usize,
-            /// Tags for the legacy rephraser (repeatable).
-            #[arg(long = "tag")]
-            tags: Vec<String>,
-            /// Text in the image, for the legacy rephraser.
-            #[arg(long)]
-            ocr: Option<String>,
-            /// A JSON file overriding some or all prompts (keys as in src/pipeline/prompts.json).
-            #[arg(long)]
-            prompts: Option<PathBuf>,
-            #[arg(long, default_value = "auto")]
-            dtype: String,
-            #[arg(long, default_value_t = 256)]
-            max_tokens: usize,
-            #[arg(long, default_value_t = 4096)]
-            context: usize,
-            /// Print the whole result (question, arm, caption, query, documents, answer, citations, degraded, trace)
-            /// as JSON on stdout.
-            #[arg(long)]
-            json: bool,
-        },
+        Ask(AskArgs),
         /// Print the GPU adapter, its features and limits as JSON.
         Info,
+    }
+
+    /// Arguments of `webvlm ask`.
+    #[derive(clap::Args)]
+    struct AskArgs {
+        /// The question.
+        pub question: String,
+        /// The local model (a repo directory or a GGUF file): captioner, rephraser, and the generator unless
+        /// --generator is given. Without it the question itself is the search query.
+        #[arg(long)]
+        pub model: Option<PathBuf>,
+        #[arg(long)]
+        pub mmproj: Option<PathBuf>,
+        #[arg(long)]
+        pub image: Option<PathBuf>,
+        /// Which rephraser writes the search query: `vlm` (sees the image) or `legacy` (text only: caption, tags,
+        /// OCR text).
+        #[arg(long, default_value = "vlm")]
+        pub arm: String,
+        /// A search/v1 server, e.g. http://127.0.0.1:8080 (webvlm-server). Without it: no sources.
+        #[arg(long)]
+        pub search: Option<String>,
+        /// A remote OpenAI-compatible generator (http://host:port or …/v1/chat/completions).
+        #[arg(long)]
+        pub generator: Option<String>,
+        /// `model` field sent to the remote generator.
+        #[arg(long, default_value = "default")]
+        pub generator_model: String,
+        /// Do not answer with the local model when the remote generator fails.
+        #[arg(long)]
+        pub no_fallback: bool,
+        /// Documents to retrieve.
+        #[arg(long, default_value_t = 5)]
+        pub k: usize,
+        /// Tags for the legacy rephraser (repeatable).
+        #[arg(long = "tag")]
+        pub tags: Vec<String>,
+        /// Text in the image, for the legacy rephraser.
+        #[arg(long)]
+        pub ocr: Option<String>,
+        /// A JSON file overriding some or all prompts (keys as in src/pipeline/prompts.json).
+        #[arg(long)]
+        pub prompts: Option<PathBuf>,
+        #[arg(long, default_value = "auto")]
+        pub dtype: String,
+        #[arg(long, default_value_t = 256)]
+        pub max_tokens: usize,
+        #[arg(long, default_value_t = 4096)]
+        pub context: usize,
+        /// Print the whole result (question, arm, caption, query, documents, answer, citations, degraded, trace)
+        /// as JSON on stdout.
+        #[arg(long)]
+        pub json: bool,
     }
 
     pub fn main() -> Result<()> {
@@ -135,43 +139,7 @@ mod native {
                 println!("{}", serde_json::to_string_pretty(&ctx.caps)?);
                 Ok(())
             }
-            Cmd::Ask {
-                question,
-                model,
-                mmproj,
-                image,
-                arm,
-                search,
-                generator,
-                generator_model,
-                no_fallback,
-                k,
-                tags,
-                ocr,
-                prompts,
-                dtype,
-                max_tokens,
-                context,
-                json,
-            } => ask(
-                question,
-                model,
-                mmproj,
-                image,
-                arm,
-                search,
-                generator,
-                generator_model,
-                no_fallback,
-                k,
-                tags,
-                ocr,
-                prompts,
-                dtype,
-                max_tokens,
-                context,
-                json,
-            ),
+            Cmd::Ask(args) => ask(args),
             Cmd::Run {
                 model,
                 mmproj,
@@ -191,7 +159,10 @@ mod native {
                 let (ctx, engine) = load_engine(&model, mmproj.as_deref(), &dtype, context)?;
                 let load_s = t0.elapsed().as_secs_f64();
                 let stats = ctx.pool_stats();
-                eprintln!("loaded in {load_s:.2} s ({:.1} MiB on the GPU)", stats.live_bytes as f64 / (1 << 20) as f64);
+                eprintln!(
+                    "loaded in {load_s:.2} s ({:.1} MiB on the GPU)",
+                    stats.live_bytes as f64 / (1 << 20) as f64
+                );
                 let images = image
                     .iter()
                     .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
@@ -247,9 +218,16 @@ mod native {
         dtype: &str,
         context: usize,
     ) -> Result<(std::sync::Arc<GpuContext>, Engine)> {
-        let opts = LoadOptions { dtype: parse_dtype(dtype)? };
+        let opts = LoadOptions {
+            dtype: parse_dtype(dtype)?,
+        };
         let ctx = GpuContext::new_blocking(GpuOptions::default())?;
-        eprintln!("GPU: {} ({}), loading {} …", ctx.caps.adapter_name, ctx.caps.backend, model.display());
+        eprintln!(
+            "GPU: {} ({}), loading {} …",
+            ctx.caps.adapter_name,
+            ctx.caps.backend,
+            model.display()
+        );
         let engine = if model.is_dir() {
             if mmproj.is_some() {
                 bail!("--mmproj is for GGUF models; a repo directory holds its vision tower");
@@ -271,27 +249,32 @@ mod native {
 
     /// `webvlm ask`: the pipeline on a tokio runtime (the HTTP clients need one), the trace on stderr.
     #[allow(clippy::too_many_arguments)]
-    fn ask(
-        question: String,
-        model: Option<PathBuf>,
-        mmproj: Option<PathBuf>,
-        image: Option<PathBuf>,
-        arm: String,
-        search: Option<String>,
-        generator: Option<String>,
-        generator_model: String,
-        no_fallback: bool,
-        k: usize,
-        tags: Vec<String>,
-        ocr: Option<String>,
-        prompts: Option<PathBuf>,
-        dtype: String,
-        max_tokens: usize,
-        context: usize,
-        json: bool,
-    ) -> Result<()> {
+    fn ask(args: AskArgs) -> Result<()> {
+        let AskArgs {
+            question,
+            model,
+            mmproj,
+            image,
+            arm,
+            search,
+            generator,
+            generator_model,
+            no_fallback,
+            k,
+            tags,
+            ocr,
+            prompts,
+            dtype,
+            max_tokens,
+            context,
+            json,
+        } = args;
         let arm: Arm = arm.parse()?;
-        let mut config = PipelineConfig { top_k: k, fallback_to_local: !no_fallback, ..Default::default() };
+        let mut config = PipelineConfig {
+            top_k: k,
+            fallback_to_local: !no_fallback,
+            ..Default::default()
+        };
         config.answer.max_new_tokens = max_tokens;
         if let Some(p) = &prompts {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -309,14 +292,26 @@ mod native {
             pipeline = pipeline.with_retrieval(RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: url })?);
         }
         if let Some(url) = generator {
-            let cfg = OpenAiConfig { model: generator_model, ..OpenAiConfig::new(url) };
+            let cfg = OpenAiConfig {
+                model: generator_model,
+                ..OpenAiConfig::new(url)
+            };
             pipeline = pipeline.with_generator(Box::new(OpenAiGenerator::new(cfg)?));
         }
-        let image = image.map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display()))).transpose()?;
-        let req = PipelineRequest { tags, ocr_text: ocr, ..PipelineRequest::new(question, image, arm) };
+        let image = image
+            .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
+            .transpose()?;
+        let req = PipelineRequest {
+            tags,
+            ocr_text: ocr,
+            ..PipelineRequest::new(question, image, arm)
+        };
         let cancel = CancelToken::default();
         ctrlc_cancel(cancel.clone())?;
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let mut out = std::io::stdout();
         let mut answering = false;
         let result = rt.block_on(pipeline.run(&req, &cancel, |ev| match ev {
@@ -365,7 +360,11 @@ mod native {
         if !result.documents.is_empty() {
             println!("\nSources:");
             for d in &result.documents {
-                let cited = if result.citations.iter().any(|c| c.n == d.rank) { "*" } else { " " };
+                let cited = if result.citations.iter().any(|c| c.n == d.rank) {
+                    "*"
+                } else {
+                    " "
+                };
                 println!("{cited}[{}] {} — {}", d.rank, d.title, d.url);
             }
         }
