@@ -12,7 +12,7 @@ use crate::generation::{generate, now_ms, CancelToken, GenerationConfig, Generat
 use crate::gpu::{GpuContext, Recorder, Tensor};
 use crate::loader::gguf::Gguf;
 use crate::loader::WeightSource;
-use crate::models::{Arch, ModelFiles, Model};
+use crate::models::{Arch, Model, ModelFiles};
 use crate::nn::LoadOptions;
 use crate::processor::chat::{ChatTemplate, Content, ContentPart, Message};
 use crate::processor::image::{Idefics3ImageProcessor, ProcessedImage, SimpleImageProcessor};
@@ -81,12 +81,19 @@ fn hash_bytes(b: &[u8]) -> u64 {
 impl Engine {
     /// A Hugging Face repo layout: config.json, safetensors, tokenizer.json, tokenizer_config.json /
     /// chat_template.json, preprocessor_config.json.
-    pub fn load_hf(ctx: Arc<GpuContext>, files: &dyn ModelFiles, opts: LoadOptions, max_context: usize) -> Result<Self> {
+    pub fn load_hf(
+        ctx: Arc<GpuContext>,
+        files: &dyn ModelFiles,
+        opts: LoadOptions,
+        max_context: usize,
+    ) -> Result<Self> {
         let model = Model::load_hf(&ctx, files, opts, max_context)?;
         let tokenizer = Tokenizer::from_json_bytes(&files.read_to_vec("tokenizer.json")?)?;
         let text = |n: &str| -> Result<Option<String>> {
             if files.exists(n) {
-                Ok(Some(String::from_utf8(files.read_to_vec(n)?).map_err(|_| Error::Config(format!("{n} is not UTF-8")))?))
+                Ok(Some(
+                    String::from_utf8(files.read_to_vec(n)?).map_err(|_| Error::Config(format!("{n} is not UTF-8")))?,
+                ))
             } else {
                 Ok(None)
             }
@@ -132,7 +139,13 @@ impl Engine {
         Ok(Self::assemble(ctx, model, tokenizer, template, image_processor))
     }
 
-    fn assemble(ctx: Arc<GpuContext>, model: Model, tokenizer: Tokenizer, template: ChatTemplate, image_processor: Option<ImageProcessor>) -> Self {
+    fn assemble(
+        ctx: Arc<GpuContext>,
+        model: Model,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        image_processor: Option<ImageProcessor>,
+    ) -> Self {
         let mut stop_tokens = model.lm.cfg.eos_ids();
         stop_tokens.extend(tokenizer.eos_id());
         for t in ["<|im_end|>", "<end_of_utterance>", "<|eot_id|>", "</s>"] {
@@ -162,7 +175,10 @@ impl Engine {
         };
         let n_markers = text.matches("<image>").count();
         if n_markers != frames.len() {
-            return Err(Error::Template(format!("the prompt has {n_markers} image markers but {} images were given", frames.len())));
+            return Err(Error::Template(format!(
+                "the prompt has {n_markers} image markers but {} images were given",
+                frames.len()
+            )));
         }
         match self.model.arch {
             Arch::Idefics3 => {
@@ -176,8 +192,12 @@ impl Engine {
 
     /// Encodes one image (all its tiles) to LLM input embeddings, using the cache.
     async fn encode_image(&self, bytes: &[u8], stats: &mut ChatStats) -> Result<(Arc<Vec<Tensor>>, (usize, usize))> {
-        let proc = self.image_processor.as_ref().ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
-        let vision = self.model.vision.as_ref().ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
+        let proc = self
+            .image_processor
+            .as_ref()
+            .ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
+        let vision =
+            self.model.vision.as_ref().ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
         let key = hash_bytes(bytes);
         let p = proc.process_bytes(bytes)?;
         let frame = (p.rows.first().copied().unwrap_or(0), p.cols.first().copied().unwrap_or(0));
@@ -205,7 +225,12 @@ impl Engine {
     }
 
     /// Answers a chat request, calling `on_text` with each UTF-8-safe piece of the answer.
-    pub async fn chat(&self, req: &ChatRequest, cancel: &CancelToken, mut on_text: impl FnMut(&str)) -> Result<ChatResponse> {
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        cancel: &CancelToken,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<ChatResponse> {
         let mut stats = ChatStats::default();
         let mut feats = Vec::new();
         let mut frames = Vec::new();

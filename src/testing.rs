@@ -51,7 +51,13 @@ pub fn diff(got: &[f32], want: &[f32]) -> Diff {
     let mut d = Diff { max_abs: 0.0, mean_abs: 0.0, worst_index: 0, worst_got: 0.0, worst_want: 0.0 };
     let mut sum = 0.0f64;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let e = if g.is_nan() != w.is_nan() { f32::INFINITY } else if g.is_nan() { 0.0 } else { (g - w).abs() };
+        let e = if g.is_nan() != w.is_nan() {
+            f32::INFINITY
+        } else if g.is_nan() {
+            0.0
+        } else {
+            (g - w).abs()
+        };
         sum += e as f64;
         if e > d.max_abs || (i == 0 && e.is_infinite()) {
             d = Diff { max_abs: e, worst_index: i, worst_got: *g, worst_want: *w, ..d };
@@ -83,7 +89,12 @@ pub fn check_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) 
         Some(i) => Err(format!(
             "{what}: out of tolerance (atol {atol:e}, rtol {rtol:e}) at index {i}: got {} want {}; \
              max abs err {:e} at {}, mean abs err {:e}, n = {}",
-            got[i], want[i], d.max_abs, d.worst_index, d.mean_abs, got.len()
+            got[i],
+            want[i],
+            d.max_abs,
+            d.worst_index,
+            d.mean_abs,
+            got.len()
         )),
     }
 }

@@ -92,7 +92,13 @@ async fn llava_dinov2() -> Result<(), String> {
     compare(&ctx, "dinov2 embeddings (CLS + patches + pos)", &emb, &g.f32("vision_embeddings")?).await?;
     compare(&ctx, "dinov2 layer 0", &l0.last_layer, &g.f32("vision_hidden_layer0")?).await?;
     compare(&ctx, "dinov2 last layer (LLaVA feature)", &out.last_layer, &g.f32("vision_feature")?).await?;
-    compare(&ctx, "dinov2 last_hidden_state (layernorm)", out.post_norm.as_ref().ok_or("no layernorm")?, &g.f32("vision_last_hidden_state")?).await?;
+    compare(
+        &ctx,
+        "dinov2 last_hidden_state (layernorm)",
+        out.post_norm.as_ref().ok_or("no layernorm")?,
+        &g.f32("vision_last_hidden_state")?,
+    )
+    .await?;
     compare(&ctx, "llava-dinov2 projector (CLS dropped)", &img, &g.f32("projector")?).await?;
     compare(&ctx, "llava-dinov2 inputs_embeds", &x, &g.f32("inputs_embeds")?).await?;
     compare(&ctx, "llava-dinov2 logits", &logits, &g.f32("logits")?).await?;
@@ -131,7 +137,8 @@ async fn dinov2_interpolated_sizes() -> Result<(), String> {
 async fn dinov2_runs_at_processor_size() -> Result<(), String> {
     let ctx = common::ctx().await;
     let pre = br#"{"do_center_crop": true, "crop_size": {"height": 24, "width": 24}, "size": {"shortest_edge": 24}}"#;
-    let model = Model::load_hf(&ctx, &files(&[("preprocessor_config.json", pre)]), LoadOptions::default(), 256).map_err(e)?;
+    let model =
+        Model::load_hf(&ctx, &files(&[("preprocessor_config.json", pre)]), LoadOptions::default(), 256).map_err(e)?;
     let g = Golden::new()?;
     let v = model.vision.as_ref().ok_or("no vision stack")?;
     if v.tower.cfg.image_size != 24 || v.image_seq_len() != 36 {

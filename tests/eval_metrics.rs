@@ -187,10 +187,7 @@ fn verdicts_map_back_to_the_arms() {
 fn randomization_cancels_a_position_biased_judge() {
     let ids: Vec<String> = (0..1000).map(|i| format!("q{i}")).collect();
     // a judge that always says "A" favours whichever arm was shown first: ~half vlm, ~half legacy.
-    let biased: Vec<Outcome> = ids
-        .iter()
-        .map(|id| verdict_to_outcome("A", judge_swapped(id, 0)).unwrap())
-        .collect();
+    let biased: Vec<Outcome> = ids.iter().map(|id| verdict_to_outcome("A", judge_swapped(id, 0)).unwrap()).collect();
     let wr = win_rate(&biased).unwrap();
     assert!((0.45..=0.55).contains(&wr), "{wr}");
     // a judge that always picks the vlm answer, wherever it was shown, gives win rate 1.
@@ -231,11 +228,7 @@ fn record(
         gold_doc_ids: gold.iter().map(|s| s.to_string()).collect(),
         legacy,
         vlm,
-        judge: judge.map(|(swapped, v)| JudgeRecord {
-            swapped,
-            verdict: v.into(),
-            rationale: None,
-        }),
+        judge: judge.map(|(swapped, v)| JudgeRecord { swapped, verdict: v.into(), rationale: None }),
     }
 }
 
@@ -284,14 +277,7 @@ fn synthetic() -> Vec<EvalRecord> {
 
 #[test]
 fn summarize_synthetic_set() {
-    let s = summarize_with(
-        &synthetic(),
-        &SummaryConfig {
-            k: 2,
-            bootstrap_resamples: 1000,
-            seed: 3,
-        },
-    );
+    let s = summarize_with(&synthetic(), &SummaryConfig { k: 2, bootstrap_resamples: 1000, seed: 3 });
     assert_eq!((s.n, s.k), (4, 2));
     // legacy: EM [0,1,0,0] = 1/4; alias [0,1,0,1] = 1/2; F1 (0 + 1 + 2/3 + 1)/4 = 2/3;
     // R@2 over r1, r2, r4 = (1 + 1 + 1)/3 = 1; MRR (1/2 + 1 + 1)/3 = 5/6; ms mean 250.
@@ -304,10 +290,7 @@ fn summarize_synthetic_set() {
     assert!(close(v.exact_match, 0.5) && close(v.alias_match, 0.75) && close(v.token_f1, 0.75));
     assert!(close(v.recall_at_k.unwrap(), 2.0 / 3.0) && close(v.mrr.unwrap(), 7.0 / 9.0) && close(v.mean_ms, 300.0));
     // discordant EM: legacy only r2 (b = 1), vlm only r1, r3 (c = 2); n = 3, 2·P[X ≤ 1] = 2·4/8 → 1.
-    assert_eq!(
-        (s.mcnemar_exact_match.legacy_only, s.mcnemar_exact_match.vlm_only),
-        (1, 2)
-    );
+    assert_eq!((s.mcnemar_exact_match.legacy_only, s.mcnemar_exact_match.vlm_only), (1, 2));
     assert_eq!(s.mcnemar_exact_match.p_value, 1.0);
     // gains: EM (1/2 − 1/4)/(1/4) = 1; alias (3/4 − 1/2)/(1/2) = 1/2; F1 (3/4 − 2/3)/(2/3) = 1/8;
     // R@2 (2/3 − 1)/1 = −1/3; MRR (7/9 − 5/6)/(5/6) = −1/15.
@@ -318,25 +301,12 @@ fn summarize_synthetic_set() {
     assert!(close(g.recall_at_k.unwrap(), -1.0 / 3.0) && close(g.mrr.unwrap(), -1.0 / 15.0));
     // judge: r1 vlm win, r2 legacy win, r3 tie, r4 invalid → (1 + 1/2)/3 = 1/2.
     let sbs = s.sbs.as_ref().unwrap();
-    assert_eq!(
-        (sbs.judged, sbs.invalid, sbs.vlm_wins, sbs.legacy_wins, sbs.ties),
-        (3, 1, 1, 1, 1)
-    );
+    assert_eq!((sbs.judged, sbs.invalid, sbs.vlm_wins, sbs.legacy_wins, sbs.ties), (3, 1, 1, 1, 1));
     assert!(close(sbs.win_rate, 0.5));
     assert!(sbs.ci_low <= 0.5 && 0.5 <= sbs.ci_high && sbs.ci_low >= 0.0 && sbs.ci_high <= 1.0);
     assert_eq!((sbs.resamples, sbs.seed), (1000, 3));
     // deterministic.
-    assert_eq!(
-        s,
-        summarize_with(
-            &synthetic(),
-            &SummaryConfig {
-                k: 2,
-                bootstrap_resamples: 1000,
-                seed: 3
-            }
-        )
-    );
+    assert_eq!(s, summarize_with(&synthetic(), &SummaryConfig { k: 2, bootstrap_resamples: 1000, seed: 3 }));
 
     // JSON: round-trips and has the documented shape.
     let json = s.to_json_pretty();

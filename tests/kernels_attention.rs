@@ -94,9 +94,12 @@ async fn attention_matches_reference() -> Result<(), String> {
 async fn attention_split_and_single_pass_agree() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(12);
-    for (tq, heads, d, kv, causal) in
-        [(1, (4, 2), 64, 1100, true), (17, (3, 1), 8, 300, true), (3, (2, 2), 80, 64, false), (17, (4, 2), 16, 17, true)]
-    {
+    for (tq, heads, d, kv, causal) in [
+        (1, (4, 2), 64, 1100, true),
+        (17, (3, 1), 8, 300, true),
+        (3, (2, 2), 80, 64, false),
+        (17, (4, 2), 16, 17, true),
+    ] {
         let q_pos0 = if causal { kv - tq } else { 0 };
         for splits in [1, 2, 3, 7, 64] {
             case(&ctx, &mut rng, tq, heads, d, kv, kv + 1, causal, q_pos0, Some(splits)).await?;
@@ -162,8 +165,14 @@ async fn attention_errors_are_typed() -> Result<(), String> {
         ("Hq % Hkv != 0", at::attention(&mut rec, &t(&[2, 3, 8]), &k, &k, &p(5, false, 0))),
         ("head dims differ", at::attention(&mut rec, &t(&[2, 4, 16]), &k, &k, &p(5, false, 0))),
         ("v shape != k shape", at::attention(&mut rec, &q, &k, &t(&[9, 2, 8]), &p(5, false, 0))),
-        ("head dim not a multiple of 4", at::attention(&mut rec, &t(&[2, 4, 6]), &t(&[10, 2, 6]), &t(&[10, 2, 6]), &p(5, false, 0))),
-        ("head dim > 128", at::attention(&mut rec, &t(&[1, 2, 132]), &t(&[4, 2, 132]), &t(&[4, 2, 132]), &p(4, false, 0))),
+        (
+            "head dim not a multiple of 4",
+            at::attention(&mut rec, &t(&[2, 4, 6]), &t(&[10, 2, 6]), &t(&[10, 2, 6]), &p(5, false, 0)),
+        ),
+        (
+            "head dim > 128",
+            at::attention(&mut rec, &t(&[1, 2, 132]), &t(&[4, 2, 132]), &t(&[4, 2, 132]), &p(4, false, 0)),
+        ),
         ("kv_len > Tmax", at::attention(&mut rec, &q, &k, &k, &p(11, false, 0))),
         ("kv_len = 0", at::attention(&mut rec, &q, &k, &k, &p(0, false, 0))),
         ("causal queries past kv_len", at::attention(&mut rec, &q, &k, &k, &p(5, true, 4))),

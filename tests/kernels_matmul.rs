@@ -56,7 +56,9 @@ fn check_linear(
                 for blk in 0..k / 32 {
                     let r = &w[j * k + blk * 32..j * k + blk * 32 + 32];
                     let amax = r.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
-                    mag += x[i * k + blk * 32..i * k + blk * 32 + 32].iter().map(|v| v.abs() as f64).sum::<f64>() * 3.0 * amax;
+                    mag += x[i * k + blk * 32..i * k + blk * 32 + 32].iter().map(|v| v.abs() as f64).sum::<f64>()
+                        * 3.0
+                        * amax;
                 }
             }
             let (gv, wv) = (got[i * n + j], want[i * n + j]);
@@ -260,7 +262,9 @@ async fn dequant_matches_gguf_fixtures() -> Result<(), String> {
                 for c in 0..cols {
                     let (g, w) = (got[c * rows + r], want[r * cols + c]);
                     if g != w {
-                        return Err(format!("{dtype} {path:?}: w[{r}, {c}] dequantized to {g} on the GPU, gguf says {w}"));
+                        return Err(format!(
+                            "{dtype} {path:?}: w[{r}, {c}] dequantized to {g} on the GPU, gguf says {w}"
+                        ));
                     }
                 }
             }
@@ -301,7 +305,8 @@ async fn typed_errors() -> Result<(), String> {
     // A weight larger than one storage binding is refused before anything is converted or allocated.
     let huge_rows = (ctx.caps.max_storage_binding / (4 * 1024)) as usize + 1;
     match mm::upload_weight(&ctx, &[], &[huge_rows, 1024], DType::F32) {
-        Err(Error::LimitExceeded { limit, .. }) if limit == "maxStorageBufferBindingSize" || limit == "maxBufferSize" => {}
+        Err(Error::LimitExceeded { limit, .. })
+            if limit == "maxStorageBufferBindingSize" || limit == "maxBufferSize" => {}
         other => return Err(format!("over the binding limit: expected Error::LimitExceeded, got {other:?}")),
     }
     let a = ctx.upload_f32(&[0.0; 6], &[2, 3]).map_err(|e| e.to_string())?;

@@ -56,9 +56,12 @@ async fn softmax_rows() -> Result<(), String> {
 async fn rope_both_layouts() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(5);
-    for &(t, h, d, pos0, theta) in
-        &[(1usize, 1usize, 2usize, 0usize, 10000.0), (3, 4, 8, 5, 10000.0), (17, 3, 64, 100, 100000.0), (2, 9, 128, 4000, 500000.0)]
-    {
+    for &(t, h, d, pos0, theta) in &[
+        (1usize, 1usize, 2usize, 0usize, 10000.0),
+        (3, 4, 8, 5, 10000.0),
+        (17, 3, 64, 100, 100000.0),
+        (2, 9, 128, 4000, 500000.0),
+    ] {
         let inv = rope::inv_freq(theta, d);
         let table = rope::cos_sin_table(&ctx, &inv, 4096 + 8).map_err(e)?;
         let x = rng.vec(t * h * d, -2.0, 2.0);

@@ -18,7 +18,9 @@ fn e(x: impl std::fmt::Display) -> String {
 async fn unfold_and_patch_embed_match_reference() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(31);
-    for (c, h, w, p, d) in [(3, 8, 8, 4, 5), (3, 14, 10, 3, 7), (1, 5, 5, 5, 3), (3, 32, 32, 16, 24), (3, 28, 42, 14, 19)] {
+    for (c, h, w, p, d) in
+        [(3, 8, 8, 4, 5), (3, 14, 10, 3, 7), (1, 5, 5, 5, 3), (3, 32, 32, 16, 24), (3, 28, 42, 14, 19)]
+    {
         let px = rng.vec(c * h * w, -1.0, 1.0);
         let wt = rng.normal_vec(d * c * p * p, 0.1);
         let b = rng.vec(d, -0.5, 0.5);

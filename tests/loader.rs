@@ -88,7 +88,11 @@ fn gpu_layout_of_fixture_blocks() {
                     _ => {
                         let byte = (qs[4 * b + (j % 16) / 4] >> (8 * (j % 4))) as u8;
                         let q = if j < 16 { byte & 0xF } else { byte >> 4 };
-                        if dt == DType::Q4_0 { (q as i32 - 8) as f32 * d } else { q as f32 * d + m }
+                        if dt == DType::Q4_0 {
+                            (q as i32 - 8) as f32 * d
+                        } else {
+                            q as f32 * d + m
+                        }
                     }
                 };
                 assert_eq!(v.to_bits(), deq[32 * b + j].to_bits(), "{name} block {b} elem {j}");
@@ -136,7 +140,10 @@ fn check_tiny_gguf(src: &dyn WeightSource) {
 
     let x = input();
     let names: Vec<&str> = g.tensors().iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["f32.weight", "f16.weight", "bf16.weight", "q8_0.weight", "q4_0.weight", "q4_1.weight", "bias", "q4_k.weight"]);
+    assert_eq!(
+        names,
+        ["f32.weight", "f16.weight", "bf16.weight", "q8_0.weight", "q4_0.weight", "q4_1.weight", "bias", "q4_k.weight"]
+    );
     for t in g.tensors() {
         assert_eq!(t.offset % 32, 0, "{}", t.name);
     }
@@ -223,7 +230,9 @@ fn gguf_hostile_patches() {
 #[test]
 fn tiny_safetensors() {
     let bytes = read("tiny.safetensors");
-    for src in [&MemorySource(bytes.clone()) as &dyn WeightSource, &FileSource::open(fixture("tiny.safetensors")).unwrap()] {
+    for src in
+        [&MemorySource(bytes.clone()) as &dyn WeightSource, &FileSource::open(fixture("tiny.safetensors")).unwrap()]
+    {
         let st = Safetensors::parse(src).unwrap();
         assert_eq!(st.metadata().get("format").map(String::as_str), Some("pt"));
         assert_eq!(st.metadata().get("note").map(String::as_str), Some("webvlm fixture"));
@@ -259,7 +268,8 @@ fn safetensors_every_truncation_is_a_format_error() {
 fn sharded_safetensors_from_files() {
     let dir = fixture("tiny_sharded");
     let index = std::fs::read(dir.join("model.safetensors.index.json")).unwrap();
-    let s = ShardedSafetensors::open(&index, |f| Ok(Box::new(FileSource::open(dir.join(f))?) as Box<dyn WeightSource>)).unwrap();
+    let s = ShardedSafetensors::open(&index, |f| Ok(Box::new(FileSource::open(dir.join(f))?) as Box<dyn WeightSource>))
+        .unwrap();
     assert_eq!(s.names().collect::<Vec<_>>(), ["a.bias", "a.weight", "b.weight"]);
     assert_eq!(s.shard_names().count(), 2);
     let x = input();
@@ -269,7 +279,11 @@ fn sharded_safetensors_from_files() {
     assert_eq!(s.tensor_f32("a.bias").unwrap(), vec![1.0; COLS]);
     assert!(matches!(s.tensor_f32("c"), Err(Error::MissingTensor { .. })));
 
-    let single = ShardedSafetensors::single("tiny.safetensors", Box::new(FileSource::open(fixture("tiny.safetensors")).unwrap())).unwrap();
+    let single = ShardedSafetensors::single(
+        "tiny.safetensors",
+        Box::new(FileSource::open(fixture("tiny.safetensors")).unwrap()),
+    )
+    .unwrap();
     assert_eq!(single.len(), 6);
 }
 
@@ -346,4 +360,3 @@ fn mutated_fixtures_never_panic() {
     assert!(ok_g > 0 && ok_s > 0, "gguf ok {ok_g}, safetensors ok {ok_s}");
     eprintln!("{n} mutations each: {ok_g} GGUF and {ok_s} safetensors mutants still parsed");
 }
-

@@ -75,7 +75,10 @@ async fn greedy(ctx: &GpuContext, model: &Model, x: &Tensor, n: usize) -> Result
 
 async fn llama_tied() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[("config.json", fixture!("llama", "config.json")), ("model.safetensors", fixture!("llama", "model.safetensors"))]);
+    let f = files(&[
+        ("config.json", fixture!("llama", "config.json")),
+        ("model.safetensors", fixture!("llama", "model.safetensors")),
+    ]);
     let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
     let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
     llama_checks(&ctx, "llama", &model, &g).await
@@ -148,7 +151,10 @@ async fn idefics3_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &G
 
 async fn idefics3_safetensors() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[("config.json", fixture!("idefics3", "config.json")), ("model.safetensors", fixture!("idefics3", "model.safetensors"))]);
+    let f = files(&[
+        ("config.json", fixture!("idefics3", "config.json")),
+        ("model.safetensors", fixture!("idefics3", "model.safetensors")),
+    ]);
     let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
     let g = Golden::new(fixture!("idefics3", "golden.safetensors"), fixture!("idefics3", "golden.json"))?;
     idefics3_checks(&ctx, "idefics3", &model, &g).await
@@ -202,7 +208,10 @@ async fn llava_siglip() -> Result<(), String> {
 /// Quantized at load (Q8_0): logits stay close to the f32 goldens and the greedy tokens survive.
 async fn llama_quantized_at_load() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[("config.json", fixture!("llama", "config.json")), ("model.safetensors", fixture!("llama", "model.safetensors"))]);
+    let f = files(&[
+        ("config.json", fixture!("llama", "config.json")),
+        ("model.safetensors", fixture!("llama", "model.safetensors")),
+    ]);
     let opts = LoadOptions { dtype: Some(webvlm::gpu::DType::Q8_0) };
     let model = Model::load_hf(&ctx, &f, opts, 256).map_err(e)?;
     let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
@@ -228,5 +237,12 @@ async fn llama_quantized_at_load() -> Result<(), String> {
 }
 
 mod run {
-    crate::gpu_tests!(llama_tied, llama_untied_llama3_rope, idefics3_safetensors, idefics3_gguf, llava_siglip, llama_quantized_at_load);
+    crate::gpu_tests!(
+        llama_tied,
+        llama_untied_llama3_rope,
+        idefics3_safetensors,
+        idefics3_gguf,
+        llava_siglip,
+        llama_quantized_at_load
+    );
 }

@@ -40,26 +40,16 @@ fn safetensors(path: &Path) -> Tensors {
             continue;
         }
         let dtype = v["dtype"].as_str().unwrap().to_string();
-        let shape = v["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let off = v["data_offsets"].as_array().unwrap();
-        let (a, b) = (
-            off[0].as_u64().unwrap() as usize,
-            off[1].as_u64().unwrap() as usize,
-        );
+        let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
         out.insert(name, (dtype, shape, data[a..b].to_vec()));
     }
     out
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 fn chelsea() -> webvlm::processor::image::RgbImage {
@@ -72,13 +62,8 @@ fn chelsea() -> webvlm::processor::image::RgbImage {
 fn processor(f: impl FnOnce(&mut Idefics3ImageConfig)) -> Idefics3ImageProcessor {
     // the fixture's settings block is SmolVLM-256M's preprocessor_config.json: parse it as such
     let j = fixture_json();
-    let mut cfg =
-        Idefics3ImageConfig::from_json(&j["smolvlm_256m_preprocessor_config"].to_string()).unwrap();
-    assert_eq!(
-        cfg,
-        Idefics3ImageConfig::default(),
-        "defaults must be SmolVLM-256M's config"
-    );
+    let mut cfg = Idefics3ImageConfig::from_json(&j["smolvlm_256m_preprocessor_config"].to_string()).unwrap();
+    assert_eq!(cfg, Idefics3ImageConfig::default(), "defaults must be SmolVLM-256M's config");
     f(&mut cfg);
     Idefics3ImageProcessor::new(cfg).unwrap()
 }
@@ -101,21 +86,9 @@ fn check_full_variant(name: &str, out: &ProcessedImage) {
     let st = safetensors(&root().join("tests/fixtures/images/idefics3_processor.safetensors"));
     let (dtype, shape, pv) = &st[&format!("{name}.pixel_values")];
     assert_eq!(dtype, "F32");
-    assert_eq!(
-        shape[1..],
-        [out.n_images, 3, out.height, out.width],
-        "{name}: shape"
-    );
-    assert_eq!(
-        out.rows,
-        vec![v["rows"].as_u64().unwrap() as usize],
-        "{name}: rows"
-    );
-    assert_eq!(
-        out.cols,
-        vec![v["cols"].as_u64().unwrap() as usize],
-        "{name}: cols"
-    );
+    assert_eq!(shape[1..], [out.n_images, 3, out.height, out.width], "{name}: shape");
+    assert_eq!(out.rows, vec![v["rows"].as_u64().unwrap() as usize], "{name}: rows");
+    assert_eq!(out.cols, vec![v["cols"].as_u64().unwrap() as usize], "{name}: cols");
     let want = f32s(pv);
     let (d, i) = max_abs_diff(&out.pixel_values, &want);
     let plane = out.height * out.width;
@@ -131,10 +104,7 @@ fn check_full_variant(name: &str, out: &ProcessedImage) {
         want[i]
     );
     let (_, _, mask) = &st[&format!("{name}.pixel_attention_mask")];
-    assert_eq!(
-        &out.pixel_attention_mask, mask,
-        "{name}: pixel_attention_mask"
-    );
+    assert_eq!(&out.pixel_attention_mask, mask, "{name}: pixel_attention_mask");
 }
 
 #[test]
@@ -170,27 +140,16 @@ fn idefics3_smolvlm_512_matches_transformers() {
     assert!(out.pixel_attention_mask.iter().all(|&m| m == 1));
     let plane = 512 * 512;
     let st = safetensors(&root().join("tests/fixtures/images/idefics3_processor.safetensors"));
-    for (frame, want_sha) in v["tile_levels_sha256"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-    {
+    for (frame, want_sha) in v["tile_levels_sha256"].as_array().unwrap().iter().enumerate() {
         let px = &out.pixel_values[frame * 3 * plane..(frame + 1) * 3 * plane];
         // levels = round((pv + 1) * 127.5), exact inverse of (l/255 - 0.5)/0.5
-        let levels: Vec<u8> = px
-            .iter()
-            .map(|&x| ((x as f64 + 1.0) * 127.5).round() as u8)
-            .collect();
+        let levels: Vec<u8> = px.iter().map(|&x| ((x as f64 + 1.0) * 127.5).round() as u8).collect();
         let back_err = px
             .iter()
             .zip(&levels)
             .map(|(&x, &l)| (((l as f64 / 255.0 - 0.5) / 0.5) as f32 - x).abs())
             .fold(0f32, f32::max);
-        assert!(
-            back_err < 1e-6,
-            "frame {frame}: values are not on the uint8 grid ({back_err})"
-        );
+        assert!(back_err < 1e-6, "frame {frame}: values are not on the uint8 grid ({back_err})");
         let crop_name = match frame {
             0 => Some("smolvlm_512.tile0_crop128_levels"),
             12 => Some("smolvlm_512.global_crop128_levels"),
@@ -208,25 +167,14 @@ fn idefics3_smolvlm_512_matches_transformers() {
             assert_eq!(n_diff, 0, "{name}: {n_diff} of {} levels differ", got.len());
         }
         let summary = &v["tile_summary"][frame];
-        let first: Vec<f32> = summary["first64_ch0_row0"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
+        let first: Vec<f32> =
+            summary["first64_ch0_row0"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
         let (d, i) = max_abs_diff(&px[..64], &first);
         assert!(d <= 1e-5, "frame {frame}: first64 differs by {d} at x={i}");
         let mean = px.iter().map(|&x| x as f64).sum::<f64>() / px.len() as f64;
-        assert!(
-            (mean - summary["mean"].as_f64().unwrap()).abs() < 1e-5,
-            "frame {frame}: mean {mean}"
-        );
+        assert!((mean - summary["mean"].as_f64().unwrap()).abs() < 1e-5, "frame {frame}: mean {mean}");
         let sha = format!("{:x}", Sha256::digest(&levels));
-        assert_eq!(
-            &sha,
-            want_sha.as_str().unwrap(),
-            "frame {frame}: uint8 levels differ from transformers'"
-        );
+        assert_eq!(&sha, want_sha.as_str().unwrap(), "frame {frame}: uint8 levels differ from transformers'");
     }
 }
 
@@ -234,33 +182,13 @@ fn idefics3_smolvlm_512_matches_transformers() {
 fn idefics3_prompt_expansion_matches_transformers() {
     let j = fixture_json();
     let v = &j["variants"];
-    assert_eq!(
-        image_prompt_string(3, 4, 64),
-        v["smolvlm_512"]["prompt_expansion"].as_str().unwrap()
-    );
-    assert_eq!(
-        image_prompt_string(2, 2, 4),
-        v["split_64"]["prompt_expansion_image_seq_len_4"]
-            .as_str()
-            .unwrap()
-    );
-    assert_eq!(
-        image_prompt_string(0, 0, 4),
-        v["nosplit_64"]["prompt_expansion_image_seq_len_4"]
-            .as_str()
-            .unwrap()
-    );
+    assert_eq!(image_prompt_string(3, 4, 64), v["smolvlm_512"]["prompt_expansion"].as_str().unwrap());
+    assert_eq!(image_prompt_string(2, 2, 4), v["split_64"]["prompt_expansion_image_seq_len_4"].as_str().unwrap());
+    assert_eq!(image_prompt_string(0, 0, 4), v["nosplit_64"]["prompt_expansion_image_seq_len_4"].as_str().unwrap());
     let call = &j["processor_call"];
     let text = expand_image_tokens(call["prompt"].as_str().unwrap(), &[3], &[4], 64).unwrap();
-    assert!(text.contains(
-        call["expanded_text_via_replace_image_token"]
-            .as_str()
-            .unwrap()
-    ));
-    assert_eq!(
-        text.matches("<image>").count() as u64,
-        call["n_image_tokens"].as_u64().unwrap()
-    );
+    assert!(text.contains(call["expanded_text_via_replace_image_token"].as_str().unwrap()));
+    assert_eq!(text.matches("<image>").count() as u64, call["n_image_tokens"].as_u64().unwrap());
 }
 
 // ---- decoding limits ----------------------------------------------------------------------------------------
@@ -270,11 +198,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
+            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
         }
     }
     !c
@@ -296,11 +220,7 @@ fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     png_chunk(&mut png, b"IHDR", &ihdr);
-    png_chunk(
-        &mut png,
-        b"IDAT",
-        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    );
+    png_chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
     png_chunk(&mut png, b"IEND", &[]);
     png
 }
@@ -352,14 +272,8 @@ fn chat_templates_render_like_transformers() {
         let t = ChatTemplate::new(j["templates"][name].as_str().unwrap()).unwrap();
         for (i, c) in cases.as_array().unwrap().iter().enumerate() {
             let messages: Vec<Message> = serde_json::from_value(c["messages"].clone()).unwrap();
-            let got = t
-                .render(&messages, c["add_generation_prompt"].as_bool().unwrap())
-                .unwrap();
-            assert_eq!(
-                got,
-                c["rendered"].as_str().unwrap(),
-                "template {name} case {i}"
-            );
+            let got = t.render(&messages, c["add_generation_prompt"].as_bool().unwrap()).unwrap();
+            assert_eq!(got, c["rendered"].as_str().unwrap(), "template {name} case {i}");
         }
     }
 }
@@ -369,28 +283,17 @@ fn chat_templates_render_like_transformers() {
 fn smolvlm_prompt_matches_processor_call() {
     let j = chat_fixture();
     let t = ChatTemplate::new(j["templates"]["smolvlm"].as_str().unwrap()).unwrap();
-    let msg = Message::parts(
-        "user",
-        vec![
-            ContentPart::Image {},
-            ContentPart::Text {
-                text: "Describe this image.".into(),
-            },
-        ],
-    );
+    let msg =
+        Message::parts("user", vec![ContentPart::Image {}, ContentPart::Text { text: "Describe this image.".into() }]);
     let text = t.render(&[msg], true).unwrap();
     let call = &fixture_json()["processor_call"];
     assert_eq!(text, call["prompt"].as_str().unwrap());
     let out = processor(|_| {}).process(&[chelsea()]).unwrap();
     let expanded = expand_image_tokens(&text, &out.rows, &out.cols, 64).unwrap();
     let pieces: Vec<&str> = expanded.split("<image>").collect();
-    assert_eq!(
-        pieces.len() - 1,
-        call["n_image_tokens"].as_u64().unwrap() as usize
-    );
+    assert_eq!(pieces.len() - 1, call["n_image_tokens"].as_u64().unwrap() as usize);
     assert!(expanded.starts_with("<|im_start|>User:<fake_token_around_image><row_1_col_1><image>"));
-    assert!(expanded
-        .ends_with("<fake_token_around_image>Describe this image.<end_of_utterance>\nAssistant:"));
+    assert!(expanded.ends_with("<fake_token_around_image>Describe this image.<end_of_utterance>\nAssistant:"));
 }
 
 // ---- real SmolLM2 GGUF: tokenizer + chat template vs transformers ---------------------------------------------
@@ -428,11 +331,7 @@ fn load_smollm2() -> Option<(Tokenizer, ChatTemplate)> {
     assert_eq!(gguf.get_str("tokenizer.ggml.pre").unwrap(), "smollm");
     let t1 = std::time::Instant::now();
     let tok = Tokenizer::from_gguf(&gguf).unwrap();
-    eprintln!(
-        "GGUF header parse {:?}, tokenizer build {:?}",
-        t1 - t0,
-        t1.elapsed()
-    );
+    eprintln!("GGUF header parse {:?}, tokenizer build {:?}", t1 - t0, t1.elapsed());
     Some((tok, ChatTemplate::from_gguf(&gguf).unwrap()))
 }
 
@@ -442,11 +341,7 @@ fn reference() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 /// GGUF metadata → template → render → tokenize == transformers' prompt ids, for every reference prompt.
@@ -456,31 +351,17 @@ fn smollm2_gguf_prompt_ids_match_transformers() {
         return;
     };
     let r = reference();
-    assert_eq!(
-        tok.bos_id(),
-        Some(r["special_ids"]["bos"].as_u64().unwrap() as u32)
-    );
-    assert_eq!(
-        tok.eos_id(),
-        Some(r["special_ids"]["eos"].as_u64().unwrap() as u32)
-    );
+    assert_eq!(tok.bos_id(), Some(r["special_ids"]["bos"].as_u64().unwrap() as u32));
+    assert_eq!(tok.eos_id(), Some(r["special_ids"]["eos"].as_u64().unwrap() as u32));
     assert_eq!(tok.token_id("<|im_end|>"), Some(2));
     assert_eq!(tok.vocab_size(), 49152);
     for res in r["results"].as_array().unwrap() {
         let prompt = res["prompt"].as_str().unwrap();
         let text = tmpl.render(&[Message::text("user", prompt)], true).unwrap();
-        assert_eq!(
-            text,
-            res["rendered"].as_str().unwrap(),
-            "rendered template for {prompt:?}"
-        );
+        assert_eq!(text, res["rendered"].as_str().unwrap(), "rendered template for {prompt:?}");
         let got = tok.encode(&text).unwrap();
         assert_eq!(got, ids(&res["prompt_ids"]), "prompt ids for {prompt:?}");
-        assert_eq!(
-            tok.decode(&got, false).unwrap(),
-            text,
-            "decode(encode(x)) == x for {prompt:?}"
-        );
+        assert_eq!(tok.decode(&got, false).unwrap(), text, "decode(encode(x)) == x for {prompt:?}");
     }
 }
 
@@ -498,10 +379,7 @@ fn smollm2_decode_and_stream_match_transformers() {
         let mut streamed = String::new();
         for &id in &greedy {
             if let Some(piece) = s.push(id).unwrap() {
-                assert!(
-                    !piece.contains('\u{FFFD}') || want.contains('\u{FFFD}'),
-                    "partial character emitted"
-                );
+                assert!(!piece.contains('\u{FFFD}') || want.contains('\u{FFFD}'), "partial character emitted");
                 streamed.push_str(&piece);
             }
         }
@@ -509,13 +387,8 @@ fn smollm2_decode_and_stream_match_transformers() {
             streamed.push_str(&rest);
         }
         assert_eq!(streamed, want);
-        let until_eos = &greedy[..res["first_eos_index"]
-            .as_u64()
-            .map_or(greedy.len(), |i| i as usize)];
-        assert_eq!(
-            tok.decode(until_eos, true).unwrap(),
-            res["greedy_text_until_eos"].as_str().unwrap()
-        );
+        let until_eos = &greedy[..res["first_eos_index"].as_u64().map_or(greedy.len(), |i| i as usize)];
+        assert_eq!(tok.decode(until_eos, true).unwrap(), res["greedy_text_until_eos"].as_str().unwrap());
     }
 }
 
@@ -531,10 +404,7 @@ fn smollm2_stream_decoder_utf8_boundaries() {
     let mut out = String::new();
     for &id in &ids {
         if let Some(p) = s.push(id).unwrap() {
-            assert!(
-                !p.contains('\u{FFFD}'),
-                "emitted a partial character: {p:?}"
-            );
+            assert!(!p.contains('\u{FFFD}'), "emitted a partial character: {p:?}");
             out.push_str(&p);
         }
     }
@@ -558,30 +428,15 @@ fn resize_fixture() -> (Value, Tensors) {
 fn resize_is_bit_exact_with_pillow() {
     let (j, st) = resize_fixture();
     for (i, case) in j["resize_cases"].as_array().unwrap().iter().enumerate() {
-        let s: Vec<usize> = case["src"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let d: Vec<usize> = case["dst"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let s: Vec<usize> = case["src"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let d: Vec<usize> = case["dst"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         let src = &st[&format!("case{i}.src")].2;
         for (name, code) in j["filters"].as_object().unwrap() {
             let f = Filter::from_pil(code.as_u64().unwrap() as u32).unwrap();
             let got = resize_u8(src, s[0], s[1], 3, d[0], d[1], f).unwrap();
             let want = &st[&format!("case{i}.{name}")].2;
             let n_diff = got.iter().zip(want).filter(|(a, b)| a != b).count();
-            let max = got
-                .iter()
-                .zip(want)
-                .map(|(a, b)| (*a as i32 - *b as i32).abs())
-                .max()
-                .unwrap_or(0);
+            let max = got.iter().zip(want).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap_or(0);
             assert_eq!(
                 n_diff,
                 0,
@@ -601,19 +456,13 @@ fn pass_order_is_pillow13s() {
     let want = &st["case7.box"].2;
     assert_eq!(&resize_u8(src, 3, 40, 3, 1, 1, Filter::Box).unwrap(), want);
     let old = resize_u8_with(src, 3, 40, 3, 1, 1, Filter::Box, PassOrder::HorizontalFirst).unwrap();
-    assert_ne!(
-        &old, want,
-        "horizontal-first (Pillow <= 12) should differ here"
-    );
+    assert_ne!(&old, want, "horizontal-first (Pillow <= 12) should differ here");
 }
 
 fn chelsea_simple(name: &str) -> (ProcessedImage, Vec<f32>, Vec<usize>) {
     let (j, st) = resize_fixture();
     let cfg = SimpleImageConfig::from_json(&j[name]["config"].to_string()).unwrap();
-    let out = SimpleImageProcessor::new(cfg)
-        .unwrap()
-        .process(&[chelsea()])
-        .unwrap();
+    let out = SimpleImageProcessor::new(cfg).unwrap().process(&[chelsea()]).unwrap();
     let (_, shape, bytes) = &st[&format!("{name}.pixel_values")];
     (out, f32s(bytes), shape.clone())
 }
@@ -646,31 +495,16 @@ fn webp_and_jpeg_decode_close_to_pillow() {
     let crop = &st["crop.pixels"].2;
     let webp = decode_image(&std::fs::read(dir.join("chelsea_lossless.webp")).unwrap()).unwrap();
     assert_eq!((webp.width, webp.height), (128, 96));
-    assert_eq!(
-        &webp.data, crop,
-        "lossless WebP must decode to the source pixels"
-    );
+    assert_eq!(&webp.data, crop, "lossless WebP must decode to the source pixels");
     assert_eq!(&webp.data, &st["webp.pil_decoded"].2);
 
-    let jpeg: RgbImage =
-        decode_image(&std::fs::read(dir.join("chelsea_q90.jpg")).unwrap()).unwrap();
+    let jpeg: RgbImage = decode_image(&std::fs::read(dir.join("chelsea_q90.jpg")).unwrap()).unwrap();
     assert_eq!((jpeg.width, jpeg.height), (128, 96));
     let pil = &st["jpeg.pil_decoded"].2;
-    let diffs: Vec<i32> = jpeg
-        .data
-        .iter()
-        .zip(pil)
-        .map(|(a, b)| (*a as i32 - *b as i32).abs())
-        .collect();
+    let diffs: Vec<i32> = jpeg.data.iter().zip(pil).map(|(a, b)| (*a as i32 - *b as i32).abs()).collect();
     let max = *diffs.iter().max().unwrap();
     let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
     let exact = diffs.iter().filter(|&&d| d == 0).count() as f64 / diffs.len() as f64;
-    println!(
-        "jpeg vs Pillow: max {max} levels, mean {mean:.3}, {:.1}% exact",
-        exact * 100.0
-    );
-    assert!(
-        max <= 8 && mean < 1.0,
-        "JPEG decode too far from Pillow's: max {max}, mean {mean}"
-    );
+    println!("jpeg vs Pillow: max {max} levels, mean {mean:.3}, {:.1}% exact", exact * 100.0);
+    assert!(max <= 8 && mean < 1.0, "JPEG decode too far from Pillow's: max {max}, mean {mean}");
 }

@@ -19,9 +19,9 @@ use webvlm::models::Model;
 use webvlm::nn::LoadOptions;
 
 pub fn real_gguf_path() -> Option<std::path::PathBuf> {
-    let p = std::env::var("WEBVLM_SMOLLM2_GGUF")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let p = std::env::var("WEBVLM_SMOLLM2_GGUF").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
     if p.is_file() {
         return Some(p);
     }
@@ -40,7 +40,9 @@ fn smollm2_greedy_matches_transformers() {
     let ctx = pollster::block_on(common::ctx());
     let src = FileSource::open(&path).expect("open gguf");
     let model = Model::load_gguf(&ctx, Box::new(src), None, LoadOptions::default(), 512).expect("load");
-    let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
     let mut full_matches = 0;
     let mut report = Vec::new();
     for r in reference["results"].as_array().unwrap() {
@@ -53,8 +55,10 @@ fn smollm2_greedy_matches_transformers() {
         rec.submit().unwrap();
         let mut cache = model.lm.new_cache(&ctx).unwrap();
         let cfg = GenerationConfig { max_new_tokens: want.len(), ..Default::default() };
-        let out = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true)).unwrap();
-        let first_diff = out.tokens.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(out.tokens.len().min(want.len()));
+        let out = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true))
+            .unwrap();
+        let first_diff =
+            out.tokens.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(out.tokens.len().min(want.len()));
         let line = format!(
             "{:50} first difference at {first_diff:2} of {} (first near-tie at {safe}); decode {:.1} tok/s",
             r["prompt"].as_str().unwrap(),

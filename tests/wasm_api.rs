@@ -16,26 +16,11 @@ use webvlm::wasm::WebvlmEngine;
 wasm_bindgen_test_configure!(run_in_browser);
 
 const ENGINE_DIR: &[(&str, &[u8])] = &[
-    (
-        "config.json",
-        include_bytes!("fixtures/models/idefics3_engine/config.json"),
-    ),
-    (
-        "tokenizer.json",
-        include_bytes!("fixtures/models/idefics3_engine/tokenizer.json"),
-    ),
-    (
-        "tokenizer_config.json",
-        include_bytes!("fixtures/models/idefics3_engine/tokenizer_config.json"),
-    ),
-    (
-        "preprocessor_config.json",
-        include_bytes!("fixtures/models/idefics3_engine/preprocessor_config.json"),
-    ),
-    (
-        "model.safetensors",
-        include_bytes!("fixtures/models/idefics3/model.safetensors"),
-    ),
+    ("config.json", include_bytes!("fixtures/models/idefics3_engine/config.json")),
+    ("tokenizer.json", include_bytes!("fixtures/models/idefics3_engine/tokenizer.json")),
+    ("tokenizer_config.json", include_bytes!("fixtures/models/idefics3_engine/tokenizer_config.json")),
+    ("preprocessor_config.json", include_bytes!("fixtures/models/idefics3_engine/preprocessor_config.json")),
+    ("model.safetensors", include_bytes!("fixtures/models/idefics3/model.safetensors")),
 ];
 const IMAGE: &[u8] = include_bytes!("fixtures/images/chelsea.png");
 
@@ -80,9 +65,8 @@ fn messages(json: &str) -> JsValue {
 }
 
 fn abort_controller() -> JsValue {
-    let ctor: Function = Reflect::get(&js_sys::global(), &JsValue::from_str("AbortController"))
-        .unwrap()
-        .unchecked_into();
+    let ctor: Function =
+        Reflect::get(&js_sys::global(), &JsValue::from_str("AbortController")).unwrap().unchecked_into();
     Reflect::construct(&ctor, &Array::new()).unwrap()
 }
 
@@ -150,16 +134,8 @@ async fn generate_streams_text_and_respects_max_tokens() {
     .await
     .expect("generates");
     let tokens = Array::from(&get(&res, "tokens"));
-    assert!(
-        tokens.length() >= 1 && tokens.length() <= 6,
-        "1..=6 tokens, got {}",
-        tokens.length()
-    );
-    assert_eq!(
-        get(&res, "text").as_string().unwrap(),
-        *pieces.borrow(),
-        "streamed pieces add up to the text"
-    );
+    assert!(tokens.length() >= 1 && tokens.length() <= 6, "1..=6 tokens, got {}", tokens.length());
+    assert_eq!(get(&res, "text").as_string().unwrap(), *pieces.borrow(), "streamed pieces add up to the text");
     let finish = get(&res, "finishReason").as_string().unwrap();
     assert!(finish == "stop" || finish == "length", "{finish}");
     let usage = get(&res, "usage");
@@ -170,14 +146,11 @@ async fn generate_streams_text_and_respects_max_tokens() {
 async fn generate_with_an_image() {
     let engine = load(None).await;
     let msgs = r#"[{"role":"user","content":[{"type":"image"},{"type":"text","text":"What is it?"}]}]"#;
-    let res = generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None)
-        .await
-        .expect("generates with an image");
+    let res =
+        generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None).await.expect("generates with an image");
     assert!(get(&get(&res, "stats"), "imageEncodeMs").as_f64().unwrap() > 0.0);
     // the same image again: served from the feature cache
-    let res = generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None)
-        .await
-        .unwrap();
+    let res = generate(&engine, msgs, vec![Uint8Array::from(IMAGE)], 3.0, None, None).await.unwrap();
     assert_eq!(get(&get(&res, "stats"), "imagesFromCache").as_f64(), Some(1.0));
 }
 
@@ -188,9 +161,7 @@ async fn abort_signal_cancels() {
     // already aborted: rejects with CancelledError before any work
     let ctrl = abort_controller();
     abort(&ctrl);
-    let e = generate(&engine, msgs, vec![], 50.0, None, Some(get(&ctrl, "signal")))
-        .await
-        .unwrap_err();
+    let e = generate(&engine, msgs, vec![], 50.0, None, Some(get(&ctrl, "signal"))).await.unwrap_err();
     assert_eq!(error_name(&e), "CancelledError");
     // aborted from the first streamed piece: stops early
     let ctrl = abort_controller();
@@ -214,10 +185,7 @@ async fn abort_signal_cancels() {
         Ok(res) => {
             let n = Array::from(&get(&res, "tokens")).length();
             let finish = get(&res, "finishReason").as_string().unwrap();
-            assert!(
-                finish == "cancelled" || (finish == "stop" && seen.get() == 0),
-                "finish {finish} after {n} tokens"
-            );
+            assert!(finish == "cancelled" || (finish == "stop" && seen.get() == 0), "finish {finish} after {n} tokens");
             assert!(n < 50, "stopped early: {n}");
         }
         Err(e) => assert_eq!(error_name(&e), "CancelledError"),
@@ -226,10 +194,7 @@ async fn abort_signal_cancels() {
 
 #[wasm_bindgen_test]
 async fn typed_errors() {
-    let e = WebvlmEngine::load_files(files(Some("tokenizer.json")).unchecked_into(), None)
-        .await
-        .err()
-        .expect("fails");
+    let e = WebvlmEngine::load_files(files(Some("tokenizer.json")).unchecked_into(), None).await.err().expect("fails");
     assert_eq!(error_name(&e), "ModelFormatError", "{:?}", get(&e, "message"));
     assert!(get(&e, "message").as_string().unwrap().contains("tokenizer.json"));
 
@@ -248,16 +213,9 @@ async fn typed_errors() {
 
     let engine = load(None).await;
     let msgs = r#"[{"role":"user","content":[{"type":"image"},{"type":"text","text":"?"}]}]"#;
-    let e = generate(
-        &engine,
-        msgs,
-        vec![Uint8Array::from(&b"plain text, not an image"[..])],
-        2.0,
-        None,
-        None,
-    )
-    .await
-    .unwrap_err();
+    let e = generate(&engine, msgs, vec![Uint8Array::from(&b"plain text, not an image"[..])], 2.0, None, None)
+        .await
+        .unwrap_err();
     assert_eq!(error_name(&e), "ImageError");
 
     let long = format!(r#"[{{"role":"user","content":"{}"}}]"#, "the red circle ".repeat(150));
@@ -265,8 +223,6 @@ async fn typed_errors() {
     assert_eq!(error_name(&e), "ContextOverflowError");
     assert_eq!(get(&e, "context").as_f64(), Some(256.0));
 
-    let e = generate(&engine, r#"{"not":"a list"}"#, vec![], 2.0, None, None)
-        .await
-        .unwrap_err();
+    let e = generate(&engine, r#"{"not":"a list"}"#, vec![], 2.0, None, None).await.unwrap_err();
     assert_eq!(error_name(&e), "InvalidArgumentError");
 }

@@ -54,7 +54,11 @@ mod native {
     /// Seconds per dispatch of `record` (which records one dispatch): calibrates the dispatches per submission
     /// to `target_s`, then returns the median and the best over `reps` submissions, and the dispatch count used.
     /// The best is the estimate to trust on a shared machine (other processes only ever slow a run down).
-    fn time_kernel(ctx: &GpuContext, cli: &Cli, record: &dyn Fn(&mut Recorder) -> Result<()>) -> Result<(f64, f64, usize)> {
+    fn time_kernel(
+        ctx: &GpuContext,
+        cli: &Cli,
+        record: &dyn Fn(&mut Recorder) -> Result<()>,
+    ) -> Result<(f64, f64, usize)> {
         let run = |count: usize| -> Result<f64> {
             let mut rec = Recorder::new(ctx);
             for _ in 0..count {
@@ -99,7 +103,8 @@ mod native {
     const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
 
     fn gemv_bench(ctx: &GpuContext, cli: &Cli, path: Path, copy_gbps: Option<f64>) -> Result<Vec<Value>> {
-        let variant = if path == Path::GemvSubgroups || mm::use_subgroup_gemv(&ctx.caps) { "subgroups" } else { "plain" };
+        let variant =
+            if path == Path::GemvSubgroups || mm::use_subgroup_gemv(&ctx.caps) { "subgroups" } else { "plain" };
         let mut rng = Rng::new(1);
         let mut out = Vec::new();
         let k = 2048;
@@ -158,7 +163,10 @@ mod native {
                     "problem": name, "dtype": dtype.name(), "m": m, "k": k, "n": n, "ms": s * 1e3,
                     "ms_best": best * 1e3, "gflops": gflops, "gflops_best": gflops_best, "dispatches_per_submit": count,
                 }));
-                eprintln!("gemm {dtype} {name} M={m} K={k} N={n}: {:.2} ms {gflops:.2} GFLOP/s (best {gflops_best:.2})", s * 1e3);
+                eprintln!(
+                    "gemm {dtype} {name} M={m} K={k} N={n}: {:.2} ms {gflops:.2} GFLOP/s (best {gflops_best:.2})",
+                    s * 1e3
+                );
             }
         }
         Ok(out)
@@ -194,7 +202,11 @@ mod native {
                 eprintln!("attention decode kv={kv} splits={} ({:?}): {:.3} ms", plan.n_split, splits, s * 1e3);
             }
         }
-        for (name, tq, h, causal) in [("prefill_smollm2", 128, (9, 3), true), ("prefill_smollm2", 512, (9, 3), true), ("vit_siglip", 1024, (12, 12), false)] {
+        for (name, tq, h, causal) in [
+            ("prefill_smollm2", 128, (9, 3), true),
+            ("prefill_smollm2", 512, (9, 3), true),
+            ("vit_siglip", 1024, (12, 12), false),
+        ] {
             let (hq, hkv) = h;
             let q = ctx.upload_f32(&rng.vec(tq * hq * d, -1.0, 1.0), &[tq, hq, d])?;
             let k = ctx.upload_f32(&rng.vec(tq * hkv * d, -1.0, 1.0), &[tq, hkv, d])?;
@@ -236,7 +248,11 @@ mod native {
         let mut copy_gbps = None;
         if wants("copy") || wants("gemv") {
             let c = copy_bench(&ctx, &cli)?;
-            eprintln!("copy: {:.2} GB/s (best {:.2})", c["gbps"].as_f64().unwrap_or(0.0), c["gbps_best"].as_f64().unwrap_or(0.0));
+            eprintln!(
+                "copy: {:.2} GB/s (best {:.2})",
+                c["gbps"].as_f64().unwrap_or(0.0),
+                c["gbps_best"].as_f64().unwrap_or(0.0)
+            );
             copy_gbps = c["gbps_best"].as_f64();
             report.insert("copy".into(), c);
         }

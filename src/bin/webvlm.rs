@@ -159,10 +159,7 @@ mod native {
                 let (ctx, engine) = load_engine(&model, mmproj.as_deref(), &dtype, context)?;
                 let load_s = t0.elapsed().as_secs_f64();
                 let stats = ctx.pool_stats();
-                eprintln!(
-                    "loaded in {load_s:.2} s ({:.1} MiB on the GPU)",
-                    stats.live_bytes as f64 / (1 << 20) as f64
-                );
+                eprintln!("loaded in {load_s:.2} s ({:.1} MiB on the GPU)", stats.live_bytes as f64 / (1 << 20) as f64);
                 let images = image
                     .iter()
                     .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
@@ -218,16 +215,9 @@ mod native {
         dtype: &str,
         context: usize,
     ) -> Result<(std::sync::Arc<GpuContext>, Engine)> {
-        let opts = LoadOptions {
-            dtype: parse_dtype(dtype)?,
-        };
+        let opts = LoadOptions { dtype: parse_dtype(dtype)? };
         let ctx = GpuContext::new_blocking(GpuOptions::default())?;
-        eprintln!(
-            "GPU: {} ({}), loading {} …",
-            ctx.caps.adapter_name,
-            ctx.caps.backend,
-            model.display()
-        );
+        eprintln!("GPU: {} ({}), loading {} …", ctx.caps.adapter_name, ctx.caps.backend, model.display());
         let engine = if model.is_dir() {
             if mmproj.is_some() {
                 bail!("--mmproj is for GGUF models; a repo directory holds its vision tower");
@@ -270,11 +260,7 @@ mod native {
             json,
         } = args;
         let arm: Arm = arm.parse()?;
-        let mut config = PipelineConfig {
-            top_k: k,
-            fallback_to_local: !no_fallback,
-            ..Default::default()
-        };
+        let mut config = PipelineConfig { top_k: k, fallback_to_local: !no_fallback, ..Default::default() };
         config.answer.max_new_tokens = max_tokens;
         if let Some(p) = &prompts {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -292,26 +278,14 @@ mod native {
             pipeline = pipeline.with_retrieval(RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: url })?);
         }
         if let Some(url) = generator {
-            let cfg = OpenAiConfig {
-                model: generator_model,
-                ..OpenAiConfig::new(url)
-            };
+            let cfg = OpenAiConfig { model: generator_model, ..OpenAiConfig::new(url) };
             pipeline = pipeline.with_generator(Box::new(OpenAiGenerator::new(cfg)?));
         }
-        let image = image
-            .map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display())))
-            .transpose()?;
-        let req = PipelineRequest {
-            tags,
-            ocr_text: ocr,
-            ..PipelineRequest::new(question, image, arm)
-        };
+        let image = image.map(|p| std::fs::read(&p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+        let req = PipelineRequest { tags, ocr_text: ocr, ..PipelineRequest::new(question, image, arm) };
         let cancel = CancelToken::default();
         ctrlc_cancel(cancel.clone())?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let mut out = std::io::stdout();
         let mut answering = false;
         let result = rt.block_on(pipeline.run(&req, &cancel, |ev| match ev {
@@ -360,11 +334,7 @@ mod native {
         if !result.documents.is_empty() {
             println!("\nSources:");
             for d in &result.documents {
-                let cited = if result.citations.iter().any(|c| c.n == d.rank) {
-                    "*"
-                } else {
-                    " "
-                };
+                let cited = if result.citations.iter().any(|c| c.n == d.rank) { "*" } else { " " };
                 println!("{cited}[{}] {} — {}", d.rank, d.title, d.url);
             }
         }

@@ -32,11 +32,7 @@ fn is_article(w: &str) -> bool {
 pub fn normalize_tokens(s: &str) -> Vec<String> {
     let lowered = s.to_lowercase();
     let stripped: String = lowered.chars().filter(|&c| !is_punct(c)).collect();
-    stripped
-        .split_whitespace()
-        .filter(|w| !is_article(w))
-        .map(str::to_string)
-        .collect()
+    stripped.split_whitespace().filter(|w| !is_article(w)).map(str::to_string).collect()
 }
 
 /// [`normalize_tokens`] joined by single spaces.
@@ -86,10 +82,7 @@ pub fn token_f1(prediction: &str, gold: &str) -> f64 {
 
 /// Maximum token F1 over the gold answers; 0 when `golds` is empty.
 pub fn max_token_f1<S: AsRef<str>>(prediction: &str, golds: &[S]) -> f64 {
-    golds
-        .iter()
-        .map(|g| token_f1(prediction, g.as_ref()))
-        .fold(0.0, f64::max)
+    golds.iter().map(|g| token_f1(prediction, g.as_ref())).fold(0.0, f64::max)
 }
 
 /// Recall@k: the fraction of the distinct gold document ids that appear among the first `k` entries of `ranked`.
@@ -102,10 +95,7 @@ pub fn recall_at_k<R: AsRef<str>, G: AsRef<str>>(ranked: &[R], gold: &[G], k: us
         return None;
     }
     let top = &ranked[..k.min(ranked.len())];
-    let found = gold_set
-        .iter()
-        .filter(|g| top.iter().any(|r| r.as_ref() == **g))
-        .count();
+    let found = gold_set.iter().filter(|g| top.iter().any(|r| r.as_ref() == **g)).count();
     Some(found as f64 / gold_set.len() as f64)
 }
 
@@ -116,10 +106,7 @@ pub fn reciprocal_rank<R: AsRef<str>, G: AsRef<str>>(ranked: &[R], gold: &[G]) -
         return None;
     }
     Some(
-        ranked
-            .iter()
-            .position(|r| gold.iter().any(|g| g.as_ref() == r.as_ref()))
-            .map_or(0.0, |i| 1.0 / (i + 1) as f64),
+        ranked.iter().position(|r| gold.iter().any(|g| g.as_ref() == r.as_ref())).map_or(0.0, |i| 1.0 / (i + 1) as f64),
     )
 }
 

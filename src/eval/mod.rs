@@ -133,11 +133,7 @@ pub struct SummaryConfig {
 impl Default for SummaryConfig {
     fn default() -> Self {
         // k = the pipeline's default top_k.
-        SummaryConfig {
-            k: 5,
-            bootstrap_resamples: 2000,
-            seed: 0,
-        }
+        SummaryConfig { k: 5, bootstrap_resamples: 2000, seed: 0 }
     }
 }
 
@@ -236,16 +232,8 @@ pub fn summarize_with(records: &[EvalRecord], config: &SummaryConfig) -> Summary
     let legacy_sum = arm_summary(&legacy, records.iter().map(|r| r.legacy.ms));
     let vlm_sum = arm_summary(&vlm, records.iter().map(|r| r.vlm.ms));
 
-    let legacy_only = legacy
-        .iter()
-        .zip(&vlm)
-        .filter(|(l, v)| l.exact_match && !v.exact_match)
-        .count() as u64;
-    let vlm_only = legacy
-        .iter()
-        .zip(&vlm)
-        .filter(|(l, v)| !l.exact_match && v.exact_match)
-        .count() as u64;
+    let legacy_only = legacy.iter().zip(&vlm).filter(|(l, v)| l.exact_match && !v.exact_match).count() as u64;
+    let vlm_only = legacy.iter().zip(&vlm).filter(|(l, v)| !l.exact_match && v.exact_match).count() as u64;
 
     let gain = |v: Option<f64>, l: Option<f64>| match (v, l) {
         (Some(v), Some(l)) => stats::relative_gain(v, l),
@@ -284,11 +272,7 @@ pub fn summarize_with(records: &[EvalRecord], config: &SummaryConfig) -> Summary
         k: config.k,
         legacy: legacy_sum,
         vlm: vlm_sum,
-        mcnemar_exact_match: McNemar {
-            legacy_only,
-            vlm_only,
-            p_value: stats::mcnemar_exact(legacy_only, vlm_only),
-        },
+        mcnemar_exact_match: McNemar { legacy_only, vlm_only, p_value: stats::mcnemar_exact(legacy_only, vlm_only) },
         relative_gain,
         sbs,
     }

@@ -83,9 +83,8 @@ pub fn bootstrap_win_rate_ci(outcomes: &[Outcome], resamples: usize, seed: u64) 
     }
     let scores: Vec<f64> = outcomes.iter().map(|o| o.score()).collect();
     let mut rng = Rng::new(seed);
-    let mut rates: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| scores[rng.usize(0, n - 1)]).sum::<f64>() / n as f64)
-        .collect();
+    let mut rates: Vec<f64> =
+        (0..resamples).map(|_| (0..n).map(|_| scores[rng.usize(0, n - 1)]).sum::<f64>() / n as f64).collect();
     rates.sort_by(f64::total_cmp);
     Some((quantile_sorted(&rates, 0.025), quantile_sorted(&rates, 0.975)))
 }
@@ -120,9 +119,7 @@ pub enum Verdict {
 impl Verdict {
     /// Parses "A", "B" or "tie" (case-insensitive, surrounding whitespace, quotes and a trailing period ignored).
     pub fn parse(s: &str) -> Option<Verdict> {
-        let t = s
-            .trim()
-            .trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c.is_whitespace());
+        let t = s.trim().trim_matches(|c: char| c == '"' || c == '\'' || c == '.' || c.is_whitespace());
         match t.to_ascii_lowercase().as_str() {
             "a" => Some(Verdict::A),
             "b" => Some(Verdict::B),

@@ -36,7 +36,15 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 128, temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 0, stop_tokens: vec![] }
+        Self {
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+            stop_tokens: vec![],
+        }
     }
 }
 
@@ -77,12 +85,20 @@ pub struct GenerationStats {
 
 impl GenerationStats {
     pub fn prefill_tok_s(&self) -> f64 {
-        if self.prefill_ms > 0.0 { self.prompt_tokens as f64 / (self.prefill_ms / 1e3) } else { 0.0 }
+        if self.prefill_ms > 0.0 {
+            self.prompt_tokens as f64 / (self.prefill_ms / 1e3)
+        } else {
+            0.0
+        }
     }
     pub fn decode_tok_s(&self) -> f64 {
         // the first token comes from prefill; decode steps = generated - 1
         let steps = self.generated_tokens.saturating_sub(1);
-        if self.decode_ms > 0.0 { steps as f64 / (self.decode_ms / 1e3) } else { 0.0 }
+        if self.decode_ms > 0.0 {
+            steps as f64 / (self.decode_ms / 1e3)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -115,7 +131,12 @@ fn pick(rec: &mut Recorder, logits: &Tensor, cfg: &GenerationConfig, history: &[
     if cfg.temperature <= 0.0 {
         sample::argmax(rec, &logits)
     } else {
-        let p = sample::SampleParams { temperature: cfg.temperature, top_k: cfg.top_k, top_p: cfg.top_p, uniform: rng.f32() };
+        let p = sample::SampleParams {
+            temperature: cfg.temperature,
+            top_k: cfg.top_k,
+            top_p: cfg.top_p,
+            uniform: rng.f32(),
+        };
         sample::sample(rec, &logits, &p)
     }
 }

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Usage of every buffer the kernels see: bindable as storage, copyable both ways.
-pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 const ALIGN: u64 = 256;
 
@@ -63,7 +62,13 @@ impl BufferPool {
         };
         inner.stats.live_bytes += alloc;
         inner.stats.peak_live_bytes = inner.stats.peak_live_bytes.max(inner.stats.live_bytes);
-        GpuBuffer { buffer: Some(buffer), size, alloc, pool: if pooled { Some(self.inner.clone()) } else { None }, stats: self.inner.clone() }
+        GpuBuffer {
+            buffer: Some(buffer),
+            size,
+            alloc,
+            pool: if pooled { Some(self.inner.clone()) } else { None },
+            stats: self.inner.clone(),
+        }
     }
 
     pub fn stats(&self) -> PoolStats {

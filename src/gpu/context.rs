@@ -64,11 +64,8 @@ impl GpuContext {
     /// Opens the best adapter. Fails with [`Error::NoAdapter`] when there is none (no silent CPU fallback).
     pub async fn new(opts: GpuOptions) -> Result<Arc<Self>> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = if cfg!(target_arch = "wasm32") {
-            wgpu::Backends::BROWSER_WEBGPU
-        } else {
-            wgpu::Backends::PRIMARY
-        };
+        desc.backends =
+            if cfg!(target_arch = "wasm32") { wgpu::Backends::BROWSER_WEBGPU } else { wgpu::Backends::PRIMARY };
         let instance = wgpu::Instance::new(desc);
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {

@@ -26,7 +26,11 @@ impl PipelineKey {
         self
     }
     pub fn define_if(self, cond: bool, name: &str) -> Self {
-        if cond { self.define(name) } else { self }
+        if cond {
+            self.define(name)
+        } else {
+            self
+        }
     }
     pub fn define_value(mut self, name: &str, value: impl ToString) -> Self {
         self.defines.insert(name.to_string(), value.to_string());

@@ -9,7 +9,10 @@ impl GpuContext {
     /// Reads `bytes` bytes of `t` starting at byte `offset`.
     pub async fn read_bytes(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         if offset + bytes > t.buf.size() || bytes % 4 != 0 || offset % 4 != 0 {
-            return Err(Error::Shape { op: "readback", detail: format!("{bytes} bytes at {offset} of {}", t.buf.size()) });
+            return Err(Error::Shape {
+                op: "readback",
+                detail: format!("{bytes} bytes at {offset} of {}", t.buf.size()),
+            });
         }
         if bytes == 0 {
             return Ok(Vec::new());
@@ -28,17 +31,11 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
         let mapped = rx.await.map_err(|_| Error::Readback("mapping callback dropped".into()))?;
         mapped.map_err(|e| Error::Readback(e.to_string()))?;
         self.take_error()?;
-        let data = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| Error::Readback(format!("{e:?}")))?
-            .to_vec();
+        let data = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(format!("{e:?}")))?.to_vec();
         staging.unmap();
         staging.destroy();
         Ok(data)

@@ -129,13 +129,7 @@ impl<'a> Recorder<'a> {
                 ),
             });
         }
-        self.commands.push(Command::Copy {
-            src: src.buf.clone(),
-            src_offset,
-            dst: dst.buf.clone(),
-            dst_offset,
-            size,
-        });
+        self.commands.push(Command::Copy { src: src.buf.clone(), src_offset, dst: dst.buf.clone(), dst_offset, size });
         Ok(())
     }
 
@@ -165,10 +159,8 @@ impl<'a> Recorder<'a> {
                     i += 1;
                 }
                 Command::Dispatch(_) => {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes: None,
-                    });
+                    let mut pass = encoder
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
                     while let Some(Command::Dispatch(d)) = cmds.get(i) {
                         let layout = d.pipeline.get_bind_group_layout(0);
                         let mut entries = Vec::with_capacity(d.bindings.len() + 1);

@@ -38,11 +38,34 @@ pub static SHADERS: &[ShaderFile] = &[
     shader!("softmax", [&[]]),
     shader!("rope", [&[], &["INTERLEAVED"]]),
     shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
-    shader!("matmul", [&[], &["F16_WEIGHTS"], &["F16_WEIGHTS", "SHADER_F16"], &["QUANT", "Q8_0"], &["QUANT", "Q4_0"], &["QUANT", "Q4_1"]]),
+    shader!(
+        "matmul",
+        [
+            &[],
+            &["F16_WEIGHTS"],
+            &["F16_WEIGHTS", "SHADER_F16"],
+            &["QUANT", "Q8_0"],
+            &["QUANT", "Q4_0"],
+            &["QUANT", "Q4_1"]
+        ]
+    ),
     shader!("gemv", [&[], &["SUBGROUPS"]]),
     shader!("attention", [&[], &["SPLIT"], &["COMBINE"]]),
     shader!("vision", [&["UNFOLD"], &["SHUFFLE"]]),
-    shader!("sample", [&["ARGMAX_PARTIAL"], &["ARGMAX_FINAL"], &["STATS"], &["THRESHOLD"], &["COUNT"], &["COMPACT"], &["RANK"], &["PICK"], &["PENALTY"]]),
+    shader!(
+        "sample",
+        [
+            &["ARGMAX_PARTIAL"],
+            &["ARGMAX_FINAL"],
+            &["STATS"],
+            &["THRESHOLD"],
+            &["COUNT"],
+            &["COMPACT"],
+            &["RANK"],
+            &["PICK"],
+            &["PENALTY"]
+        ]
+    ),
 ];
 
 pub fn source(name: &str) -> Result<&'static str> {
@@ -55,7 +78,10 @@ pub fn source(name: &str) -> Result<&'static str> {
 
 /// Applies `#ifdef`/`#ifndef`/`#else`/`#endif` and `{{NAME}}` substitution.
 pub fn preprocess(name: &str, src: &str, defines: &BTreeMap<String, String>) -> Result<String> {
-    let err = |line: usize, msg: &str| Error::Shader { shader: name.to_string(), message: format!("line {}: {msg}", line + 1) };
+    let err = |line: usize, msg: &str| Error::Shader {
+        shader: name.to_string(),
+        message: format!("line {}: {msg}", line + 1),
+    };
     let mut out = String::with_capacity(src.len());
     // Stack of (this branch active, any branch taken) for each open #if.
     let mut stack: Vec<(bool, bool)> = Vec::new();

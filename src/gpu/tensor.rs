@@ -137,7 +137,11 @@ impl Tensor {
     pub fn rows(&self) -> usize {
         let n = self.numel();
         let c = self.cols();
-        if c == 0 { 0 } else { n / c }
+        if c == 0 {
+            0
+        } else {
+            n / c
+        }
     }
 
     /// Same buffer, new shape with the same element count.

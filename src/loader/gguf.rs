@@ -353,9 +353,9 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn bytes(&mut self, n: u64, what: &str) -> Result<&[u8]> {
         let (pos, left) = (self.r.pos(), self.r.remaining());
-        self.r.take(n)?.ok_or_else(|| {
-            format_err(format!("truncated: {what} needs {n} bytes at offset {pos}, only {left} left"))
-        })
+        self.r
+            .take(n)?
+            .ok_or_else(|| format_err(format!("truncated: {what} needs {n} bytes at offset {pos}, only {left} left")))
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
@@ -410,7 +410,9 @@ impl Reader<'_> {
             ValueType::Array => {
                 let pos = self.r.pos();
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(format_err(format!("{what} at offset {pos}: arrays nested deeper than {MAX_ARRAY_DEPTH}")));
+                    return Err(format_err(format!(
+                        "{what} at offset {pos}: arrays nested deeper than {MAX_ARRAY_DEPTH}"
+                    )));
                 }
                 let id = self.u32(what)?;
                 let elem = ValueType::from_id(id)
@@ -462,7 +464,9 @@ impl Gguf {
             return Err(format_err(format!("metadata count {kv_count} is impossible for a file of {file_len} bytes")));
         }
         if tensor_count > MAX_TENSORS || tensor_count.saturating_mul(32) > left {
-            return Err(format_err(format!("tensor count {tensor_count} is impossible for a file of {file_len} bytes")));
+            return Err(format_err(format!(
+                "tensor count {tensor_count} is impossible for a file of {file_len} bytes"
+            )));
         }
 
         let mut metadata = Vec::with_capacity(kv_count.min(PREALLOC) as usize);
@@ -534,7 +538,9 @@ impl Gguf {
                 .checked_mul(ggml_type.type_size())
                 .ok_or_else(|| format_err(format!("{what}: byte size overflows")))?;
             if rel_offset % alignment != 0 {
-                return Err(format_err(format!("{what}: offset {rel_offset} is not a multiple of the alignment {alignment}")));
+                return Err(format_err(format!(
+                    "{what}: offset {rel_offset} is not a multiple of the alignment {alignment}"
+                )));
             }
             if tensor_index.insert(name.clone(), raws.len()).is_some() {
                 return Err(format_err(format!("duplicate tensor name `{name}`")));
@@ -543,9 +549,8 @@ impl Gguf {
         }
 
         let header_end = r.r.pos();
-        let data_offset = header_end
-            .checked_next_multiple_of(alignment)
-            .ok_or_else(|| format_err("data offset overflows"))?;
+        let data_offset =
+            header_end.checked_next_multiple_of(alignment).ok_or_else(|| format_err("data offset overflows"))?;
         let data_len = file_len.saturating_sub(data_offset);
         let mut tensors = Vec::with_capacity(raws.len());
         for t in raws {
@@ -702,8 +707,10 @@ impl Gguf {
     pub fn tensor_f32(&self, src: &dyn WeightSource, name: &str) -> Result<Vec<f32>> {
         let t = self.require_tensor(name)?;
         let dtype = t.dtype()?;
-        let n = usize::try_from(t.n_elements())
-            .map_err(|_| Error::BadTensor { name: name.into(), detail: "too many elements for this platform".into() })?;
+        let n = usize::try_from(t.n_elements()).map_err(|_| Error::BadTensor {
+            name: name.into(),
+            detail: "too many elements for this platform".into(),
+        })?;
         let bytes = src.read_at(t.offset, t.n_bytes)?;
         quant::dequantize(dtype, &bytes, n)
     }

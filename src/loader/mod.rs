@@ -20,12 +20,9 @@ pub mod quant;
 pub mod safetensors;
 pub mod source;
 
-#[cfg(target_arch = "wasm32")]
-pub use source::JsBytesSource;
+pub(crate) use source::ChunkReader;
 #[cfg(not(target_arch = "wasm32"))]
 pub use source::FileSource;
+#[cfg(target_arch = "wasm32")]
+pub use source::JsBytesSource;
 pub use source::{DType, MemorySource, WeightSource};
-pub(crate) use source::ChunkReader;
-
-
-

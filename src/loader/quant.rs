@@ -144,7 +144,9 @@ pub fn dequantize(dtype: DType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
     match dtype {
         DType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
         DType::F16 => out.extend(bytes.chunks_exact(2).map(read_f16)),
-        DType::BF16 => out.extend(bytes.chunks_exact(2).map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())),
+        DType::BF16 => {
+            out.extend(bytes.chunks_exact(2).map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()))
+        }
         DType::Q8_0 => {
             for b in bytes.chunks_exact(34) {
                 let d = read_f16(&b[0..2]);
@@ -173,12 +175,14 @@ pub fn dequantize(dtype: DType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
 
 /// Little-endian f16 bytes → f32 (exact). Errors on an odd byte count.
 pub fn f16_bytes_to_f32(bytes: &[u8]) -> Result<Vec<f32>> {
-    dequantize(DType::F16, bytes, bytes.len() / 2).map_err(|_| err("f16_bytes_to_f32", format!("odd byte count {}", bytes.len())))
+    dequantize(DType::F16, bytes, bytes.len() / 2)
+        .map_err(|_| err("f16_bytes_to_f32", format!("odd byte count {}", bytes.len())))
 }
 
 /// Little-endian bf16 bytes → f32 (exact). Errors on an odd byte count.
 pub fn bf16_bytes_to_f32(bytes: &[u8]) -> Result<Vec<f32>> {
-    dequantize(DType::BF16, bytes, bytes.len() / 2).map_err(|_| err("bf16_bytes_to_f32", format!("odd byte count {}", bytes.len())))
+    dequantize(DType::BF16, bytes, bytes.len() / 2)
+        .map_err(|_| err("bf16_bytes_to_f32", format!("odd byte count {}", bytes.len())))
 }
 
 // ---- GPU layout ---------------------------------------------------------------------------------------------------
@@ -196,11 +200,15 @@ pub fn split_gpu_layout(dtype: DType, bytes: &[u8], rows: usize, cols: usize) ->
     if cols % QK != 0 {
         return Err(err(OP, format!("cols = {cols} is not a multiple of {QK}")));
     }
-    let n_blocks = rows
-        .checked_mul(cols / QK)
-        .ok_or_else(|| err(OP, format!("[{rows}, {cols}] overflows")))?;
+    let n_blocks = rows.checked_mul(cols / QK).ok_or_else(|| err(OP, format!("[{rows}, {cols}] overflows")))?;
     if n_blocks.checked_mul(block_bytes) != Some(bytes.len()) {
-        return Err(err(OP, format!("[{rows}, {cols}] {dtype} takes {n_blocks} blocks of {block_bytes} bytes, got {} bytes", bytes.len())));
+        return Err(err(
+            OP,
+            format!(
+                "[{rows}, {cols}] {dtype} takes {n_blocks} blocks of {block_bytes} bytes, got {} bytes",
+                bytes.len()
+            ),
+        ));
     }
     let words_per_block = (block_bytes - qs_start) / 4;
     let n_scales = if dtype == DType::Q4_1 { n_blocks } else { n_blocks.div_ceil(2) };
@@ -261,7 +269,10 @@ mod tests {
                     // One quantization step (Q4_1's range is up to 2·amax), plus f16 rounding of d and m.
                     let step = if dt == DType::Q4_1 { 2.0 * amax / steps } else { amax / steps };
                     for (i, (a, b)) in xb.iter().zip(yb).enumerate() {
-                        assert!((a - b).abs() <= step * 1.01 + amax * 2e-3, "{dt} scale {scale} block {blk} elem {i}: {a} vs {b}");
+                        assert!(
+                            (a - b).abs() <= step * 1.01 + amax * 2e-3,
+                            "{dt} scale {scale} block {blk} elem {i}: {a} vs {b}"
+                        );
                     }
                 }
             }
@@ -315,7 +326,11 @@ mod tests {
             for b in 0..9 {
                 let blk = &bytes[b * bb..(b + 1) * bb];
                 for i in 0..bb - qs_start {
-                    assert_eq!((qs[b * wpb + i / 4] >> (8 * (i % 4))) as u8, blk[qs_start + i], "{dt} block {b} byte {i}");
+                    assert_eq!(
+                        (qs[b * wpb + i / 4] >> (8 * (i % 4))) as u8,
+                        blk[qs_start + i],
+                        "{dt} block {b} byte {i}"
+                    );
                 }
                 let d_bits = u16::from_le_bytes([blk[0], blk[1]]) as u32;
                 if dt == DType::Q4_1 {

@@ -204,7 +204,8 @@ impl Safetensors {
         let data_offset = 8 + header.len() as u64;
         let data_len = file_len - data_offset;
         let text = std::str::from_utf8(header).map_err(|e| format_err(format!("header is not UTF-8: {e}")))?;
-        let Entries(entries) = serde_json::from_str(text).map_err(|e| format_err(format!("header is not a JSON object: {e}")))?;
+        let Entries(entries) =
+            serde_json::from_str(text).map_err(|e| format_err(format!("header is not a JSON object: {e}")))?;
 
         let mut metadata = BTreeMap::new();
         let mut tensors = Vec::with_capacity(entries.len());
@@ -322,8 +323,12 @@ impl Safetensors {
         let t = self.require(name)?;
         let bytes = src.read_at(t.offset, t.n_bytes)?;
         match t.dtype {
-            SafeDType::I64 => Ok(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect()),
-            SafeDType::I32 => Ok(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or_default()) as i64).collect()),
+            SafeDType::I64 => {
+                Ok(bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect())
+            }
+            SafeDType::I32 => {
+                Ok(bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or_default()) as i64).collect())
+            }
             d => Err(Error::UnsupportedDtype { op: "tensor_i64 (supported: I64, I32)", dtype: d.name().into() }),
         }
     }
@@ -335,10 +340,7 @@ impl Safetensors {
 pub fn parse_index(index_json: &[u8]) -> Result<BTreeMap<String, String>> {
     let err = |d: String| Error::Format { format: "safetensors index", detail: d };
     let v: Value = serde_json::from_slice(index_json).map_err(|e| err(format!("not JSON: {e}")))?;
-    let map = v
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| err("no `weight_map` object".into()))?;
+    let map = v.get("weight_map").and_then(Value::as_object).ok_or_else(|| err("no `weight_map` object".into()))?;
     let mut out = BTreeMap::new();
     for (name, file) in map {
         let file = file.as_str().ok_or_else(|| err(format!("weight_map[`{name}`] is not a string")))?;
@@ -353,9 +355,7 @@ pub fn parse_index(index_json: &[u8]) -> Result<BTreeMap<String, String>> {
 /// A relative path with no `..`, `.` or empty components, no backslash, drive or NUL (so joining it to the repo
 /// directory or URL cannot escape it).
 fn is_safe_relative_path(p: &str) -> bool {
-    !p.is_empty()
-        && !p.contains(['\\', ':', '\0'])
-        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    !p.is_empty() && !p.contains(['\\', ':', '\0']) && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// A checkpoint made of one or more safetensors files, addressed by tensor name.
@@ -385,10 +385,7 @@ impl ShardedSafetensors {
 
     /// A sharded checkpoint: parses `index_json`, opens each shard named in its `weight_map` once with
     /// `open_shard(file_name)`, parses its header, and checks that every tensor is where the index says.
-    pub fn open(
-        index_json: &[u8],
-        mut open_shard: impl FnMut(&str) -> Result<Box<dyn WeightSource>>,
-    ) -> Result<Self> {
+    pub fn open(index_json: &[u8], mut open_shard: impl FnMut(&str) -> Result<Box<dyn WeightSource>>) -> Result<Self> {
         let weight_map = parse_index(index_json)?;
         let mut shards: Vec<(String, Box<dyn WeightSource>, Safetensors)> = Vec::new();
         let mut shard_of_file: HashMap<String, usize> = HashMap::new();
@@ -399,7 +396,9 @@ impl ShardedSafetensors {
                 None => {
                     let src = open_shard(&file)?;
                     let st = Safetensors::parse(src.as_ref()).map_err(|e| match e {
-                        Error::Format { format, detail } => Error::Format { format, detail: format!("{file}: {detail}") },
+                        Error::Format { format, detail } => {
+                            Error::Format { format, detail: format!("{file}: {detail}") }
+                        }
                         e => e,
                     })?;
                     shards.push((file.clone(), src, st));
@@ -505,7 +504,9 @@ mod tests {
         assert!(t(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}}"#, 16).contains("span"));
         assert!(t(r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8).contains("inside"));
         assert!(t(r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[16,0]}}"#, 16).contains("inside"));
-        assert!(t(r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#, 8).contains("overflows"));
+        assert!(
+            t(r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#, 8).contains("overflows")
+        );
         assert!(t(r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}}"#, 8).contains("non-negative"));
         assert!(t(r#"{"w":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}"#, 8).contains("unknown dtype"));
         assert!(t(r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8)

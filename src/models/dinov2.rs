@@ -161,12 +161,26 @@ impl Dinov2 {
                 out: Linear::load(&o, on, d, d, true)?,
                 ls1: l.pp("layer_scale1").f32("lambda1", &[d])?,
                 norm2: LayerNorm::load(&l, "norm2", d, eps)?,
-                mlp: Mlp { fc1: Linear::load(&m, "fc1", d, inter, true)?, fc2: Linear::load(&m, "fc2", inter, d, true)?, act },
+                mlp: Mlp {
+                    fc1: Linear::load(&m, "fc1", d, inter, true)?,
+                    fc2: Linear::load(&m, "fc2", inter, d, true)?,
+                    act,
+                },
                 ls2: l.pp("layer_scale2").f32("lambda1", &[d])?,
             });
         }
         let layernorm = LayerNorm::load(vb, "layernorm", d, eps)?;
-        Ok(Self { cfg, patch_w, patch_b, cls_row, pos_cpu, grid0, pos_cache: Mutex::new(HashMap::new()), layers, layernorm })
+        Ok(Self {
+            cfg,
+            patch_w,
+            patch_b,
+            cls_row,
+            pos_cpu,
+            grid0,
+            pos_cache: Mutex::new(HashMap::new()),
+            layers,
+            layernorm,
+        })
     }
 
     /// Patch position embeddings for a `gh`×`gw` patch grid, [gh·gw, D] (cached on the GPU).
@@ -191,13 +205,21 @@ impl Dinov2 {
     pub fn embed(&self, rec: &mut Recorder, pixels: &Tensor) -> Result<Tensor> {
         let (c, h, w) = match pixels.shape[..] {
             [c, h, w] => (c, h, w),
-            _ => return Err(Error::Shape { op: "dinov2 embed", detail: format!("pixels must be [C, H, W], got {:?}", pixels.shape) }),
+            _ => {
+                return Err(Error::Shape {
+                    op: "dinov2 embed",
+                    detail: format!("pixels must be [C, H, W], got {:?}", pixels.shape),
+                })
+            }
         };
         let p = self.cfg.patch_size;
         if c != self.cfg.num_channels || h < p || w < p {
             return Err(Error::Shape {
                 op: "dinov2 embed",
-                detail: format!("pixels {:?}: model expects {} channels and sides ≥ the patch size {p}", pixels.shape, self.cfg.num_channels),
+                detail: format!(
+                    "pixels {:?}: model expects {} channels and sides ≥ the patch size {p}",
+                    pixels.shape, self.cfg.num_channels
+                ),
             });
         }
         let (gh, gw) = (h / p, w / p);
@@ -324,7 +346,10 @@ mod tests {
 
     #[test]
     fn processor_size() {
-        assert_eq!(processor_image_size(br#"{"crop_size":{"height":224,"width":224},"size":{"shortest_edge":256}}"#), Some(224));
+        assert_eq!(
+            processor_image_size(br#"{"crop_size":{"height":224,"width":224},"size":{"shortest_edge":256}}"#),
+            Some(224)
+        );
         assert_eq!(processor_image_size(br#"{"do_center_crop":false,"size":{"height":112,"width":112}}"#), Some(112));
     }
 }

@@ -89,10 +89,16 @@ impl LlamaConfig {
     pub fn validate(&self) -> Result<()> {
         let (h, kv) = (self.num_attention_heads, self.kv_heads());
         if h == 0 || kv == 0 || h % kv != 0 {
-            return Err(Error::Config(format!("num_attention_heads {h} must be a multiple of num_key_value_heads {kv}")));
+            return Err(Error::Config(format!(
+                "num_attention_heads {h} must be a multiple of num_key_value_heads {kv}"
+            )));
         }
         if self.head_dim() % 4 != 0 || self.head_dim() > attention::MAX_HEAD_DIM {
-            return Err(Error::Config(format!("head_dim {} unsupported (multiple of 4, ≤ {})", self.head_dim(), attention::MAX_HEAD_DIM)));
+            return Err(Error::Config(format!(
+                "head_dim {} unsupported (multiple of 4, ≤ {})",
+                self.head_dim(),
+                attention::MAX_HEAD_DIM
+            )));
         }
         if self.hidden_act != "silu" {
             return Err(Error::Config(format!("Llama hidden_act `{}` unsupported (silu)", self.hidden_act)));
@@ -227,14 +233,21 @@ impl Llama {
     }
 
     /// The decoder layers (without the final norm); `stop_after` ends after that many layers (for tests).
-    pub fn forward_hidden(&self, rec: &mut Recorder, x: &Tensor, cache: &mut KvCache, stop_after: Option<usize>) -> Result<Tensor> {
+    pub fn forward_hidden(
+        &self,
+        rec: &mut Recorder,
+        x: &Tensor,
+        cache: &mut KvCache,
+        stop_after: Option<usize>,
+    ) -> Result<Tensor> {
         let t = x.rows();
         let pos0 = cache.len;
         if pos0 + t > cache.max_len {
             return Err(Error::ContextOverflow { tokens: pos0 + t, context: cache.max_len });
         }
         let (nh, nkv, hd) = (self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
-        let layout = if self.cfg.interleaved_rope { rope::RopeLayout::Interleaved } else { rope::RopeLayout::RotateHalf };
+        let layout =
+            if self.cfg.interleaved_rope { rope::RopeLayout::Interleaved } else { rope::RopeLayout::RotateHalf };
         let scale = 1.0 / (hd as f32).sqrt();
         let mut x = x.clone();
         for (i, l) in self.layers.iter().enumerate().take(stop_after.unwrap_or(usize::MAX)) {

@@ -21,8 +21,8 @@ use crate::loader::WeightSource;
 use crate::nn::{Activation, GgufStore, Linear, LoadOptions, Mlp, VarBuilder, WeightStore};
 use crate::ops::vision;
 
-pub use llama::{Llama, LlamaConfig};
 pub use dinov2::{Dinov2, Dinov2Config};
+pub use llama::{Llama, LlamaConfig};
 pub use siglip::{VisionConfig, VisionOutput, VisionTransformer};
 
 /// A set of named files (a Hugging Face repo snapshot, user-picked files, an in-memory map).
@@ -140,7 +140,10 @@ impl VisionTower {
                 Ok(())
             }
             _ if size == self.cfg.image_size => Ok(()),
-            _ => Err(Error::Config(format!("vision tower image size {size}: this tower runs at {} only", self.cfg.image_size))),
+            _ => Err(Error::Config(format!(
+                "vision tower image size {size}: this tower runs at {} only",
+                self.cfg.image_size
+            ))),
         }
     }
 }
@@ -190,7 +193,9 @@ impl VisionStack {
     /// Image tokens per image.
     pub fn image_seq_len(&self) -> usize {
         match &self.connector {
-            Connector::PixelShuffleLinear { scale_factor, .. } => self.tower.cfg.num_patches() / (scale_factor * scale_factor),
+            Connector::PixelShuffleLinear { scale_factor, .. } => {
+                self.tower.cfg.num_patches() / (scale_factor * scale_factor)
+            }
             Connector::Mlp(_) => self.tower.tokens() - self.drop_cls as usize,
         }
     }
@@ -316,9 +321,19 @@ impl Model {
                 let tower = VisionTower::from(VisionTransformer::load(c.vision_config.clone(), &m.pp("vision_model"))?);
                 let d_in = c.vision_config.hidden_size * c.scale_factor * c.scale_factor;
                 if c.scale_factor == 0 || tower.cfg.grid() % c.scale_factor != 0 {
-                    return Err(Error::Config(format!("scale_factor {} must divide the patch grid {}", c.scale_factor, tower.cfg.grid())));
+                    return Err(Error::Config(format!(
+                        "scale_factor {} must divide the patch grid {}",
+                        c.scale_factor,
+                        tower.cfg.grid()
+                    )));
                 }
-                let proj = Linear::load(&m.pp("connector.modality_projection"), "proj", d_in, c.text_config.hidden_size, false)?;
+                let proj = Linear::load(
+                    &m.pp("connector.modality_projection"),
+                    "proj",
+                    d_in,
+                    c.text_config.hidden_size,
+                    false,
+                )?;
                 let vision = VisionStack {
                     tower,
                     connector: Connector::PixelShuffleLinear { scale_factor: c.scale_factor, proj },
@@ -334,7 +349,8 @@ impl Model {
                     return Err(Error::UnsupportedModel("LLaVA vision_feature_layer other than -1".into()));
                 }
                 let is_dinov2 = c.vision_config.get("model_type").and_then(|v| v.as_str()) == Some("dinov2");
-                let strategy = c.vision_feature_select_strategy.as_deref().unwrap_or(if is_dinov2 { "default" } else { "full" });
+                let strategy =
+                    c.vision_feature_select_strategy.as_deref().unwrap_or(if is_dinov2 { "default" } else { "full" });
                 let drop_cls = match (strategy, is_dinov2) {
                     ("full", _) => false,
                     ("default", true) => true,
@@ -347,17 +363,33 @@ impl Model {
                 let ctx_len = max_context.min(c.text_config.max_position_embeddings.max(1));
                 // both the older (`language_model.model.*`) and newer (`model.language_model.*`) layouts exist
                 let (lm_vb, head_vb, tower_vb, proj_vb) = if root.contains("model.language_model.embed_tokens.weight") {
-                    (root.pp("model.language_model"), root.clone(), root.pp("model.vision_tower"), root.pp("model.multi_modal_projector"))
+                    (
+                        root.pp("model.language_model"),
+                        root.clone(),
+                        root.pp("model.vision_tower"),
+                        root.pp("model.multi_modal_projector"),
+                    )
                 } else {
-                    (root.pp("language_model.model"), root.pp("language_model"), root.pp("vision_tower"), root.pp("multi_modal_projector"))
+                    (
+                        root.pp("language_model.model"),
+                        root.pp("language_model"),
+                        root.pp("vision_tower"),
+                        root.pp("multi_modal_projector"),
+                    )
                 };
-                let tower_vb = if tower_vb.contains("vision_model.embeddings.patch_embedding.weight") { tower_vb.pp("vision_model") } else { tower_vb };
+                let tower_vb = if tower_vb.contains("vision_model.embeddings.patch_embedding.weight") {
+                    tower_vb.pp("vision_model")
+                } else {
+                    tower_vb
+                };
                 let lm = Llama::load(c.text_config.clone(), &lm_vb, &head_vb, ctx_len)?;
                 let tower: VisionTower = if is_dinov2 {
-                    let vc: Dinov2Config = serde_json::from_value(c.vision_config.clone()).map_err(|e| Error::Config(format!("config.json vision_config: {e}")))?;
+                    let vc: Dinov2Config = serde_json::from_value(c.vision_config.clone())
+                        .map_err(|e| Error::Config(format!("config.json vision_config: {e}")))?;
                     Dinov2::load(vc, &tower_vb)?.into()
                 } else {
-                    let vc: VisionConfig = serde_json::from_value(c.vision_config.clone()).map_err(|e| Error::Config(format!("config.json vision_config: {e}")))?;
+                    let vc: VisionConfig = serde_json::from_value(c.vision_config.clone())
+                        .map_err(|e| Error::Config(format!("config.json vision_config: {e}")))?;
                     VisionTransformer::load(vc, &tower_vb)?.into()
                 };
                 let (dv, dt) = (tower.cfg.hidden_size, c.text_config.hidden_size);
@@ -366,7 +398,13 @@ impl Model {
                     fc2: Linear::load(&proj_vb, "linear_2", dt, dt, c.multimodal_projector_bias)?,
                     act: Activation::from_hf(&c.projector_hidden_act)?,
                 };
-                let vision = VisionStack { tower, connector: Connector::Mlp(mlp), use_post_norm: false, drop_cls, image_token_id: c.image_token_index };
+                let vision = VisionStack {
+                    tower,
+                    connector: Connector::Mlp(mlp),
+                    use_post_norm: false,
+                    drop_cls,
+                    image_token_id: c.image_token_index,
+                };
                 Ok(Model { arch: Arch::Llava, lm, vision: Some(vision) })
             }
             other => Err(Error::UnsupportedModel(format!(
@@ -420,7 +458,8 @@ impl Model {
         let mroot = VarBuilder::new(&mstore, ctx, opts);
         let tower = VisionTower::from(VisionTransformer::load(vcfg.clone(), &mroot.pp("model.vision_model"))?);
         let d_in = vcfg.hidden_size * scale_factor * scale_factor;
-        let proj = Linear::load(&mroot.pp("model.connector.modality_projection"), "proj", d_in, lm.cfg.hidden_size, false)?;
+        let proj =
+            Linear::load(&mroot.pp("model.connector.modality_projection"), "proj", d_in, lm.cfg.hidden_size, false)?;
         let vision = VisionStack {
             tower,
             connector: Connector::PixelShuffleLinear { scale_factor, proj },
@@ -448,7 +487,10 @@ impl Model {
         if positions.len() != feature_rows {
             return Err(Error::Shape {
                 op: "embed_prompt",
-                detail: format!("the prompt has {} image tokens but the images give {feature_rows} feature rows", positions.len()),
+                detail: format!(
+                    "the prompt has {} image tokens but the images give {feature_rows} feature rows",
+                    positions.len()
+                ),
             });
         }
         let d = x.cols();
@@ -456,7 +498,10 @@ impl Model {
         let mut k = 0;
         for img in images {
             if img.cols() != d {
-                return Err(Error::Shape { op: "embed_prompt", detail: format!("image features {:?} vs hidden {d}", img.shape) });
+                return Err(Error::Shape {
+                    op: "embed_prompt",
+                    detail: format!("image features {:?} vs hidden {d}", img.shape),
+                });
             }
             // copy runs of consecutive image-token positions at once
             let mut r = 0;
@@ -522,5 +567,9 @@ pub fn llama_config_from_gguf(g: &Gguf) -> Result<LlamaConfig> {
 
 /// The dtype names the CLI and the JS API accept.
 pub fn parse_dtype(s: &str) -> Result<Option<DType>> {
-    if s == "auto" { Ok(None) } else { s.parse().map(Some) }
+    if s == "auto" {
+        Ok(None)
+    } else {
+        s.parse().map(Some)
+    }
 }

@@ -49,7 +49,10 @@ impl VisionConfig {
     }
     pub fn validate(&self) -> Result<()> {
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            return Err(Error::Config(format!("image_size {} is not a multiple of patch_size {}", self.image_size, self.patch_size)));
+            return Err(Error::Config(format!(
+                "image_size {} is not a multiple of patch_size {}",
+                self.image_size, self.patch_size
+            )));
         }
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(Error::Config("vision hidden_size must be a multiple of num_attention_heads".into()));
@@ -118,7 +121,11 @@ impl VisionTransformer {
                 },
             });
         }
-        let post_ln = if vb.contains("post_layernorm.weight") { Some(LayerNorm::load(vb, "post_layernorm", d, eps)?) } else { None };
+        let post_ln = if vb.contains("post_layernorm.weight") {
+            Some(LayerNorm::load(vb, "post_layernorm", d, eps)?)
+        } else {
+            None
+        };
         Ok(Self { cfg, patch_w, patch_b, pos, layers, post_ln })
     }
 
@@ -126,7 +133,10 @@ impl VisionTransformer {
     pub fn embed(&self, rec: &mut Recorder, pixels: &Tensor) -> Result<Tensor> {
         let want = [self.cfg.num_channels, self.cfg.image_size, self.cfg.image_size];
         if pixels.shape[..] != want {
-            return Err(Error::Shape { op: "vision embed", detail: format!("pixels {:?}, model expects {want:?}", pixels.shape) });
+            return Err(Error::Shape {
+                op: "vision embed",
+                detail: format!("pixels {:?}, model expects {want:?}", pixels.shape),
+            });
         }
         let x = vision::patch_embed(rec, pixels, &self.patch_w, &self.patch_b, self.cfg.patch_size)?;
         elementwise::add(rec, &x, &self.pos)

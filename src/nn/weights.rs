@@ -107,7 +107,11 @@ impl<'a> VarBuilder<'a> {
     }
 
     pub fn path(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -115,7 +119,9 @@ impl<'a> VarBuilder<'a> {
     }
 
     fn meta(&self, full: &str) -> Result<TensorMeta> {
-        self.store.meta(full).ok_or_else(|| Error::MissingTensor { name: format!("{full} (in {})", self.store.describe()) })
+        self.store
+            .meta(full)
+            .ok_or_else(|| Error::MissingTensor { name: format!("{full} (in {})", self.store.describe()) })
     }
 
     fn report(&self, t: &Tensor) {
@@ -198,6 +204,9 @@ fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
     if got == want || squeeze(got) == squeeze(want) {
         Ok(())
     } else {
-        Err(Error::BadTensor { name: name.to_string(), detail: format!("shape {got:?} does not match the config's {want:?}") })
+        Err(Error::BadTensor {
+            name: name.to_string(),
+            detail: format!("shape {got:?} does not match the config's {want:?}"),
+        })
     }
 }

@@ -160,9 +160,7 @@ pub fn attention_with_plan(
     };
     let bytes = params(&prm);
     let max_wg = ctx.caps.max_workgroups_per_dim;
-    let key = |entry: &'static str| {
-        PipelineKey::new("attention", entry).define_value("HEAD_DIM", d).constant("WG", WG)
-    };
+    let key = |entry: &'static str| PipelineKey::new("attention", entry).define_value("HEAD_DIM", d).constant("WG", WG);
     let grid = grid_1d((rows * plan.n_split).div_ceil(WG as usize) as u32, max_wg);
     if plan.n_split == 1 {
         rec.dispatch(&key("attn"), &bytes, &[q.into(), k.into(), v.into(), (&out).into()], grid)?;
@@ -192,14 +190,22 @@ pub fn write_kv(rec: &mut Recorder, cache: &Tensor, new: &Tensor, pos: usize) ->
     expect_dtype("write_kv", new, DType::F32)?;
     let (tmax, row) = match cache.shape[..] {
         [t, h, d] => (t, h * d),
-        _ => return Err(Error::Shape { op: "write_kv", detail: format!("cache must be [Tmax, Hkv, D], got {:?}", cache.shape) }),
+        _ => {
+            return Err(Error::Shape {
+                op: "write_kv",
+                detail: format!("cache must be [Tmax, Hkv, D], got {:?}", cache.shape),
+            })
+        }
     };
     let t = match new.shape[..] {
         [t, h, d] if h * d == row && new.shape[1..] == cache.shape[1..] => t,
         _ => {
             return Err(Error::Shape {
                 op: "write_kv",
-                detail: format!("new rows {:?} must be [T, {}, {}] like the cache {:?}", new.shape, cache.shape[1], cache.shape[2], cache.shape),
+                detail: format!(
+                    "new rows {:?} must be [T, {}, {}] like the cache {:?}",
+                    new.shape, cache.shape[1], cache.shape[2], cache.shape
+                ),
             })
         }
     };

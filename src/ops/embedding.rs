@@ -35,14 +35,8 @@ pub fn embedding(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Result<Ten
         d => return Err(Error::UnsupportedDtype { op: "embedding", dtype: d.to_string() }),
     };
     let out = rec.ctx().empty(&[t, dim], DType::F32)?;
-    let p = Params {
-        t: t as u32,
-        dim: dim as u32,
-        vocab: vocab as u32,
-        fmt,
-        scales_off: table.scales_offset,
-        _p: [0; 3],
-    };
+    let p =
+        Params { t: t as u32, dim: dim as u32, vocab: vocab as u32, fmt, scales_off: table.scales_offset, _p: [0; 3] };
     let key = PipelineKey::new("embedding", "main").define(define).constant("WG", 256);
     let grid = grid_1d(((t * dim) as u32).div_ceil(256), rec.ctx().caps.max_workgroups_per_dim);
     rec.dispatch(&key, &params(&p), &[ids.into(), table.into(), (&out).into()], grid)?;

@@ -134,7 +134,10 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
                 return Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() });
             }
             if !gemv_supports(w.dtype, k) {
-                return Err(Error::Shape { op: OP, detail: format!("the GEMV needs vec4-aligned {} rows, K = {k}", w.dtype) });
+                return Err(Error::Shape {
+                    op: OP,
+                    detail: format!("the GEMV needs vec4-aligned {} rows, K = {k}", w.dtype),
+                });
             }
             true
         }
@@ -236,7 +239,9 @@ fn gemm(
     let ctx = rec.ctx();
     let key = match w.dtype {
         DType::F32 => PipelineKey::new("matmul", "matmul"),
-        DType::F16 => PipelineKey::new("matmul", "matmul").define("F16_WEIGHTS").define_if(ctx.caps.shader_f16, "SHADER_F16"),
+        DType::F16 => {
+            PipelineKey::new("matmul", "matmul").define("F16_WEIGHTS").define_if(ctx.caps.shader_f16, "SHADER_F16")
+        }
         DType::Q8_0 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q8_0"),
         DType::Q4_0 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_0"),
         DType::Q4_1 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_1"),
@@ -288,7 +293,10 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, transpose_b: bool) -> 
     }
     if let Some(bt) = b_batch {
         if bt != batch || a.shape.len() != 3 {
-            return Err(Error::Shape { op: OP, detail: format!("batch of a {:?} and b {:?} differ", a.shape, b.shape) });
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("batch of a {:?} and b {:?} differ", a.shape, b.shape),
+            });
         }
     }
     let out_shape = if a.shape.len() == 3 { vec![batch, m, n] } else { vec![m, n] };
@@ -362,7 +370,10 @@ pub fn upload_ggml(ctx: &GpuContext, bytes: &[u8], shape: &[usize], dtype: DType
     let n = rows * cols;
     let need = ld.n_bytes(n as u64);
     if need != Some(bytes.len() as u64) {
-        return Err(Error::Shape { op: OP, detail: format!("{dtype} {shape:?} needs {need:?} bytes, got {}", bytes.len()) });
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!("{dtype} {shape:?} needs {need:?} bytes, got {}", bytes.len()),
+        });
     }
     ctx.check_binding("weight", dtype.storage_bytes(n))?;
     match dtype {

@@ -6,8 +6,8 @@
 
 pub mod attention;
 pub mod elementwise;
-pub mod matmul;
 pub mod embedding;
+pub mod matmul;
 pub mod norm;
 pub mod rope;
 pub mod sample;

@@ -63,15 +63,26 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, table: &Tensor, pos0: usize, layout:
         return Err(Error::ContextOverflow { tokens: pos0 + t, context: max_pos });
     }
     let out = rec.ctx().empty(&x.shape, DType::F32)?;
-    let p = Params { t: t as u32, heads: h as u32, dim: d as u32, pos0: pos0 as u32, max_pos: max_pos as u32, _p: [0; 3] };
-    let key = PipelineKey::new("rope", "main").define_if(layout == RopeLayout::Interleaved, "INTERLEAVED").constant("WG", 256);
+    let p =
+        Params { t: t as u32, heads: h as u32, dim: d as u32, pos0: pos0 as u32, max_pos: max_pos as u32, _p: [0; 3] };
+    let key = PipelineKey::new("rope", "main")
+        .define_if(layout == RopeLayout::Interleaved, "INTERLEAVED")
+        .constant("WG", 256);
     let grid = grid_1d(((t * h * half) as u32).div_ceil(256), rec.ctx().caps.max_workgroups_per_dim);
     rec.dispatch(&key, &params(&p), &[x.into(), table.into(), (&out).into()], grid)?;
     Ok(out)
 }
 
 /// Reference: rotation in f64 with angles formed like PyTorch's.
-pub fn cpu_rope(x: &[f32], t: usize, h: usize, d: usize, inv_freq: &[f64], pos0: usize, layout: RopeLayout) -> Vec<f32> {
+pub fn cpu_rope(
+    x: &[f32],
+    t: usize,
+    h: usize,
+    d: usize,
+    inv_freq: &[f64],
+    pos0: usize,
+    layout: RopeLayout,
+) -> Vec<f32> {
     let mut out = x.to_vec();
     let half = d / 2;
     for ti in 0..t {

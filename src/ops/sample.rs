@@ -163,7 +163,10 @@ pub fn sample(rec: &mut Recorder, logits: &Tensor, p: &SampleParams) -> Result<T
 
 fn check_params(p: &SampleParams) -> Result<()> {
     if p.top_k > MAX_TOP_K {
-        return Err(Error::Config(format!("top_k = {} is more than the GPU sampler's {MAX_TOP_K}; use ≤ {MAX_TOP_K}", p.top_k)));
+        return Err(Error::Config(format!(
+            "top_k = {} is more than the GPU sampler's {MAX_TOP_K}; use ≤ {MAX_TOP_K}",
+            p.top_k
+        )));
     }
     if !(0.0..1.0).contains(&p.uniform) {
         return Err(Error::Config(format!("the uniform draw must be in [0, 1), got {}", p.uniform)));
@@ -195,7 +198,12 @@ pub fn repetition_penalty(rec: &mut Recorder, logits: &Tensor, history: &Tensor,
         let mut prm = Params::new(v, row_off, 1);
         prm.penalty = penalty;
         prm.n_hist = n as u32;
-        rec.dispatch(&key("penalty", "PENALTY"), &params(&prm), &[logits.into(), history.into(), (&out).into()], groups(rec, n))?;
+        rec.dispatch(
+            &key("penalty", "PENALTY"),
+            &params(&prm),
+            &[logits.into(), history.into(), (&out).into()],
+            groups(rec, n),
+        )?;
     }
     Ok(out)
 }

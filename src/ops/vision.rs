@@ -34,10 +34,18 @@ pub fn unfold(rec: &mut Recorder, pixels: &Tensor, patch: usize) -> Result<Tenso
     expect_dtype("unfold", pixels, DType::F32)?;
     let (c, h, w) = match pixels.shape[..] {
         [c, h, w] => (c, h, w),
-        _ => return Err(Error::Shape { op: "unfold", detail: format!("pixels must be [C, H, W], got {:?}", pixels.shape) }),
+        _ => {
+            return Err(Error::Shape {
+                op: "unfold",
+                detail: format!("pixels must be [C, H, W], got {:?}", pixels.shape),
+            })
+        }
     };
     if patch == 0 || h < patch || w < patch {
-        return Err(Error::Shape { op: "unfold", detail: format!("patch size {patch} does not fit image {:?}", pixels.shape) });
+        return Err(Error::Shape {
+            op: "unfold",
+            detail: format!("patch size {patch} does not fit image {:?}", pixels.shape),
+        });
     }
     let n = (h / patch) * (w / patch);
     let cols = c * patch * patch;
@@ -59,7 +67,10 @@ pub fn patch_embed(rec: &mut Recorder, pixels: &Tensor, w: &Tensor, bias: &Tenso
         });
     }
     if bias.shape[..] != [w.shape[0]] {
-        return Err(Error::Shape { op: "patch_embed", detail: format!("bias {:?} must be [{}]", bias.shape, w.shape[0]) });
+        return Err(Error::Shape {
+            op: "patch_embed",
+            detail: format!("bias {:?} must be [{}]", bias.shape, w.shape[0]),
+        });
     }
     let x = unfold(rec, pixels, patch)?;
     matmul::linear(rec, &x, w, Some(bias))
@@ -105,7 +116,16 @@ pub fn cpu_unfold(pixels: &[f32], c: usize, h: usize, w: usize, patch: usize) ->
 
 /// Reference for [`patch_embed`] as a direct convolution (f64 sums): `w` `[dout, c·p·p]`, `bias` `[dout]`.
 #[allow(clippy::too_many_arguments)]
-pub fn cpu_patch_embed(pixels: &[f32], c: usize, h: usize, w: usize, weight: &[f32], bias: &[f32], dout: usize, patch: usize) -> Vec<f32> {
+pub fn cpu_patch_embed(
+    pixels: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: &[f32],
+    dout: usize,
+    patch: usize,
+) -> Vec<f32> {
     let (gh, gw) = (h / patch, w / patch);
     let mut out = vec![0f32; gh * gw * dout];
     for py in 0..gh {

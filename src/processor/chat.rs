@@ -49,18 +49,12 @@ pub struct Message {
 impl Message {
     /// A plain-text message.
     pub fn text(role: &str, text: &str) -> Self {
-        Self {
-            role: role.into(),
-            content: Content::Text(text.into()),
-        }
+        Self { role: role.into(), content: Content::Text(text.into()) }
     }
 
     /// A message of parts, e.g. `[ContentPart::Image {}, ContentPart::Text { .. }]`.
     pub fn parts(role: &str, parts: Vec<ContentPart>) -> Self {
-        Self {
-            role: role.into(),
-            content: Content::Parts(parts),
-        }
+        Self { role: role.into(), content: Content::Parts(parts) }
     }
 }
 
@@ -74,9 +68,7 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate")
-            .field("source", &self.source)
-            .finish()
+        f.debug_struct("ChatTemplate").field("source", &self.source).finish()
     }
 }
 
@@ -106,29 +98,16 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
         env.add_filter("tojson", tojson_filter);
-        env.add_template_owned("chat", source.to_string())
-            .map_err(tmpl_err)?;
-        Ok(Self {
-            env,
-            source: source.to_string(),
-            bos_token: None,
-            eos_token: None,
-        })
+        env.add_template_owned("chat", source.to_string()).map_err(tmpl_err)?;
+        Ok(Self { env, source: source.to_string(), bos_token: None, eos_token: None })
     }
 
     /// Set the special tokens the template can use as `bos_token` / `eos_token`.
-    pub fn with_special_tokens(
-        mut self,
-        bos_token: Option<String>,
-        eos_token: Option<String>,
-    ) -> Self {
+    pub fn with_special_tokens(mut self, bos_token: Option<String>, eos_token: Option<String>) -> Self {
         self.bos_token = bos_token;
         self.eos_token = eos_token;
         self
@@ -136,39 +115,34 @@ impl ChatTemplate {
 
     /// From `tokenizer_config.json` (its `chat_template`, `bos_token`, `eos_token`).
     pub fn from_tokenizer_config(json: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(json)
-            .map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
-        let source = match v.get("chat_template") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                .or_else(|| list.first())
-                .and_then(|t| t.get("template"))
-                .and_then(|t| t.as_str())
-                .ok_or_else(|| Error::Template("tokenizer_config.json: chat_template list has no template".into()))?
-                .to_string(),
-            _ => {
-                return Err(Error::Template(
+        let v: Value =
+            serde_json::from_str(json).map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
+        let source =
+            match v.get("chat_template") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                    .or_else(|| list.first())
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| Error::Template("tokenizer_config.json: chat_template list has no template".into()))?
+                    .to_string(),
+                _ => return Err(Error::Template(
                     "tokenizer_config.json has no chat_template; look for chat_template.json or chat_template.jinja"
                         .into(),
-                ))
-            }
-        };
-        Ok(Self::new(&source)?
-            .with_special_tokens(token_str(v.get("bos_token")), token_str(v.get("eos_token"))))
+                )),
+            };
+        Ok(Self::new(&source)?.with_special_tokens(token_str(v.get("bos_token")), token_str(v.get("eos_token"))))
     }
 
     /// From `chat_template.json` (`{"chat_template": "..."}`).
     pub fn from_chat_template_json(json: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(json)
-            .map_err(|e| Error::Template(format!("chat_template.json: {e}")))?;
+        let v: Value = serde_json::from_str(json).map_err(|e| Error::Template(format!("chat_template.json: {e}")))?;
         let s = v
             .get("chat_template")
             .and_then(|s| s.as_str())
-            .ok_or_else(|| {
-                Error::Template("chat_template.json has no chat_template string".into())
-            })?;
+            .ok_or_else(|| Error::Template("chat_template.json has no chat_template string".into()))?;
         Self::new(s)
     }
 
@@ -182,10 +156,7 @@ impl ChatTemplate {
             let id = gguf.get_u32(key).ok()? as usize;
             tokens.as_ref()?.get(id).map(|s| s.to_string())
         };
-        Ok(Self::new(src)?.with_special_tokens(
-            tok("tokenizer.ggml.bos_token_id"),
-            tok("tokenizer.ggml.eos_token_id"),
-        ))
+        Ok(Self::new(src)?.with_special_tokens(tok("tokenizer.ggml.bos_token_id"), tok("tokenizer.ggml.eos_token_id")))
     }
 
     /// The template source.
@@ -199,12 +170,7 @@ impl ChatTemplate {
     }
 
     /// Like [`ChatTemplate::render`], with extra template variables (a JSON object, e.g. `{"tools": [...]}`).
-    pub fn render_with(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-        extra: &Value,
-    ) -> Result<String> {
+    pub fn render_with(&self, messages: &[Message], add_generation_prompt: bool, extra: &Value) -> Result<String> {
         let extra = match extra {
             Value::Object(_) => JValue::from_serialize(extra),
             _ => JValue::from(()),
@@ -289,9 +255,7 @@ fn py_json(
                 }
             }
         }
-        ValueKind::String => {
-            out.push_str(&serde_json::to_string(v.as_str().unwrap_or_default()).unwrap_or_default())
-        }
+        ValueKind::String => out.push_str(&serde_json::to_string(v.as_str().unwrap_or_default()).unwrap_or_default()),
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<JValue> = v.try_iter()?.collect();
             if items.is_empty() {
@@ -324,10 +288,7 @@ fn py_json(
                     out.push_str(item_sep);
                 }
                 newline(out, depth + 1);
-                let ks = k
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| k.to_string());
+                let ks = k.as_str().map(String::from).unwrap_or_else(|| k.to_string());
                 out.push_str(&serde_json::to_string(&ks).unwrap_or_default());
                 out.push_str(": ");
                 py_json(&v.get_item(k)?, indent, sort, depth + 1, out)?;
@@ -346,66 +307,44 @@ mod tests {
 
     #[test]
     fn trim_and_lstrip_blocks_like_transformers() {
-        let t = ChatTemplate::new(
-            "{% for m in messages %}\n  {{ m.role }}:{{ m.content }}\n{% endfor %}",
-        )
-        .unwrap();
-        let s = t
-            .render(
-                &[
-                    Message::text("user", "hi"),
-                    Message::text("assistant", "yo"),
-                ],
-                false,
-            )
-            .unwrap();
+        let t = ChatTemplate::new("{% for m in messages %}\n  {{ m.role }}:{{ m.content }}\n{% endfor %}").unwrap();
+        let s = t.render(&[Message::text("user", "hi"), Message::text("assistant", "yo")], false).unwrap();
         assert_eq!(s, "  user:hi\n  assistant:yo\n");
     }
 
     #[test]
     fn raise_exception_and_loop_controls() {
-        let t = ChatTemplate::new("{% if messages[0].role != 'system' %}{{ raise_exception('need a system message') }}{% endif %}")
-            .unwrap();
+        let t = ChatTemplate::new(
+            "{% if messages[0].role != 'system' %}{{ raise_exception('need a system message') }}{% endif %}",
+        )
+        .unwrap();
         let e = t.render(&[Message::text("user", "x")], false).unwrap_err();
         assert!(e.to_string().contains("need a system message"), "{e}");
-        let t = ChatTemplate::new("{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}{% endfor %}")
-            .unwrap();
-        assert_eq!(
-            t.render(&[Message::text("a", "1"), Message::text("b", "2")], false)
-                .unwrap(),
-            "1"
-        );
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}{% endfor %}",
+        )
+        .unwrap();
+        assert_eq!(t.render(&[Message::text("a", "1"), Message::text("b", "2")], false).unwrap(), "1");
     }
 
     #[test]
     fn tojson_is_python_json_dumps() {
-        let t =
-            ChatTemplate::new("{{ messages[0] | tojson }}|{{ {'a': [1, 2]} | tojson(indent=2) }}")
-                .unwrap();
+        let t = ChatTemplate::new("{{ messages[0] | tojson }}|{{ {'a': [1, 2]} | tojson(indent=2) }}").unwrap();
         let s = t.render(&[Message::text("user", "<é>\"")], false).unwrap();
-        assert_eq!(
-            s,
-            "{\"role\": \"user\", \"content\": \"<é>\\\"\"}|{\n  \"a\": [\n    1,\n    2\n  ]\n}"
-        );
+        assert_eq!(s, "{\"role\": \"user\", \"content\": \"<é>\\\"\"}|{\n  \"a\": [\n    1,\n    2\n  ]\n}");
     }
 
     #[test]
     fn python_string_methods() {
-        let t = ChatTemplate::new(
-            "{{ messages[0].content.strip().upper() }}{{ messages[0].content.startswith(' a') }}",
-        )
-        .unwrap();
-        assert_eq!(
-            t.render(&[Message::text("user", " ab ")], false).unwrap(),
-            "ABTrue"
-        ); // as Jinja2 prints Python booleans
+        let t =
+            ChatTemplate::new("{{ messages[0].content.strip().upper() }}{{ messages[0].content.startswith(' a') }}")
+                .unwrap();
+        assert_eq!(t.render(&[Message::text("user", " ab ")], false).unwrap(), "ABTrue");
+        // as Jinja2 prints Python booleans
     }
 
     #[test]
     fn bad_template_is_an_error() {
-        assert!(matches!(
-            ChatTemplate::new("{% for %}"),
-            Err(Error::Template(_))
-        ));
+        assert!(matches!(ChatTemplate::new("{% for %}"), Err(Error::Template(_))));
     }
 }

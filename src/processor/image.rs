@@ -41,9 +41,7 @@ impl RgbImage {
     /// Wrap an interleaved `[height, width, 3]` buffer; checks the length.
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
         if width == 0 || height == 0 {
-            return Err(Error::Image(format!(
-                "image is {width}x{height}: both sides must be positive"
-            )));
+            return Err(Error::Image(format!("image is {width}x{height}: both sides must be positive")));
         }
         if data.len() != width * height * 3 {
             return Err(Error::Image(format!(
@@ -52,11 +50,7 @@ impl RgbImage {
                 width * height * 3
             )));
         }
-        Ok(Self {
-            width,
-            height,
-            data,
-        })
+        Ok(Self { width, height, data })
     }
 
     /// Resize to `width × height` with a Pillow filter (bit-exact with `PIL.Image.resize`).
@@ -64,20 +58,8 @@ impl RgbImage {
         if width == self.width && height == self.height {
             return Ok(self.clone());
         }
-        let data = resize_u8(
-            &self.data,
-            self.width,
-            self.height,
-            3,
-            width,
-            height,
-            filter,
-        )?;
-        Ok(Self {
-            width,
-            height,
-            data,
-        })
+        let data = resize_u8(&self.data, self.width, self.height, 3, width, height, filter)?;
+        Ok(Self { width, height, data })
     }
 
     /// The `width × height` window at (`left`, `top`), clipped to the image (NumPy slicing semantics).
@@ -87,15 +69,9 @@ impl RgbImage {
         let (w, h) = (right.saturating_sub(left), bottom.saturating_sub(top));
         let mut data = Vec::with_capacity(w * h * 3);
         for y in top..bottom {
-            data.extend_from_slice(
-                &self.data[(y * self.width + left) * 3..(y * self.width + right) * 3],
-            );
+            data.extend_from_slice(&self.data[(y * self.width + left) * 3..(y * self.width + right) * 3]);
         }
-        Self {
-            width: w,
-            height: h,
-            data,
-        }
+        Self { width: w, height: h, data }
     }
 }
 
@@ -120,10 +96,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     reader.limits(limits);
-    let format = reader
-        .format()
-        .map(|f| format!("{f:?}"))
-        .unwrap_or_default();
+    let format = reader.format().map(|f| format!("{f:?}")).unwrap_or_default();
     let img = reader.decode().map_err(|e| match e {
         image::ImageError::Limits(l) => Error::Image(format!(
             "image refused: {l} (at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} pixels and {} MiB to decode); \
@@ -135,9 +108,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
-        return Err(Error::Image(format!(
-            "image is {w}x{h}: nothing to process"
-        )));
+        return Err(Error::Image(format!("image is {w}x{h}: nothing to process")));
     }
     let data = if img.color().has_alpha() {
         let rgba = match img {
@@ -193,12 +164,7 @@ pub struct ProcessedImage {
 
 impl ProcessedImage {
     /// Rescale, normalize and pad `frames` into one tensor (port of the tail of `_preprocess`, #L389-#L413).
-    fn from_frames(
-        frames: &[RgbImage],
-        rows: Vec<usize>,
-        cols: Vec<usize>,
-        norm: &Normalize,
-    ) -> Result<Self> {
+    fn from_frames(frames: &[RgbImage], rows: Vec<usize>, cols: Vec<usize>, norm: &Normalize) -> Result<Self> {
         if frames.is_empty() {
             return Err(Error::Image("no images to process".into()));
         }
@@ -221,15 +187,7 @@ impl ProcessedImage {
                 }
             }
         }
-        Ok(Self {
-            pixel_values,
-            n_images: frames.len(),
-            height,
-            width,
-            rows,
-            cols,
-            pixel_attention_mask,
-        })
+        Ok(Self { pixel_values, n_images: frames.len(), height, width, rows, cols, pixel_attention_mask })
     }
 }
 
@@ -243,34 +201,19 @@ struct Normalize {
 }
 
 impl Normalize {
-    fn new(
-        do_rescale: bool,
-        rescale_factor: f64,
-        do_normalize: bool,
-        mean: &[f64],
-        std: &[f64],
-    ) -> Result<Self> {
+    fn new(do_rescale: bool, rescale_factor: f64, do_normalize: bool, mean: &[f64], std: &[f64]) -> Result<Self> {
         let three = |v: &[f64], what: &str| -> Result<[f32; 3]> {
             match v {
                 [a] => Ok([*a as f32; 3]),
                 [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-                _ => Err(Error::Config(format!(
-                    "{what} must have 1 or 3 values, got {}",
-                    v.len()
-                ))),
+                _ => Err(Error::Config(format!("{what} must have 1 or 3 values, got {}", v.len()))),
             }
         };
         let std3 = three(std, "image_std")?;
         if do_normalize && std3.contains(&0.0) {
             return Err(Error::Config("image_std has a zero entry".into()));
         }
-        Ok(Self {
-            do_rescale,
-            rescale_factor,
-            do_normalize,
-            mean: three(mean, "image_mean")?,
-            std: std3,
-        })
+        Ok(Self { do_rescale, rescale_factor, do_normalize, mean: three(mean, "image_mean")?, std: std3 })
     }
 
     /// `lut[c][v]`: `rescale` (`image.astype(float64) * scale`, then cast to float32) and `normalize`
@@ -279,11 +222,7 @@ impl Normalize {
         let mut lut = [[0f32; 256]; 3];
         for (c, row) in lut.iter_mut().enumerate() {
             for (v, out) in row.iter_mut().enumerate() {
-                let mut x = if self.do_rescale {
-                    (v as f64 * self.rescale_factor) as f32
-                } else {
-                    v as f32
-                };
+                let mut x = if self.do_rescale { (v as f64 * self.rescale_factor) as f32 } else { v as f32 };
                 if self.do_normalize {
                     x = (x - self.mean[c]) / self.std[c];
                 }
@@ -347,8 +286,7 @@ impl Default for Idefics3ImageConfig {
 impl Idefics3ImageConfig {
     /// Parse a `preprocessor_config.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json)
-            .map_err(|e| Error::Config(format!("preprocessor_config.json: {e}")))
+        serde_json::from_str(json).map_err(|e| Error::Config(format!("preprocessor_config.json: {e}")))
     }
 }
 
@@ -418,9 +356,7 @@ impl Idefics3ImageProcessor {
     pub fn new(config: Idefics3ImageConfig) -> Result<Self> {
         let filter = Filter::from_pil(config.resample)?;
         if config.size.longest_edge == 0 || config.max_image_size.longest_edge == 0 {
-            return Err(Error::Config(
-                "size.longest_edge and max_image_size.longest_edge must be positive".into(),
-            ));
+            return Err(Error::Config("size.longest_edge and max_image_size.longest_edge must be positive".into()));
         }
         // validate mean/std now so that `process` cannot fail on them
         Normalize::new(
@@ -430,12 +366,7 @@ impl Idefics3ImageProcessor {
             &config.image_mean,
             &config.image_std,
         )?;
-        Ok(Self {
-            norm_mean: config.image_mean.clone(),
-            norm_std: config.image_std.clone(),
-            config,
-            filter,
-        })
+        Ok(Self { norm_mean: config.image_mean.clone(), norm_std: config.image_std.clone(), config, filter })
     }
 
     /// From `preprocessor_config.json` text.
@@ -478,13 +409,8 @@ impl Idefics3ImageProcessor {
     /// Process the images of one prompt, in order: all their frames, padded to one size.
     pub fn process(&self, images: &[RgbImage]) -> Result<ProcessedImage> {
         let cfg = &self.config;
-        let norm = Normalize::new(
-            cfg.do_rescale,
-            cfg.rescale_factor,
-            cfg.do_normalize,
-            &self.norm_mean,
-            &self.norm_std,
-        )?;
+        let norm =
+            Normalize::new(cfg.do_rescale, cfg.rescale_factor, cfg.do_normalize, &self.norm_mean, &self.norm_std)?;
         let mut all = Vec::new();
         let (mut rows, mut cols) = (Vec::new(), Vec::new());
         for img in images {
@@ -545,11 +471,7 @@ impl Default for SimpleImageConfig {
         Self {
             do_convert_rgb: true,
             do_resize: true,
-            size: SizeSpec::Dict {
-                shortest_edge: Some(224),
-                height: None,
-                width: None,
-            },
+            size: SizeSpec::Dict { shortest_edge: Some(224), height: None, width: None },
             resample: 3,
             do_center_crop: false,
             crop_size: None,
@@ -564,8 +486,7 @@ impl Default for SimpleImageConfig {
 
 impl SimpleImageConfig {
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json)
-            .map_err(|e| Error::Config(format!("preprocessor_config.json: {e}")))
+        serde_json::from_str(json).map_err(|e| Error::Config(format!("preprocessor_config.json: {e}")))
     }
 }
 
@@ -615,18 +536,9 @@ impl SimpleImageProcessor {
         };
         match crop {
             SizeSpec::Int(s) => Ok((s, s)),
-            SizeSpec::Dict {
-                height: Some(h),
-                width: Some(w),
-                ..
-            } => Ok((h, w)),
-            SizeSpec::Dict {
-                shortest_edge: Some(s),
-                ..
-            } => Ok((s, s)),
-            other => Err(Error::Config(format!(
-                "preprocessor crop_size {other:?}: expected height and width"
-            ))),
+            SizeSpec::Dict { height: Some(h), width: Some(w), .. } => Ok((h, w)),
+            SizeSpec::Dict { shortest_edge: Some(s), .. } => Ok((s, s)),
+            other => Err(Error::Config(format!("preprocessor crop_size {other:?}: expected height and width"))),
         }
     }
 
@@ -634,13 +546,8 @@ impl SimpleImageProcessor {
     /// to an exact size).
     pub fn process(&self, images: &[RgbImage]) -> Result<ProcessedImage> {
         let cfg = &self.config;
-        let norm = Normalize::new(
-            cfg.do_rescale,
-            cfg.rescale_factor,
-            cfg.do_normalize,
-            &cfg.image_mean,
-            &cfg.image_std,
-        )?;
+        let norm =
+            Normalize::new(cfg.do_rescale, cfg.rescale_factor, cfg.do_normalize, &cfg.image_mean, &cfg.image_std)?;
         let mut frames = Vec::with_capacity(images.len());
         for img in images {
             let mut f = img.clone();
@@ -654,10 +561,7 @@ impl SimpleImageProcessor {
             }
             frames.push(f);
         }
-        if frames
-            .windows(2)
-            .any(|p| (p[0].width, p[0].height) != (p[1].width, p[1].height))
-        {
+        if frames.windows(2).any(|p| (p[0].width, p[0].height) != (p[1].width, p[1].height)) {
             return Err(Error::Image(
                 "images of different sizes after resize/crop; enable do_center_crop or an exact size".into(),
             ));
@@ -681,17 +585,12 @@ fn center_crop(img: &RgbImage, ch: usize, cw: usize) -> RgbImage {
     let mut padded = vec![0u8; nh * nw * 3];
     for y in 0..img.height {
         let d = ((y + tp) * nw + lp) * 3;
-        padded[d..d + img.width * 3]
-            .copy_from_slice(&img.data[y * img.width * 3..(y + 1) * img.width * 3]);
+        padded[d..d + img.width * 3].copy_from_slice(&img.data[y * img.width * 3..(y + 1) * img.width * 3]);
     }
     // the crop window, in the padded image's coordinates (top/left may be negative before padding)
     let top = (img.height as isize - ch as isize).div_euclid(2) + tp as isize;
     let left = (img.width as isize - cw as isize).div_euclid(2) + lp as isize;
-    let big = RgbImage {
-        width: nw,
-        height: nh,
-        data: padded,
-    };
+    let big = RgbImage { width: nw, height: nh, data: padded };
     big.crop(left.max(0) as usize, top.max(0) as usize, cw, ch)
 }
 
@@ -720,12 +619,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [
-            &b""[..],
-            b"not an image",
-            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
-            b"\xff\xd8\xff\xe0garbage",
-        ] {
+        for bytes in [&b""[..], b"not an image", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", b"\xff\xd8\xff\xe0garbage"] {
             match decode_image(bytes) {
                 Err(Error::Image(msg)) => assert!(!msg.is_empty()),
                 other => panic!("expected Error::Image, got {other:?}"),

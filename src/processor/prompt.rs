@@ -51,12 +51,7 @@ pub fn image_prompt_string(rows: usize, cols: usize, image_seq_len: usize) -> St
 
 /// Replace the i-th `<image>` of `text` by [`image_prompt_string`]`(rows[i], cols[i], image_seq_len)`.
 /// The number of `<image>` placeholders must equal the number of images.
-pub fn expand_image_tokens(
-    text: &str,
-    rows: &[usize],
-    cols: &[usize],
-    image_seq_len: usize,
-) -> Result<String> {
+pub fn expand_image_tokens(text: &str, rows: &[usize], cols: &[usize], image_seq_len: usize) -> Result<String> {
     if rows.len() != cols.len() {
         return Err(Error::Shape {
             op: "expand_image_tokens",

@@ -172,21 +172,12 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Taps {
         let one = (1u32 << PRECISION_BITS) as f64;
         for x in 0..n {
             let v = if ww != 0.0 { w[x] / ww } else { w[x] };
-            k[xx * ksize + x] = if v < 0.0 {
-                (-0.5 + v * one) as i32
-            } else {
-                (0.5 + v * one) as i32
-            };
+            k[xx * ksize + x] = if v < 0.0 { (-0.5 + v * one) as i32 } else { (0.5 + v * one) as i32 };
         }
         start.push(xmin as usize);
         len.push(n);
     }
-    Taps {
-        ksize,
-        start,
-        len,
-        k,
-    }
+    Taps { ksize, start, len, k }
 }
 
 #[inline]
@@ -195,14 +186,7 @@ fn clip8(acc: i32) -> u8 {
 }
 
 /// Horizontal pass (Resample.c `ImagingResampleHorizontal_8bpc`): `src` is `[h, w_in, c]`, result `[h, w_out, c]`.
-fn horizontal(
-    src: &[u8],
-    w_in: usize,
-    h: usize,
-    c: usize,
-    w_out: usize,
-    filter: Filter,
-) -> Vec<u8> {
+fn horizontal(src: &[u8], w_in: usize, h: usize, c: usize, w_out: usize, filter: Filter) -> Vec<u8> {
     let t = precompute(w_in, w_out, filter);
     let mut out = vec![0u8; h * w_out * c];
     let mut acc = [0i32; 4];
@@ -296,16 +280,7 @@ pub fn resize_u8(
     new_height: usize,
     filter: Filter,
 ) -> Result<Vec<u8>> {
-    resize_u8_with(
-        src,
-        width,
-        height,
-        channels,
-        new_width,
-        new_height,
-        filter,
-        PassOrder::default(),
-    )
+    resize_u8_with(src, width, height, channels, new_width, new_height, filter, PassOrder::default())
 }
 
 /// [`resize_u8`] with an explicit pass order (to match an older Pillow).
@@ -321,9 +296,7 @@ pub fn resize_u8_with(
     order: PassOrder,
 ) -> Result<Vec<u8>> {
     if !(1..=4).contains(&channels) {
-        return Err(Error::Image(format!(
-            "resize: {channels} channels, expected 1 to 4"
-        )));
+        return Err(Error::Image(format!("resize: {channels} channels, expected 1 to 4")));
     }
     if width == 0 || height == 0 || new_width == 0 || new_height == 0 {
         return Err(Error::Image(format!(
@@ -353,22 +326,14 @@ pub fn resize_u8_with(
         PassOrder::Pillow13 => !(dh > 0 && dh > dw * 2),
     };
     Ok(if horizontal_first {
-        let tmp = if need_h {
-            horizontal(src, width, height, channels, new_width, filter)
-        } else {
-            src.to_vec()
-        };
+        let tmp = if need_h { horizontal(src, width, height, channels, new_width, filter) } else { src.to_vec() };
         if need_v {
             vertical(&tmp, new_width, height, channels, new_height, filter)
         } else {
             tmp
         }
     } else {
-        let tmp = if need_v {
-            vertical(src, width, height, channels, new_height, filter)
-        } else {
-            src.to_vec()
-        };
+        let tmp = if need_v { vertical(src, width, height, channels, new_height, filter) } else { src.to_vec() };
         if need_h {
             horizontal(&tmp, width, new_height, channels, new_width, filter)
         } else {
@@ -384,23 +349,13 @@ mod tests {
     #[test]
     fn identity_size_is_a_copy() {
         let src: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7 % 256) as u8).collect();
-        assert_eq!(
-            resize_u8(&src, 4, 3, 3, 4, 3, Filter::Lanczos).unwrap(),
-            src
-        );
+        assert_eq!(resize_u8(&src, 4, 3, 3, 4, 3, Filter::Lanczos).unwrap(), src);
     }
 
     #[test]
     fn constant_image_stays_constant() {
         // the taps are normalized, so a flat image must come back flat for every filter and scale
-        for f in [
-            Filter::Lanczos,
-            Filter::Bicubic,
-            Filter::Bilinear,
-            Filter::Box,
-            Filter::Hamming,
-            Filter::Nearest,
-        ] {
+        for f in [Filter::Lanczos, Filter::Bicubic, Filter::Bilinear, Filter::Box, Filter::Hamming, Filter::Nearest] {
             let src = vec![137u8; 17 * 11 * 3];
             for (w, h) in [(5, 4), (40, 23), (17, 30)] {
                 let out = resize_u8(&src, 17, 11, 3, w, h, f).unwrap();

@@ -50,28 +50,19 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 /// Llama 3's pre-tokenizer regex (tokenizer.json of Meta-Llama-3; llama.cpp `LLAMA_VOCAB_PRE_TYPE_LLAMA3`).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's pre-tokenizer regex (tokenizer.json of Qwen2; llama.cpp `LLAMA_VOCAB_PRE_TYPE_QWEN2`).
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl Tokenizer {
     /// Load a Hugging Face `tokenizer.json`. `bos_id` / `eos_id` are looked up among the usual token strings;
     /// set them from `tokenizer_config.json` / `generation_config.json` with [`Tokenizer::with_special_ids`].
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| tok_err("could not load tokenizer.json", e))?;
+        let inner =
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| tok_err("could not load tokenizer.json", e))?;
         let find = |cands: &[&str]| cands.iter().find_map(|t| inner.token_to_id(t));
         let bos_id = find(&["<|begin_of_text|>", "<s>", "<|im_start|>", "<|endoftext|>"]);
-        let eos_id = find(&[
-            "<|end_of_text|>",
-            "</s>",
-            "<end_of_utterance>",
-            "<|im_end|>",
-            "<|endoftext|>",
-        ]);
-        Ok(Self {
-            inner,
-            bos_id,
-            eos_id,
-        })
+        let eos_id = find(&["<|end_of_text|>", "</s>", "<end_of_utterance>", "<|im_end|>", "<|endoftext|>"]);
+        Ok(Self { inner, bos_id, eos_id })
     }
 
     /// Override the special ids (from the checkpoint's config files).
@@ -99,24 +90,16 @@ impl Tokenizer {
 
     /// Like [`Tokenizer::encode`], with the tokenizer's post-processor (BOS/EOS) when `add_special_tokens`.
     pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| tok_err("encode", e))?;
+        let enc = self.inner.encode_fast(text, add_special_tokens).map_err(|e| tok_err("encode", e))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`; special tokens are written out unless `skip_special_tokens`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size()) {
-            return Err(Error::Tokenizer(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.vocab_size()
-            )));
+            return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary of {}", self.vocab_size())));
         }
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| tok_err("decode", e))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| tok_err("decode", e))
     }
 
     /// The id of a token string (special or not), e.g. `"<|im_end|>"`.
@@ -144,13 +127,8 @@ impl Tokenizer {
 
     /// Ids of the special (added, `special: true`) tokens.
     pub fn special_ids(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self
-            .inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
-            .collect();
+        let mut v: Vec<u32> =
+            self.inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
         v.sort_unstable();
         v
     }
@@ -162,13 +140,7 @@ impl Tokenizer {
 
     /// An incremental decoder for streaming generation.
     pub fn stream_decoder(&self, skip_special_tokens: bool) -> StreamDecoder<'_> {
-        StreamDecoder {
-            tok: self,
-            ids: Vec::new(),
-            prefix_offset: 0,
-            read_offset: 0,
-            skip_special_tokens,
-        }
+        StreamDecoder { tok: self, ids: Vec::new(), prefix_offset: 0, read_offset: 0, skip_special_tokens }
     }
 }
 
@@ -207,13 +179,8 @@ impl StreamDecoder<'_> {
         if self.read_offset >= self.ids.len() {
             return Ok(None);
         }
-        let prefix = self.tok.decode(
-            &self.ids[self.prefix_offset..self.read_offset],
-            self.skip_special_tokens,
-        )?;
-        let full = self
-            .tok
-            .decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let prefix = self.tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special_tokens)?;
+        let full = self.tok.decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
         if full.ends_with('\u{FFFD}') && !force {
             return Ok(None);
         }
@@ -221,11 +188,7 @@ impl StreamDecoder<'_> {
             Some(rest) => rest.to_string(),
             // a decoder that rewrote the prefix: emit the part after the common prefix
             None => {
-                let common = prefix
-                    .char_indices()
-                    .zip(full.chars())
-                    .take_while(|((_, a), b)| a == b)
-                    .count();
+                let common = prefix.char_indices().zip(full.chars()).take_while(|((_, a), b)| a == b).count();
                 full.chars().skip(common).collect()
             }
         };
@@ -248,36 +211,25 @@ pub fn gguf_tokenizer_json(gguf: &Gguf) -> Result<Value> {
              load the checkpoint's tokenizer.json instead"
         )));
     }
-    let tokens = gguf
-        .get_str_array("tokenizer.ggml.tokens")
-        .map_err(meta_err)?;
-    let merges = gguf
-        .get_str_array("tokenizer.ggml.merges")
-        .map_err(meta_err)?;
+    let tokens = gguf.get_str_array("tokenizer.ggml.tokens").map_err(meta_err)?;
+    let merges = gguf.get_str_array("tokenizer.ggml.merges").map_err(meta_err)?;
     let types = match gguf.get("tokenizer.ggml.token_type") {
-        Some(_) => gguf
-            .get_i64_array("tokenizer.ggml.token_type")
-            .map_err(meta_err)?,
+        Some(_) => gguf.get_i64_array("tokenizer.ggml.token_type").map_err(meta_err)?,
         None => vec![1; tokens.len()],
     };
     if types.len() != tokens.len() {
-        return Err(Error::Tokenizer(format!(
-            "GGUF has {} tokens but {} token types",
-            tokens.len(),
-            types.len()
-        )));
+        return Err(Error::Tokenizer(format!("GGUF has {} tokens but {} token types", tokens.len(), types.len())));
     }
-    let pre = gguf
-        .get("tokenizer.ggml.pre")
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
+    let pre = gguf.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
     let pre_tokenizer = match pre {
         "smollm" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
         "gpt2" | "default" => byte_level(true),
-        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]}),
+        "llama-bpe" | "llama3" => {
+            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]})
+        }
         "qwen2" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false)]}),
         other => {
             return Err(Error::Tokenizer(format!(
@@ -292,9 +244,7 @@ pub fn gguf_tokenizer_json(gguf: &Gguf) -> Result<Value> {
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
     for (id, (&t, &ty)) in tokens.iter().zip(&types).enumerate() {
         if let Some(prev) = seen.insert(t, id) {
-            return Err(Error::Tokenizer(format!(
-                "GGUF vocabulary has `{t}` twice (ids {prev} and {id})"
-            )));
+            return Err(Error::Tokenizer(format!("GGUF vocabulary has `{t}` twice (ids {prev} and {id})")));
         }
         vocab.insert(t.to_string(), json!(id));
         if ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED {
@@ -307,19 +257,14 @@ pub fn gguf_tokenizer_json(gguf: &Gguf) -> Result<Value> {
     let merges: Vec<Value> = merges
         .iter()
         .map(|m| {
-            let (a, b) = m.split_once(' ').ok_or_else(|| {
-                Error::Tokenizer(format!(
-                    "GGUF merge `{m}` is not two tokens separated by a space"
-                ))
-            })?;
+            let (a, b) = m
+                .split_once(' ')
+                .ok_or_else(|| Error::Tokenizer(format!("GGUF merge `{m}` is not two tokens separated by a space")))?;
             Ok(json!([a, b]))
         })
         .collect::<Result<_>>()?;
 
-    let add_bos = matches!(
-        gguf.get("tokenizer.ggml.add_bos_token"),
-        Some(crate::loader::gguf::MetaValue::Bool(true))
-    );
+    let add_bos = matches!(gguf.get("tokenizer.ggml.add_bos_token"), Some(crate::loader::gguf::MetaValue::Bool(true)));
     let post_processor = match (add_bos, gguf.get_u32("tokenizer.ggml.bos_token_id").ok()) {
         (true, Some(bos)) => {
             let bos_str = tokens.get(bos as usize).copied().unwrap_or_default();
@@ -356,10 +301,7 @@ mod tests {
     /// A tiny byte-level BPE tokenizer.json: bytes "a", "b", "Ġ", merges "a b", "Ġ ab"; special `<s>`.
     fn tiny() -> Tokenizer {
         let mut vocab = serde_json::Map::new();
-        for (i, t) in ["<s>", "a", "b", "Ġ", "ab", "Ġab", "Ã", "©"]
-            .iter()
-            .enumerate()
-        {
+        for (i, t) in ["<s>", "a", "b", "Ġ", "ab", "Ġab", "Ã", "©"].iter().enumerate() {
             vocab.insert(t.to_string(), json!(i));
         }
         let j = json!({
@@ -394,11 +336,7 @@ mod tests {
         let t = tiny();
         let mut s = t.stream_decoder(false);
         assert_eq!(s.push(4).unwrap().as_deref(), Some("ab"));
-        assert_eq!(
-            s.push(6).unwrap(),
-            None,
-            "half a character must not be emitted"
-        );
+        assert_eq!(s.push(6).unwrap(), None, "half a character must not be emitted");
         assert_eq!(s.push(7).unwrap().as_deref(), Some("é"));
         assert_eq!(s.push(5).unwrap().as_deref(), Some(" ab"));
         assert_eq!(s.push(6).unwrap(), None);

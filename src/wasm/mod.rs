@@ -200,11 +200,7 @@ impl Meter {
         if let Some(f) = &self.callback {
             if self.read.get() >= self.last_report.get() + step || self.read.get() >= self.total {
                 self.last_report.set(self.read.get());
-                let _ = f.call2(
-                    &JsValue::NULL,
-                    &(self.read.get() as f64).into(),
-                    &(self.total as f64).into(),
-                );
+                let _ = f.call2(&JsValue::NULL, &(self.read.get() as f64).into(), &(self.total as f64).into());
             }
         }
     }
@@ -222,14 +218,10 @@ impl MeteredSource {
     fn new(a: Uint8Array, meter: Rc<Meter>, name: &str) -> Self {
         let src = JsBytesSource(a);
         let data_start = if name.ends_with(".gguf") {
-            crate::loader::gguf::Gguf::parse(&src)
-                .map(|g| g.data_offset)
-                .unwrap_or(0)
+            crate::loader::gguf::Gguf::parse(&src).map(|g| g.data_offset).unwrap_or(0)
         } else if name.ends_with(".safetensors") && src.len() >= 8 {
             let mut n = [0u8; 8];
-            src.read_exact_at(0, &mut n)
-                .map(|_| 8 + u64::from_le_bytes(n))
-                .unwrap_or(0)
+            src.read_exact_at(0, &mut n).map(|_| 8 + u64::from_le_bytes(n)).unwrap_or(0)
         } else {
             u64::MAX
         };
@@ -279,9 +271,7 @@ fn parse_dtype(s: Option<String>) -> Result<Option<DType>> {
         Some("q4_0") | Some("q4") => Some(DType::Q4_0),
         Some("q4_1") => Some(DType::Q4_1),
         Some(other) => {
-            return Err(Error::Config(format!(
-                "unknown dtype `{other}`; use f32, f16, q8_0, q4_0 or q4_1"
-            )));
+            return Err(Error::Config(format!("unknown dtype `{other}`; use f32, f16, q8_0, q4_0 or q4_1")));
         }
     })
 }
@@ -298,12 +288,7 @@ pub fn to_js_error(e: &Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     let name = match e {
         Error::NoAdapter(_) | Error::DeviceRequest(_) => "WebGPUNotAvailableError",
-        Error::LimitExceeded {
-            limit,
-            needed,
-            offered,
-            what,
-        } => {
+        Error::LimitExceeded { limit, needed, offered, what } => {
             set(&err, "limit", *limit);
             set(&err, "needed", *needed as f64);
             set(&err, "offered", *offered as f64);
@@ -380,11 +365,7 @@ fn meter_for(opts: &Option<LoadOpts>, total: u64) -> Rc<Meter> {
 
 fn options(opts: &Option<LoadOpts>) -> Result<(LoadOptions, usize)> {
     let dtype = parse_dtype(opts.as_ref().and_then(|o| o.dtype()))?;
-    let ctx = opts
-        .as_ref()
-        .and_then(|o| o.max_context())
-        .map(|c| c.max(16.0) as usize)
-        .unwrap_or(DEFAULT_CONTEXT);
+    let ctx = opts.as_ref().and_then(|o| o.max_context()).map(|c| c.max(16.0) as usize).unwrap_or(DEFAULT_CONTEXT);
     Ok((LoadOptions { dtype }, ctx))
 }
 
@@ -416,10 +397,7 @@ impl WebvlmEngine {
         let t0 = now_ms();
         let ctx = new_context().await.map_err(|e| to_js_error(&e))?;
         let meter = meter_for(&options_, total);
-        let files = JsFiles {
-            files,
-            meter: meter.clone(),
-        };
+        let files = JsFiles { files, meter: meter.clone() };
         let engine = Engine::load_hf(ctx, &files, opts, max_context).map_err(|e| to_js_error(&e))?;
         Ok(Self::finish(engine, &meter, mem_before, t0))
     }
@@ -446,11 +424,7 @@ impl WebvlmEngine {
 
     fn finish(engine: Engine, meter: &Meter, mem_before: f64, t0: f64) -> Self {
         if let Some(f) = &meter.callback {
-            let _ = f.call2(
-                &JsValue::NULL,
-                &(meter.total as f64).into(),
-                &(meter.total as f64).into(),
-            );
+            let _ = f.call2(&JsValue::NULL, &(meter.total as f64).into(), &(meter.total as f64).into());
         }
         let report = LoadReport {
             weight_bytes: meter.read.get(),
@@ -518,11 +492,8 @@ impl WebvlmEngine {
         let engine = self.engine.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let json = js_sys::JSON::stringify(&messages).map_err(|_| invalid("messages must be JSON-serialisable"))?;
-            let mut messages: Vec<Message> = serde_json::from_str(&String::from(json)).map_err(|e| {
-                invalid(format!(
-                    "messages: {e}; expected [{{role, content}}] with text/image parts"
-                ))
-            })?;
+            let mut messages: Vec<Message> = serde_json::from_str(&String::from(json))
+                .map_err(|e| invalid(format!("messages: {e}; expected [{{role, content}}] with text/image parts")))?;
             if engine.is_vlm() {
                 // VLM templates (Idefics3/SmolVLM) iterate over content parts; a plain string would render empty
                 for m in &mut messages {
@@ -552,11 +523,7 @@ impl WebvlmEngine {
                     generation.seed = v.max(0.0) as u64;
                 }
             }
-            let req = ChatRequest {
-                messages,
-                images: images.iter().map(|a| a.to_vec()).collect(),
-                generation,
-            };
+            let req = ChatRequest { messages, images: images.iter().map(|a| a.to_vec()).collect(), generation };
             drop(images);
             let cancel = CancelToken::default();
             let listener = signal.as_ref().map(|s| {
@@ -647,9 +614,8 @@ impl WebvlmEngine {
                     serde_json::from_str(&String::from(j)).map_err(|e| invalid(format!("pipeline config: {e}")))?
                 }
             };
-            let base_url = options
-                .search_url()
-                .ok_or_else(|| invalid("options.searchUrl is required (e.g. location.origin)"))?;
+            let base_url =
+                options.search_url().ok_or_else(|| invalid("options.searchUrl is required (e.g. location.origin)"))?;
             let retrieval =
                 RetrievalClient::new(RetrievalConfig::SearchV1 { base_url }).map_err(|e| to_js_error(&e))?;
             let arm = match request.arm() {
@@ -715,11 +681,7 @@ fn caps_object(ctx: &GpuContext) -> JsValue {
     set(&o, "subgroups", c.subgroups);
     set(&o, "maxStorageBufferBindingSize", c.max_storage_binding as f64);
     set(&o, "maxBufferSize", c.max_buffer_size as f64);
-    set(
-        &o,
-        "maxComputeInvocationsPerWorkgroup",
-        c.max_workgroup_invocations as f64,
-    );
+    set(&o, "maxComputeInvocationsPerWorkgroup", c.max_workgroup_invocations as f64);
     o.into()
 }
 
