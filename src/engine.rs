@@ -88,7 +88,6 @@ impl Engine {
         max_context: usize,
     ) -> Result<Self> {
         let model = Model::load_hf(&ctx, files, opts, max_context)?;
-        let tokenizer = Tokenizer::from_json_bytes(&files.read_to_vec("tokenizer.json")?)?;
         let text = |n: &str| -> Result<Option<String>> {
             if files.exists(n) {
                 Ok(Some(
@@ -98,12 +97,31 @@ impl Engine {
                 Ok(None)
             }
         };
-        let template = if let Some(j) = text("chat_template.json")? {
+        // a decoder kept as GGUF (see `Model::load_hf`) carries a tokenizer and a chat template in its metadata
+        let gguf_meta = match crate::models::text_gguf_file(&files.read_to_vec("config.json")?)? {
+            Some(name) if !files.exists("tokenizer.json") || !Self::has_template_file(files) => {
+                Some(Gguf::parse(files.open(&name)?.as_ref())?)
+            }
+            _ => None,
+        };
+        let tokenizer = match &gguf_meta {
+            Some(g) if !files.exists("tokenizer.json") => Tokenizer::from_gguf(g)?,
+            _ => Tokenizer::from_json_bytes(&files.read_to_vec("tokenizer.json")?)?,
+        };
+        // transformers 5 writes chat_template.jinja; 4.x chat_template.json or tokenizer_config.json
+        let template = if let Some(j) = text("chat_template.jinja")? {
+            let cfg = text("tokenizer_config.json")?;
+            ChatTemplate::from_jinja(&j, cfg.as_deref())?
+        } else if let Some(j) = text("chat_template.json")? {
             ChatTemplate::from_chat_template_json(&j)?
         } else if let Some(j) = text("tokenizer_config.json")? {
             ChatTemplate::from_tokenizer_config(&j)?
+        } else if let Some(g) = &gguf_meta {
+            ChatTemplate::from_gguf(g)?
         } else {
-            return Err(Error::Template("no chat template (tokenizer_config.json or chat_template.json)".into()));
+            return Err(Error::Template(
+                "no chat template (chat_template.jinja, chat_template.json or tokenizer_config.json)".into(),
+            ));
         };
         let image_processor = match (&model.arch, text("preprocessor_config.json")?) {
             (Arch::Llama, _) => None,
@@ -137,6 +155,10 @@ impl Engine {
             None
         };
         Ok(Self::assemble(ctx, model, tokenizer, template, image_processor))
+    }
+
+    fn has_template_file(files: &dyn ModelFiles) -> bool {
+        ["chat_template.jinja", "chat_template.json", "tokenizer_config.json"].iter().any(|n| files.exists(n))
     }
 
     fn assemble(
@@ -186,8 +208,42 @@ impl Engine {
                 let cols: Vec<usize> = frames.iter().map(|f| f.1).collect();
                 expand_image_tokens(&text, &rows, &cols, v.image_seq_len())
             }
-            _ => Ok(text.replace("<image>", &"<image>".repeat(v.image_seq_len()))),
+            // LLaVA: each marker becomes image_seq_len copies of the image token — the token the config names
+            // (`image_token_index`), whatever its text (a checkpoint may reuse a spare special token for it)
+            _ => {
+                let tok = self.tokenizer.id_to_token(v.image_token_id).ok_or_else(|| {
+                    Error::Config(format!(
+                        "image_token_index {} is not in the tokenizer's vocabulary",
+                        v.image_token_id
+                    ))
+                })?;
+                if tok != "<image>" && !self.tokenizer.special_ids().contains(&v.image_token_id) {
+                    return Err(Error::Config(format!(
+                        "the image token `{tok}` (id {}) is not a special token, so text could produce it; refusing",
+                        v.image_token_id
+                    )));
+                }
+                if tok != "<image>" && text.contains(tok.as_str()) {
+                    return Err(Error::Template(format!("the prompt text contains the image token `{tok}` itself")));
+                }
+                Ok(text.replace("<image>", &tok.repeat(v.image_seq_len())))
+            }
         }
+    }
+
+    /// The token ids of the prompt [`Engine::chat`] builds for `messages` and `images` (the images are only
+    /// preprocessed on the CPU, for their tile layout; the vision tower does not run).
+    pub fn prompt_ids(&self, messages: &[Message], images: &[Vec<u8>]) -> Result<Vec<u32>> {
+        let mut frames = Vec::with_capacity(images.len());
+        for img in images {
+            let proc = self
+                .image_processor
+                .as_ref()
+                .ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
+            let p = proc.process_bytes(img)?;
+            frames.push((p.rows.first().copied().unwrap_or(0), p.cols.first().copied().unwrap_or(0)));
+        }
+        self.tokenizer.encode(&self.render_prompt(messages, &frames)?)
     }
 
     /// Encodes one image (all its tiles) to LLM input embeddings, using the cache.

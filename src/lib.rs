@@ -1,6 +1,7 @@
 //! webvlm: a vision-language model runtime on WebGPU (browser, via wasm) and wgpu (native), from one code base,
 //! and a multimodal search pipeline built on it. See ARCHITECTURE.md for the layers.
 
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod eval;

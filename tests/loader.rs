@@ -327,7 +327,9 @@ fn mutate(rng: &mut SmallRng, base: &[u8]) -> Vec<u8> {
 
 /// Parses `bytes` and, when that succeeds, reads every tensor: nothing may panic.
 fn exercise_gguf(bytes: &[u8]) -> bool {
-    let Ok(g) = Gguf::parse(&bytes) else { return false };
+    let Ok(g) = Gguf::parse(&bytes) else {
+        return false;
+    };
     for t in g.tensors() {
         let _ = g.tensor_f32(&bytes, &t.name);
     }
@@ -338,7 +340,9 @@ fn exercise_gguf(bytes: &[u8]) -> bool {
 }
 
 fn exercise_safetensors(bytes: &[u8]) -> bool {
-    let Ok(st) = Safetensors::parse(&bytes) else { return false };
+    let Ok(st) = Safetensors::parse(&bytes) else {
+        return false;
+    };
     for t in st.tensors() {
         let _ = (st.tensor_f32(&bytes, &t.name), st.tensor_i64(&bytes, &t.name));
     }

@@ -5,9 +5,13 @@
 import { createWorkerEngine, listCachedModels, clearCache } from '/pkg/index.js';
 
 const MODELS = [
+  { key: 'offline-vlm', label: 'webvlm offline VLM · DINOv2-S/14 + trained adapter + SmolLM2-135M Q4_1 · vision · offline (served by this server)',
+    spec: { baseUrl: '/models/offline-vlm/', id: 'webvlm-offline-vlm' },
+    hint: 'The offline default: 184 MB, served from /models/ (assembled from PyPI packages by scripts/fetch_offline_vlm.sh + webvlm offline-vlm). ' +
+      'Its adapter was trained only on easy-vqa (colored shapes): it answers questions about shapes and colors, and its captions of other photos are poor.' },
   { key: 'smollm2', label: 'SmolLM2-135M-Instruct · Q4_1 · text only · offline (served by this server)',
     spec: { gguf: '/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', id: 'SmolLM2-135M-Instruct-Q4_1' },
-    hint: 'The offline default: 98 MB, served from /models/. Reads text only, so the caption step is skipped.' },
+    hint: 'Text only, 98 MB, served from /models/: the caption step is skipped and the question is the only input.' },
   { key: 'smolvlm-256m', label: 'SmolVLM-256M-Instruct · f16→q8_0 · vision · Hugging Face',
     spec: { repo: 'HuggingFaceTB/SmolVLM-256M-Instruct' }, dtype: 'q8_0',
     hint: 'Downloads ~0.5 GB from huggingface.co once, then loads from the cache. The server needs --connect-src https://huggingface.co --connect-src https://*.huggingface.co --connect-src https://*.hf.co.' },
@@ -134,6 +138,7 @@ function explain(e, m) {
   let msg = `${name}: ${e?.message || e}`;
   if (name === 'NetworkError' && m?.spec?.repo) msg += ' — Hugging Face must be reachable and allowed by the server (--connect-src https://huggingface.co --connect-src https://*.huggingface.co --connect-src https://*.hf.co).';
   if (name === 'NetworkError' && e.status === 404 && m?.key === 'smollm2') msg += ' — run scripts/fetch_real_models.sh and start webvlm-server with --models models.';
+  if (name === 'NetworkError' && e.status === 404 && m?.key === 'offline-vlm') msg += ' — run scripts/demo.sh (it assembles models/offline-vlm), or scripts/fetch_offline_vlm.sh and webvlm offline-vlm, and start webvlm-server with --models models.';
   if (name === 'DeviceLostError') msg += ' Press Load to start again.';
   return msg;
 }

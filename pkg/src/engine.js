@@ -69,14 +69,28 @@ async function toBytes(x, opts) {
   throw new InvalidArgumentError('a model file must be a URL, a File/Blob or a Uint8Array');
 }
 
-const HF_REQUIRED = ['config.json', 'tokenizer.json'];
-const HF_OPTIONAL = ['tokenizer_config.json', 'chat_template.json', 'preprocessor_config.json', 'generation_config.json'];
+const HF_OPTIONAL = ['tokenizer_config.json', 'chat_template.jinja', 'chat_template.json', 'preprocessor_config.json', 'generation_config.json'];
+
+// A LLaVA repo may keep its decoder as a GGUF file named by text_config.quantization_config.gguf_file (webvlm's
+// offline VLM does); its tokenizer then comes from the GGUF metadata when there is no tokenizer.json.
+function textGgufFile(configBytes) {
+  let c;
+  try { c = JSON.parse(new TextDecoder().decode(configBytes)); } catch { return null; }
+  const q = c?.text_config?.quantization_config;
+  const f = q?.quant_method === 'gguf' ? q.gguf_file : null;
+  return typeof f === 'string' && /^[\w.-]+\.gguf$/.test(f) && !f.startsWith('.') ? f : null;
+}
 
 async function downloadHfLayout(r, opts) {
   const files = new Map();
   const get = (name, optional = false) =>
     fetchBytes(new URL(name, new URL(r.baseUrl, globalThis.location?.href)).href, { ...opts, optional, sha256: r.sha256?.[name] });
-  for (const n of HF_REQUIRED) files.set(n, await get(n));
+  const config = await get('config.json');
+  files.set('config.json', config);
+  const gguf = textGgufFile(config);
+  const tokenizer = await get('tokenizer.json', !!gguf);
+  if (tokenizer) files.set('tokenizer.json', tokenizer);
+  if (gguf) files.set(gguf, await get(gguf));
   for (const n of HF_OPTIONAL) {
     const b = await get(n, true);
     if (b) files.set(n, b);

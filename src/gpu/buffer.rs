@@ -110,7 +110,9 @@ impl GpuBuffer {
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        let Some(buffer) = self.buffer.take() else { return };
+        let Some(buffer) = self.buffer.take() else {
+            return;
+        };
         {
             let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
             s.stats.live_bytes -= self.alloc;

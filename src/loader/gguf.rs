@@ -856,7 +856,9 @@ mod tests {
         w.0.extend([0u8; 144]);
         let g = Gguf::parse(&w.0).unwrap();
         match g.tensor_bytes(&w.0, "k") {
-            Err(Error::UnsupportedDtype { dtype, .. }) => assert!(dtype.contains("Q4_K"), "{dtype}"),
+            Err(Error::UnsupportedDtype { dtype, .. }) => {
+                assert!(dtype.contains("Q4_K"), "{dtype}")
+            }
             other => panic!("{other:?}"),
         }
     }

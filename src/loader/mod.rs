@@ -16,6 +16,7 @@
 //! [`source`] holds the trait, its implementations and [`DType`]; they are re-exported here.
 
 pub mod gguf;
+pub mod onnx;
 pub mod quant;
 pub mod safetensors;
 pub mod source;

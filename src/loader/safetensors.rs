@@ -547,3 +547,70 @@ mod tests {
         assert!(parse_index(br#"{"weight_map":{"x":"sub/model-00001-of-00002.safetensors"}}"#).is_ok());
     }
 }
+
+/// Serializes f32 tensors `(name, shape, values)` as a safetensors file: a JSON header (names in sorted order, as
+/// the Python library writes them; padded with spaces to 8 bytes), then the little-endian data.
+pub fn serialize_f32(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| tensors[a].0.cmp(&tensors[b].0));
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| format_err(e.to_string()))?);
+    }
+    let mut offset = 0usize;
+    for &i in &order {
+        let (name, shape, data) = &tensors[i];
+        if shape.iter().product::<usize>() != data.len() {
+            return Err(Error::Shape {
+                op: "safetensors::serialize_f32",
+                detail: format!("{name}: shape {shape:?} vs {} values", data.len()),
+            });
+        }
+        if header.contains_key(name) {
+            return Err(format_err(format!("tensor `{name}` given twice")));
+        }
+        let end = offset + data.len() * 4;
+        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}));
+        offset = end;
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| format_err(e.to_string()))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    for &i in &order {
+        for v in &tensors[i].2 {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod serialize_tests {
+    use super::*;
+    use crate::loader::MemorySource;
+
+    #[test]
+    fn round_trip() {
+        let t = vec![
+            ("b".to_string(), vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]),
+            ("a".to_string(), vec![3], vec![-1.0, 0.5, 7.0]),
+        ];
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        let bytes = serialize_f32(&t, &meta).unwrap();
+        let src = MemorySource(bytes);
+        let st = Safetensors::parse(&src).unwrap();
+        assert_eq!(st.tensors()[0].name, "a");
+        assert_eq!(st.tensor_f32(&src, "b").unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(st.tensor_f32(&src, "a").unwrap(), vec![-1.0, 0.5, 7.0]);
+        assert_eq!(st.metadata().get("format").map(String::as_str), Some("pt"));
+        assert!(serialize_f32(&[("x".into(), vec![2], vec![1.0])], &BTreeMap::new()).is_err());
+    }
+}

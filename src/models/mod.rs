@@ -279,10 +279,26 @@ pub fn open_safetensors(files: &dyn ModelFiles) -> Result<ShardedSafetensors> {
 
 impl Model {
     /// Loads a Hugging Face repo layout: `config.json` + safetensors.
+    ///
+    /// A LLaVA repo may keep its language model as a llama.cpp GGUF file beside `config.json`:
+    /// `text_config.quantization_config = {"quant_method": "gguf", "gguf_file": "<name>.gguf"}` (what transformers
+    /// records for a model loaded with `gguf_file=`). The decoder then comes from that file, quantized as it is
+    /// stored, and the safetensors hold only the vision tower and the projector.
     pub fn load_hf(ctx: &GpuContext, files: &dyn ModelFiles, opts: LoadOptions, max_context: usize) -> Result<Model> {
         let config = files.read_to_vec("config.json")?;
         let store = open_safetensors(files)?;
-        let mut model = Self::from_config(ctx, &config, &store, opts, max_context)?;
+        let text_lm = match text_gguf_file(&config)? {
+            Some(name) => {
+                if !files.exists(&name) {
+                    return Err(Error::Io(format!(
+                        "config.json names the language model file `{name}` (text_config.quantization_config.gguf_file), which is not among the model files"
+                    )));
+                }
+                Some(load_gguf_lm(ctx, files.open(&name)?, opts, max_context)?.0)
+            }
+            None => None,
+        };
+        let mut model = Self::from_config_with(ctx, &config, &store, opts, max_context, text_lm)?;
         // a DINOv2 tower runs at the processor's image size (position embeddings interpolated)
         if let Some(v) = model.vision.as_mut() {
             if v.tower.has_cls() && files.exists("preprocessor_config.json") {
@@ -301,6 +317,18 @@ impl Model {
         store: &dyn WeightStore,
         opts: LoadOptions,
         max_context: usize,
+    ) -> Result<Model> {
+        Self::from_config_with(ctx, config_json, store, opts, max_context, None)
+    }
+
+    /// [`Model::from_config`], with the decoder already loaded from elsewhere (LLaVA only).
+    fn from_config_with(
+        ctx: &GpuContext,
+        config_json: &[u8],
+        store: &dyn WeightStore,
+        opts: LoadOptions,
+        max_context: usize,
+        text_lm: Option<Llama>,
     ) -> Result<Model> {
         let bad = |e: serde_json::Error| Error::Config(format!("config.json: {e}"));
         let probe: ArchProbe = serde_json::from_slice(config_json).map_err(bad)?;
@@ -362,7 +390,9 @@ impl Model {
                 };
                 let ctx_len = max_context.min(c.text_config.max_position_embeddings.max(1));
                 // both the older (`language_model.model.*`) and newer (`model.language_model.*`) layouts exist
-                let (lm_vb, head_vb, tower_vb, proj_vb) = if root.contains("model.language_model.embed_tokens.weight") {
+                let (lm_vb, head_vb, tower_vb, proj_vb) = if root.contains("model.language_model.embed_tokens.weight")
+                    || root.contains("model.multi_modal_projector.linear_1.weight")
+                {
                     (
                         root.pp("model.language_model"),
                         root.clone(),
@@ -382,7 +412,22 @@ impl Model {
                 } else {
                     tower_vb
                 };
-                let lm = Llama::load(c.text_config.clone(), &lm_vb, &head_vb, ctx_len)?;
+                let lm = match text_lm {
+                    Some(lm) => {
+                        let (a, b) = (&lm.cfg, &c.text_config);
+                        if a.hidden_size != b.hidden_size
+                            || a.vocab_size != b.vocab_size
+                            || a.num_hidden_layers != b.num_hidden_layers
+                        {
+                            return Err(Error::Config(format!(
+                                "the GGUF language model (hidden {}, vocab {}, {} layers) does not match config.json text_config (hidden {}, vocab {}, {} layers)",
+                                a.hidden_size, a.vocab_size, a.num_hidden_layers, b.hidden_size, b.vocab_size, b.num_hidden_layers
+                            )));
+                        }
+                        lm
+                    }
+                    None => Llama::load(c.text_config.clone(), &lm_vb, &head_vb, ctx_len)?,
+                };
                 let tower: VisionTower = if is_dinov2 {
                     let vc: Dinov2Config = serde_json::from_value(c.vision_config.clone())
                         .map_err(|e| Error::Config(format!("config.json vision_config: {e}")))?;
@@ -422,16 +467,7 @@ impl Model {
         opts: LoadOptions,
         max_context: usize,
     ) -> Result<Model> {
-        let gguf = Gguf::parse(text.as_ref())?;
-        let arch = gguf.get_str("general.architecture")?.to_string();
-        if arch != "llama" {
-            return Err(Error::UnsupportedModel(format!("GGUF architecture `{arch}` (supported: llama)")));
-        }
-        let cfg = llama_config_from_gguf(&gguf)?;
-        let ctx_len = max_context.min(cfg.max_position_embeddings.max(1));
-        let store = GgufStore { gguf, src: text, map: gguf_names::llama, name: "GGUF text model".into() };
-        let root = VarBuilder::new(&store, ctx, opts);
-        let lm = Llama::load(cfg, &root.pp("model"), &root, ctx_len)?;
+        let (lm, store) = load_gguf_lm(ctx, text, opts, max_context)?;
         let Some(mm) = mmproj else {
             return Ok(Model { arch: Arch::Llama, lm, vision: None });
         };
@@ -523,6 +559,48 @@ impl Model {
     pub fn lm_weight_bytes(&self) -> u64 {
         self.lm.weight_bytes()
     }
+}
+
+/// The decoder of a llama.cpp GGUF text model, and the store it was read from (for its metadata).
+fn load_gguf_lm(
+    ctx: &GpuContext,
+    text: Box<dyn WeightSource>,
+    opts: LoadOptions,
+    max_context: usize,
+) -> Result<(Llama, GgufStore)> {
+    let gguf = Gguf::parse(text.as_ref())?;
+    let arch = gguf.get_str("general.architecture")?.to_string();
+    if arch != "llama" {
+        return Err(Error::UnsupportedModel(format!("GGUF architecture `{arch}` (supported: llama)")));
+    }
+    let cfg = llama_config_from_gguf(&gguf)?;
+    let ctx_len = max_context.min(cfg.max_position_embeddings.max(1));
+    let store = GgufStore { gguf, src: text, map: gguf_names::llama, name: "GGUF text model".into() };
+    let root = VarBuilder::new(&store, ctx, opts);
+    let lm = Llama::load(cfg, &root.pp("model"), &root, ctx_len)?;
+    Ok((lm, store))
+}
+
+/// `text_config.quantization_config.gguf_file` when `quant_method` is `gguf` (see [`Model::load_hf`]).
+pub fn text_gguf_file(config_json: &[u8]) -> Result<Option<String>> {
+    let v: serde_json::Value =
+        serde_json::from_slice(config_json).map_err(|e| Error::Config(format!("config.json: {e}")))?;
+    let Some(q) = v.get("text_config").and_then(|t| t.get("quantization_config")) else {
+        return Ok(None);
+    };
+    if q.get("quant_method").and_then(|m| m.as_str()) != Some("gguf") {
+        return Ok(None);
+    }
+    let name = q.get("gguf_file").and_then(|f| f.as_str()).ok_or_else(|| {
+        Error::Config("text_config.quantization_config has quant_method gguf but no gguf_file".into())
+    })?;
+    // a file beside config.json, never a path out of the model directory
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return Err(Error::Config(format!(
+            "text_config.quantization_config.gguf_file `{name}` must be a plain file name"
+        )));
+    }
+    Ok(Some(name.to_string()))
 }
 
 fn image_token_from_gguf(g: &Gguf) -> Option<u32> {

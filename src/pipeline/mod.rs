@@ -369,7 +369,13 @@ impl Pipeline {
                     let tags =
                         req.tags.iter().map(|t| plain(t)).filter(|t| !t.is_empty()).collect::<Vec<_>>().join(", ");
                     let ocr = req.ocr_text.as_deref().map(plain).unwrap_or_default();
-                    let none = |s: String| if s.is_empty() { "(none)".to_string() } else { s };
+                    let none = |s: String| {
+                        if s.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            s
+                        }
+                    };
                     let text = render(
                         &p.rephrase_legacy,
                         &[

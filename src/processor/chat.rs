@@ -136,6 +136,17 @@ impl ChatTemplate {
         Ok(Self::new(&source)?.with_special_tokens(token_str(v.get("bos_token")), token_str(v.get("eos_token"))))
     }
 
+    /// From `chat_template.jinja` (the template source, as transformers 5 saves it), with `bos_token` /
+    /// `eos_token` from `tokenizer_config.json` when there is one.
+    pub fn from_jinja(source: &str, tokenizer_config: Option<&str>) -> Result<Self> {
+        let t = Self::new(source)?;
+        let Some(cfg) = tokenizer_config else {
+            return Ok(t);
+        };
+        let v: Value = serde_json::from_str(cfg).map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
+        Ok(t.with_special_tokens(token_str(v.get("bos_token")), token_str(v.get("eos_token"))))
+    }
+
     /// From `chat_template.json` (`{"chat_template": "..."}`).
     pub fn from_chat_template_json(json: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(json).map_err(|e| Error::Template(format!("chat_template.json: {e}")))?;

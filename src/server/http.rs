@@ -168,7 +168,9 @@ fn no_model() -> Response {
 }
 
 async fn chat_completions(State(s): State<Arc<AppState>>, req: Request) -> Response {
-    let Some(chat) = s.chat.clone() else { return no_model() };
+    let Some(chat) = s.chat.clone() else {
+        return no_model();
+    };
     match axum::body::to_bytes(req.into_body(), super::chat::MAX_CHAT_BODY_BYTES).await {
         Ok(bytes) => super::chat::completions(chat, bytes).await,
         Err(_) => super::chat::openai_error(

@@ -372,8 +372,9 @@ fn options(opts: &Option<LoadOpts>) -> Result<(LoadOptions, usize)> {
 #[wasm_bindgen]
 impl WebvlmEngine {
     /// Loads a Hugging Face repo layout from a `Map` of file name → bytes (`config.json`, `model.safetensors` or
-    /// shards + index, `tokenizer.json`, `tokenizer_config.json` / `chat_template.json`,
-    /// `preprocessor_config.json`).
+    /// shards + index, `tokenizer.json`, `tokenizer_config.json` / `chat_template.json` / `chat_template.jinja`,
+    /// `preprocessor_config.json`; for a LLaVA repo whose decoder is a GGUF file, that file under the name
+    /// `config.json` gives it, and then `tokenizer.json` may be left out).
     #[wasm_bindgen(js_name = loadFiles)]
     pub async fn load_files(files: FileMap, options_: Option<LoadOpts>) -> Result<WebvlmEngine, JsValue> {
         let map: &js_sys::Map = files.unchecked_ref();
@@ -382,7 +383,7 @@ impl WebvlmEngine {
         let mut bad = None;
         map.for_each(&mut |v, k| match (k.as_string(), v.dyn_into::<Uint8Array>()) {
             (Some(k), Ok(a)) => {
-                if k.ends_with(".safetensors") {
+                if k.ends_with(".safetensors") || k.ends_with(".gguf") {
                     total += a.length() as u64;
                 }
                 files.insert(k, a);

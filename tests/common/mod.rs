@@ -10,7 +10,9 @@ use webvlm::gpu::{GpuContext, GpuOptions};
 pub async fn ctx() -> Arc<GpuContext> {
     match GpuContext::new(GpuOptions::default()).await {
         Ok(c) => c,
-        Err(e) => panic!("no GPU adapter for the tests ({e}); natively install mesa-vulkan-drivers"),
+        Err(e) => {
+            panic!("no GPU adapter for the tests ({e}); natively install mesa-vulkan-drivers")
+        }
     }
 }
 
