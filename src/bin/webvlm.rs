@@ -92,6 +92,10 @@ mod native {
             #[arg(long, default_value = "models/offline-vlm")]
             out: PathBuf,
         },
+        /// Side-by-side evaluation of the two pipeline arms (legacy text-only rephraser vs VLM rephraser) on a JSONL
+        /// of `{id, image, question, answers[], gold_doc_ids[]}`: per-item records (JSONL), a summary (JSON) and an
+        /// HTML report in --out.
+        Eval(EvalArgs),
         /// Visual question answering accuracy: answer each `{image, question, answer}` line of a JSONL file
         /// (greedy), score the first word of the answer against `answer`, print per-item JSONL to --out and a
         /// summary JSON to stdout. `--no-image` asks the same questions without the image (the LM-alone baseline).
@@ -116,6 +120,50 @@ mod native {
             #[arg(long)]
             out: Option<PathBuf>,
         },
+    }
+
+    /// Arguments of `webvlm eval`.
+    #[derive(clap::Args)]
+    struct EvalArgs {
+        /// The benchmark: JSONL of {id, image (path relative to this file), question, answers[], gold_doc_ids[],
+        /// tags?, ocr_text?}.
+        #[arg(long)]
+        items: PathBuf,
+        /// The local VLM (captioner and both rephrasers; the generator unless --generator is given).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        mmproj: Option<PathBuf>,
+        /// The search/v1 retrieval endpoint both arms use, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        search: String,
+        /// A remote OpenAI-compatible generator for both arms.
+        #[arg(long)]
+        generator: Option<String>,
+        /// The side-by-side judge: an OpenAI-compatible URL, `local` (the loaded model) or `none`.
+        #[arg(long, default_value = "none")]
+        judge: String,
+        /// `model` field sent to the judge endpoint.
+        #[arg(long, default_value = "default")]
+        judge_model: String,
+        /// Seed of the judge's A/B order and of the bootstrap.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Documents to retrieve (and the k of Recall@k).
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Only the first N items.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        #[arg(long, default_value = "auto")]
+        dtype: String,
+        #[arg(long, default_value_t = 4096)]
+        context: usize,
+        /// Output directory: records.jsonl, summary.json, report.html.
+        #[arg(long, default_value = "out/eval")]
+        out: PathBuf,
     }
 
     /// Arguments of `webvlm ask`.
@@ -292,6 +340,7 @@ mod native {
                 Ok(())
             }
             Cmd::Ask(args) => ask(args),
+            Cmd::Eval(args) => eval_cmd(args),
             Cmd::OfflineVlm { onnx, gguf, assets, out } => offline_vlm(&onnx, &gguf, &assets, &out),
             Cmd::Vqa { model, mmproj, data, limit, no_image, max_tokens, dtype, out } => {
                 vqa(&model, mmproj.as_deref(), &data, limit, no_image, max_tokens, &dtype, out.as_deref())
@@ -391,6 +440,134 @@ mod native {
         }
         .with_context(|| format!("loading {}", model.display()))?;
         Ok((ctx, engine))
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for c in bytes.chunks(3) {
+            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    /// `webvlm eval`: both arms on every item, the judge, the summary and the report.
+    fn eval_cmd(a: EvalArgs) -> Result<()> {
+        use webvlm::eval::{report, run, summarize_with, EvalItem, EvalRecord, SummaryConfig};
+        use webvlm::pipeline::generator::{Generator, LocalGenerator};
+        let text = std::fs::read_to_string(&a.items).with_context(|| format!("reading {}", a.items.display()))?;
+        let base = a.items.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+        let mut items = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let it: EvalItem =
+                serde_json::from_str(line).with_context(|| format!("{}:{}", a.items.display(), n + 1))?;
+            items.push(it);
+        }
+        if let Some(l) = a.limit {
+            items.truncate(l);
+        }
+        if items.is_empty() {
+            bail!("{} has no items", a.items.display());
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = items.iter().find(|it| !seen.insert(it.id.clone())) {
+            bail!("item id {:?} appears twice in {}", dup.id, a.items.display());
+        }
+        let (_ctx, engine) = load_engine(&a.model, a.mmproj.as_deref(), &a.dtype, a.context)?;
+        if !engine.is_vlm() {
+            bail!("{} takes no images: the VLM arm needs a vision-language model", a.model.display());
+        }
+        let engine = std::sync::Arc::new(engine);
+        // temperature 0 everywhere: the arms differ only in the rephraser
+        let mut config = PipelineConfig { top_k: a.k, ..Default::default() };
+        config.answer.max_new_tokens = a.max_tokens;
+        config.answer.temperature = 0.0;
+        let mut pipeline = Pipeline::new(config)
+            .with_engine(engine.clone())
+            .with_retrieval(RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: a.search.clone() })?);
+        if let Some(url) = &a.generator {
+            pipeline = pipeline.with_generator(Box::new(OpenAiGenerator::new(OpenAiConfig::new(url.clone()))?));
+        }
+        let judge: Option<Box<dyn Generator>> = match a.judge.as_str() {
+            "none" => None,
+            "local" => Some(Box::new(LocalGenerator::new(engine.clone()))),
+            url => Some(Box::new(OpenAiGenerator::new(OpenAiConfig {
+                model: a.judge_model.clone(),
+                ..OpenAiConfig::new(url)
+            })?)),
+        };
+        std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+        let records_path = a.out.join("records.jsonl");
+        let mut sink = std::io::BufWriter::new(
+            std::fs::File::create(&records_path).with_context(|| format!("creating {}", records_path.display()))?,
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let t0 = Instant::now();
+        let mut records: Vec<EvalRecord> = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            let path = base.join(&it.image);
+            let image = std::fs::read(&path).with_context(|| format!("item {}: reading {}", it.id, path.display()))?;
+            let mut rec = rt.block_on(run::run_item(&pipeline, it, Some(image), a.k))?;
+            if let Some(j) = &judge {
+                rec.judge = Some(rt.block_on(run::judge_record(j.as_ref(), &rec, a.seed))?);
+            }
+            writeln!(sink, "{}", serde_json::to_string(&rec)?)?;
+            sink.flush()?;
+            eprintln!(
+                "[{}/{}] {} legacy {:?} | vlm {:?}{} ({:.0} s)",
+                i + 1,
+                items.len(),
+                it.id,
+                rec.legacy.query,
+                rec.vlm.query,
+                rec.judge.as_ref().map(|j| format!(" | judge {}", j.verdict)).unwrap_or_default(),
+                t0.elapsed().as_secs_f64()
+            );
+            records.push(rec);
+        }
+        let summary = summarize_with(&records, &SummaryConfig { k: a.k, seed: a.seed, ..Default::default() });
+        std::fs::write(a.out.join("summary.json"), summary.to_json_pretty())?;
+        let meta = report::ReportMeta {
+            title: format!(
+                "webvlm side-by-side: VLM rephraser vs legacy text-only rephraser ({} items)",
+                records.len()
+            ),
+            facts: vec![
+                ("items".into(), a.items.display().to_string()),
+                ("model".into(), a.model.display().to_string()),
+                ("retrieval".into(), a.search.clone()),
+                ("generator".into(), a.generator.clone().unwrap_or_else(|| "local model".into())),
+                ("judge".into(), a.judge.clone()),
+                ("seed · k · temperature".into(), format!("{} · {} · 0", a.seed, a.k)),
+            ],
+        };
+        let image_src = |img: &str| -> Option<String> {
+            let p = base.join(img);
+            let bytes = std::fs::read(&p).ok().filter(|b| b.len() < 2 << 20)?;
+            let mime = match p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+                Some("png") => "image/png",
+                Some("jpg" | "jpeg") => "image/jpeg",
+                Some("webp") => "image/webp",
+                Some("gif") => "image/gif",
+                _ => return None,
+            };
+            Some(format!("data:{mime};base64,{}", base64(&bytes)))
+        };
+        std::fs::write(a.out.join("report.html"), report::html(&summary, &records, &meta, &image_src))?;
+        println!("{}", summary.to_json_pretty());
+        eprintln!(
+            "wrote {}/{{records.jsonl, summary.json, report.html}} in {:.0} s",
+            a.out.display(),
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// `webvlm ask`: the pipeline on a tokio runtime (the HTTP clients need one), the trace on stderr.

@@ -4,6 +4,8 @@
 //! interval. CPU-only and I/O-free; running the arms, judging and the HTML report live elsewhere.
 
 pub mod metrics;
+pub mod report;
+pub mod run;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,15 @@ pub struct EvalItem {
     /// Ids of the corpus documents that hold the answer.
     #[serde(default)]
     pub gold_doc_ids: Vec<String>,
+    /// Tags from an external tagger, for the legacy rephraser.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Text in the image (from an external OCR), for the legacy rephraser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocr_text: Option<String>,
+    /// Free-form labels of the item (benchmark condition, split), copied to the records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// What one pipeline arm produced for one item.

@@ -9,6 +9,7 @@
 #      models/smollm2 is missing: scripts/fetch_real_models.sh). Screenshot: target/e2e/demo.png.
 #   5. vlm.test.mjs: the offline VLM (models/offline-vlm, assembled here) answers easy-vqa questions in the page's
 #      Web Worker like transformers does (skipped with a notice when its parts are missing).
+#   6. eval.test.mjs: `webvlm eval` against the real server and a test judge; the HTML report screenshotted.
 # Exits non-zero when any check fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +27,7 @@ if [[ -z "${E2E_NO_BUILD:-}" ]]; then
     target/debug/webvlm offline-vlm --onnx "$onnx" --gguf "$gguf" --out models/offline-vlm
   fi
 fi
-for f in pkg/wasm/webvlm_bg.wasm target/debug/webvlm-server; do
+for f in pkg/wasm/webvlm_bg.wasm target/debug/webvlm-server target/debug/webvlm; do
   [[ -e $f ]] || { echo "$f is missing; run without E2E_NO_BUILD" >&2; exit 1; }
 done
 if [[ ! -d "$here/node_modules/playwright-core" ]]; then
@@ -39,7 +40,7 @@ if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
 fi
 
 status=0
-for t in consumer demo vlm; do
+for t in consumer demo vlm eval; do
   echo "== e2e: $t"
   node "$here/$t.test.mjs" || status=1
 done
