@@ -145,7 +145,7 @@ impl Engine {
         let tokenizer = Tokenizer::from_gguf(&meta)?;
         let template = ChatTemplate::from_gguf(&meta)?;
         let has_vision = mmproj.is_some();
-        let model = Model::load_gguf(&ctx, text, mmproj, opts, max_context)?;
+        let model = Model::load_gguf_parsed(&ctx, meta, text, mmproj, opts, max_context)?;
         let image_processor = if has_vision {
             let size = model.vision.as_ref().map(|v| v.tower.cfg.image_size).unwrap_or(512);
             let mut cfg = crate::processor::image::Idefics3ImageConfig::default();

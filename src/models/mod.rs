@@ -294,7 +294,9 @@ impl Model {
                         "config.json names the language model file `{name}` (text_config.quantization_config.gguf_file), which is not among the model files"
                     )));
                 }
-                Some(load_gguf_lm(ctx, files.open(&name)?, opts, max_context)?.0)
+                let src = files.open(&name)?;
+                let gguf = Gguf::parse(src.as_ref())?;
+                Some(load_gguf_lm(ctx, gguf, src, opts, max_context)?.0)
             }
             None => None,
         };
@@ -467,7 +469,21 @@ impl Model {
         opts: LoadOptions,
         max_context: usize,
     ) -> Result<Model> {
-        let (lm, store) = load_gguf_lm(ctx, text, opts, max_context)?;
+        let gguf = Gguf::parse(text.as_ref())?;
+        Self::load_gguf_parsed(ctx, gguf, text, mmproj, opts, max_context)
+    }
+
+    /// [`Model::load_gguf`] with the text model's header already parsed (callers that also build the tokenizer
+    /// and chat template from it parse it once: the vocabulary is the bulk of the metadata).
+    pub fn load_gguf_parsed(
+        ctx: &GpuContext,
+        gguf: Gguf,
+        text: Box<dyn WeightSource>,
+        mmproj: Option<Box<dyn WeightSource>>,
+        opts: LoadOptions,
+        max_context: usize,
+    ) -> Result<Model> {
+        let (lm, store) = load_gguf_lm(ctx, gguf, text, opts, max_context)?;
         let Some(mm) = mmproj else {
             return Ok(Model { arch: Arch::Llama, lm, vision: None });
         };
@@ -564,11 +580,11 @@ impl Model {
 /// The decoder of a llama.cpp GGUF text model, and the store it was read from (for its metadata).
 fn load_gguf_lm(
     ctx: &GpuContext,
+    gguf: Gguf,
     text: Box<dyn WeightSource>,
     opts: LoadOptions,
     max_context: usize,
 ) -> Result<(Llama, GgufStore)> {
-    let gguf = Gguf::parse(text.as_ref())?;
     let arch = gguf.get_str("general.architecture")?.to_string();
     if arch != "llama" {
         return Err(Error::UnsupportedModel(format!("GGUF architecture `{arch}` (supported: llama)")));
