@@ -62,6 +62,8 @@ pub enum Error {
     BadResponse { service: String, detail: String },
     #[error("{step} timed out after {ms} ms")]
     Timeout { step: String, ms: u64 },
+    #[error("busy: too many requests are waiting; retry later")]
+    Busy,
 
     #[error("I/O: {0}")]
     Io(String),

@@ -64,6 +64,9 @@ mod native {
         /// KV-cache context of --model.
         #[arg(long, default_value_t = 4096)]
         context: usize,
+        /// Chat requests that may wait or run at once on --model; more are refused with 429 + Retry-After.
+        #[arg(long, default_value_t = webvlm::server::chat::DEFAULT_MAX_PENDING)]
+        max_pending: usize,
     }
 
     /// Loads `--model` on the engine thread of a [`ChatService`].
@@ -83,7 +86,7 @@ mod native {
         let opts = LoadOptions { dtype: parse_dtype(&cli.dtype)? };
         let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
         eprintln!("loading {} …", model.display());
-        let service = ChatService::start(name, move || {
+        let service = ChatService::start_with_limit(name, cli.max_pending, move || {
             let ctx = GpuContext::new_blocking(GpuOptions::default())?;
             eprintln!("GPU: {} ({})", ctx.caps.adapter_name, ctx.caps.backend);
             if model.is_dir() {

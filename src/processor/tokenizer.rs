@@ -74,9 +74,14 @@ impl Tokenizer {
 
     /// Build the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata (BPE `gpt2` models).
     pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
-        let json = gguf_tokenizer_json(gguf)?;
-        let bytes = serde_json::to_vec(&json).map_err(|e| tok_err("serializing tokenizer", e))?;
+        // the JSON value (every token and merge as a serde_json node) is dropped before `tokenizers` parses the
+        // bytes, so the two never coexist: in wasm, memory once grown is never returned
+        let bytes = {
+            let json = gguf_tokenizer_json(gguf)?;
+            serde_json::to_vec(&json).map_err(|e| tok_err("serializing tokenizer", e))?
+        };
         let t = Self::from_json_bytes(&bytes)?;
+        drop(bytes);
         let bos = gguf.get_u32("tokenizer.ggml.bos_token_id").ok();
         let eos = gguf.get_u32("tokenizer.ggml.eos_token_id").ok();
         Ok(t.with_special_ids(bos, eos))

@@ -3,7 +3,7 @@
 //! `webvlm-server --model …` is both the retrieval server and the pipeline's remote generator.
 //!
 //! The engine lives on its own thread (native GPU readbacks block) and answers one request at a time; requests
-//! queue. Images come as `image_url` parts with `data:` URLs (base64). A client that disconnects cancels its
+//! queue, at most `max_pending` at once (more get `429` with `Retry-After`). Images come as `image_url` parts with `data:` URLs (base64). A client that disconnects cancels its
 //! generation. Errors are OpenAI-shaped: `{"error":{"message","type","code"}}`, in the stream as a `data:` event.
 
 use std::sync::mpsc as std_mpsc;
@@ -25,6 +25,45 @@ use crate::processor::chat::{Content, ContentPart, Message};
 pub const MAX_CHAT_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Largest `max_tokens` a request may ask for.
 pub const MAX_CHAT_TOKENS: usize = 4096;
+/// Default for how many chat requests may wait or run at once; more are refused with 429 (the engine answers one
+/// at a time, so an unbounded queue would only grow latency and memory).
+pub const DEFAULT_MAX_PENDING: usize = 8;
+
+/// A counting admission gate: at most `max` holders of a [`Slot`] at once.
+#[derive(Debug)]
+pub struct Admission {
+    pending: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// Holds one place in the [`Admission`] gate until dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<Admission>);
+
+impl Admission {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { pending: std::sync::atomic::AtomicUsize::new(0), max })
+    }
+
+    /// A slot, or `None` when `max` are taken.
+    pub fn try_enter(self: &Arc<Self>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 enum Event {
     Text(String),
@@ -35,11 +74,14 @@ struct Job {
     req: ChatRequest,
     cancel: CancelToken,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
+    /// Released when the worker is done with the job (answered, skipped or failed).
+    _slot: Slot,
 }
 
 /// A loaded engine on its worker thread.
 pub struct ChatService {
     jobs: std::sync::Mutex<std_mpsc::Sender<Job>>,
+    admission: Arc<Admission>,
     /// The `model` name reported back.
     pub model: String,
 }
@@ -51,9 +93,19 @@ impl std::fmt::Debug for ChatService {
 }
 
 impl ChatService {
-    /// Runs `load` on a new thread and serves chat requests there; returns once the engine is loaded.
+    /// Runs `load` on a new thread and serves chat requests there; returns once the engine is loaded. At most
+    /// [`DEFAULT_MAX_PENDING`] requests wait or run at once (see [`ChatService::start_with_limit`]).
     pub fn start(
         model: impl Into<String>,
+        load: impl FnOnce() -> Result<Engine> + Send + 'static,
+    ) -> Result<Arc<Self>> {
+        Self::start_with_limit(model, DEFAULT_MAX_PENDING, load)
+    }
+
+    /// [`ChatService::start`] with at most `max_pending` requests waiting or running; more get 429.
+    pub fn start_with_limit(
+        model: impl Into<String>,
+        max_pending: usize,
         load: impl FnOnce() -> Result<Engine> + Send + 'static,
     ) -> Result<Arc<Self>> {
         let (tx, rx) = std_mpsc::channel::<Job>();
@@ -91,13 +143,23 @@ impl ChatService {
             })
             .map_err(|e| Error::Other(format!("cannot start the engine thread: {e}")))?;
         ready_rx.recv().map_err(|_| Error::Other("the engine thread died while loading".into()))??;
-        Ok(Arc::new(Self { jobs: std::sync::Mutex::new(tx), model: model.into() }))
+        Ok(Arc::new(Self {
+            jobs: std::sync::Mutex::new(tx),
+            admission: Admission::new(max_pending.max(1)),
+            model: model.into(),
+        }))
+    }
+
+    /// Requests waiting or running now.
+    pub fn pending(&self) -> usize {
+        self.admission.pending()
     }
 
     fn submit(&self, req: ChatRequest) -> Result<(tokio::sync::mpsc::UnboundedReceiver<Event>, CancelToken)> {
+        let slot = self.admission.try_enter().ok_or(Error::Busy)?;
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         let cancel = CancelToken::default();
-        let job = Job { req, cancel: cancel.clone(), events };
+        let job = Job { req, cancel: cancel.clone(), events, _slot: slot };
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -291,6 +353,15 @@ pub async fn completions(service: Arc<ChatService>, bytes: Bytes) -> Response {
     };
     let (mut rx, cancel) = match service.submit(req) {
         Ok(x) => x,
+        Err(Error::Busy) => {
+            let mut r = openai_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                format!("the engine is busy ({} requests waiting or running); retry later", service.pending()),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+            return r;
+        }
         Err(e) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.to_string()),
     };
     let guard = CancelOnDrop(cancel);
@@ -396,5 +467,24 @@ mod tests {
             Content::Parts(vec![ContentPart::Image {}, ContentPart::Text { text: "What is it?".into() }])
         );
         assert_eq!(r.generation.max_new_tokens, 7);
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    #[test]
+    fn at_most_max_slots() {
+        let a = Admission::new(2);
+        let s1 = a.try_enter().expect("first");
+        let s2 = a.try_enter().expect("second");
+        assert!(a.try_enter().is_none(), "a third request must be refused");
+        assert_eq!(a.pending(), 2);
+        drop(s1);
+        let s3 = a.try_enter().expect("a slot frees when a job is done");
+        assert_eq!(a.pending(), 2);
+        drop((s2, s3));
+        assert_eq!(a.pending(), 0);
     }
 }
