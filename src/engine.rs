@@ -178,6 +178,11 @@ impl Engine {
         Self { ctx, model, tokenizer, template, image_processor, stop_tokens, image_cache: Mutex::new(HashMap::new()) }
     }
 
+    /// Forgets the encoded features of the images seen so far (benchmarks time the encoder with it).
+    pub fn clear_image_cache(&self) {
+        self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     pub fn is_vlm(&self) -> bool {
         self.model.vision.is_some()
     }

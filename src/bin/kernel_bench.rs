@@ -19,12 +19,11 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use std::sync::Arc;
-    use std::time::Instant;
 
     type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
     use clap::Parser;
     use serde_json::{json, Value};
-    use webvlm::gpu::{grid_1d, DType, GpuContext, GpuOptions, PipelineKey, Recorder, Tensor};
+    use webvlm::gpu::{bench, DType, GpuContext, GpuOptions, Recorder, Tensor};
     use webvlm::ops::matmul::{self as mm, Path};
     use webvlm::testing::Rng;
 
@@ -46,52 +45,19 @@ mod native {
         gemv_mib: usize,
     }
 
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    }
-
-    /// Seconds per dispatch of `record` (which records one dispatch): calibrates the dispatches per submission
-    /// to `target_s`, then returns the median and the best over `reps` submissions, and the dispatch count used.
-    /// The best is the estimate to trust on a shared machine (other processes only ever slow a run down).
     fn time_kernel(
         ctx: &GpuContext,
         cli: &Cli,
-        record: &dyn Fn(&mut Recorder) -> Result<()>,
+        record: &dyn Fn(&mut Recorder) -> webvlm::Result<()>,
     ) -> Result<(f64, f64, usize)> {
-        let run = |count: usize| -> Result<f64> {
-            let mut rec = Recorder::new(ctx);
-            for _ in 0..count {
-                record(&mut rec)?;
-            }
-            let t = Instant::now();
-            rec.submit()?;
-            ctx.device.poll(wgpu::PollType::wait_indefinitely())?;
-            Ok(t.elapsed().as_secs_f64())
-        };
-        run(1)?; // warm-up: compile, allocate
-        let one = run(1)?;
-        let count = ((cli.target_s / one.max(1e-6)) as usize).clamp(1, 500);
-        let times: Vec<f64> = (0..cli.reps.max(1)).map(|_| run(count)).collect::<Result<_>>()?;
-        let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
-        Ok((median(times) / count as f64, best / count as f64, count))
+        Ok(bench::time_dispatches(ctx, cli.reps, cli.target_s, record)?)
     }
 
     fn copy_bench(ctx: &GpuContext, cli: &Cli) -> Result<Value> {
-        let n4 = cli.gemv_mib * (1 << 20) / 16;
-        let src = ctx.upload_f32(&vec![1.0f32; n4 * 4], &[n4 * 4])?;
-        let dst = ctx.empty(&[n4 * 4], DType::F32)?;
-        let key = PipelineKey::new("copy", "copy").constant("WG", 256);
-        let params: [u32; 4] = [n4 as u32, 0, 0, 0];
-        let grid = grid_1d((n4 as u32).div_ceil(256), ctx.caps.max_workgroups_per_dim);
-        let (s, best, count) = time_kernel(ctx, cli, &|rec| {
-            rec.dispatch(&key, bytemuck::bytes_of(&params), &[(&src).into(), (&dst).into()], grid)?;
-            Ok(())
-        })?;
-        let bytes = 2 * n4 * 16;
+        let (gbps, gbps_best, bytes, count) = bench::copy_gbps(ctx, cli.gemv_mib, cli.reps, cli.target_s)?;
         Ok(json!({
-            "bytes_per_dispatch": bytes, "ms": s * 1e3, "ms_best": best * 1e3, "gbps": bytes as f64 / s / 1e9,
-            "gbps_best": bytes as f64 / best / 1e9, "dispatches_per_submit": count,
+            "bytes_per_dispatch": bytes, "ms": bytes as f64 / gbps / 1e6, "ms_best": bytes as f64 / gbps_best / 1e6,
+            "gbps": gbps, "gbps_best": gbps_best, "dispatches_per_submit": count,
         }))
     }
 

@@ -96,6 +96,28 @@ mod native {
         /// of `{id, image, question, answers[], gold_doc_ids[]}`: per-item records (JSONL), a summary (JSON) and an
         /// HTML report in --out.
         Eval(EvalArgs),
+        /// Speed on this adapter as JSON: load, image encode, prefill and decode tokens/s (medians over --runs),
+        /// and decode against the bandwidth roofline (copy-kernel GB/s ÷ decoder weight bytes per token).
+        Bench {
+            #[arg(long)]
+            model: PathBuf,
+            #[arg(long)]
+            mmproj: Option<PathBuf>,
+            /// An image to time the vision tower on (VLMs).
+            #[arg(long)]
+            image: Option<PathBuf>,
+            #[arg(long, default_value_t = 128)]
+            prompt_tokens: usize,
+            #[arg(long, default_value_t = 64)]
+            decode_tokens: usize,
+            #[arg(long, default_value_t = 3)]
+            runs: usize,
+            #[arg(long, default_value = "auto")]
+            dtype: String,
+            /// Buffer size of the copy kernel, MiB.
+            #[arg(long, default_value_t = 48)]
+            copy_mib: usize,
+        },
         /// Visual question answering accuracy: answer each `{image, question, answer}` line of a JSONL file
         /// (greedy), score the first word of the answer against `answer`, print per-item JSONL to --out and a
         /// summary JSON to stdout. `--no-image` asks the same questions without the image (the LM-alone baseline).
@@ -341,6 +363,16 @@ mod native {
             }
             Cmd::Ask(args) => ask(args),
             Cmd::Eval(args) => eval_cmd(args),
+            Cmd::Bench { model, mmproj, image, prompt_tokens, decode_tokens, runs, dtype, copy_mib } => bench_cmd(
+                &model,
+                mmproj.as_deref(),
+                image.as_deref(),
+                prompt_tokens,
+                decode_tokens,
+                runs,
+                &dtype,
+                copy_mib,
+            ),
             Cmd::OfflineVlm { onnx, gguf, assets, out } => offline_vlm(&onnx, &gguf, &assets, &out),
             Cmd::Vqa { model, mmproj, data, limit, no_image, max_tokens, dtype, out } => {
                 vqa(&model, mmproj.as_deref(), &data, limit, no_image, max_tokens, &dtype, out.as_deref())
@@ -440,6 +472,85 @@ mod native {
         }
         .with_context(|| format!("loading {}", model.display()))?;
         Ok((ctx, engine))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bench_cmd(
+        model: &std::path::Path,
+        mmproj: Option<&std::path::Path>,
+        image: Option<&std::path::Path>,
+        prompt_tokens: usize,
+        decode_tokens: usize,
+        runs: usize,
+        dtype: &str,
+        copy_mib: usize,
+    ) -> Result<()> {
+        use webvlm::generation::generate;
+        use webvlm::gpu::{bench, Recorder};
+        let t0 = Instant::now();
+        let (ctx, engine) = load_engine(model, mmproj, dtype, prompt_tokens + decode_tokens + 8)?;
+        let load_s = t0.elapsed().as_secs_f64();
+        let (copy, copy_best, _, _) = bench::copy_gbps(&ctx, copy_mib, 5, 0.3)?;
+        // a prompt of exactly `prompt_tokens` ids: a plain English text, repeated
+        let text = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ".repeat(64);
+        let mut ids = engine.tokenizer.encode(&text)?;
+        while ids.len() < prompt_tokens {
+            ids.extend_from_within(..ids.len().min(prompt_tokens - ids.len()));
+        }
+        ids.truncate(prompt_tokens.max(1));
+        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+        for _ in 0..runs.max(1) {
+            let mut rec = Recorder::new(&ctx);
+            let x = engine.model.embed_prompt(&mut rec, &ids, &[])?;
+            rec.submit()?;
+            let mut cache = engine.model.lm.new_cache(&ctx)?;
+            // no stop tokens: every run decodes exactly `decode_tokens`
+            let cfg = GenerationConfig { max_new_tokens: decode_tokens, ..Default::default() };
+            let out = pollster::block_on(generate(
+                &ctx,
+                &engine.model,
+                &mut cache,
+                &x,
+                &cfg,
+                &CancelToken::default(),
+                |_| true,
+            ))?;
+            prefill.push(out.stats.prefill_tok_s());
+            decode.push(out.stats.decode_tok_s());
+        }
+        let mut encode_ms = Vec::new();
+        if let Some(p) = image {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            for _ in 0..runs.max(1) {
+                engine.clear_image_cache();
+                let req = ChatRequest {
+                    messages: vec![Engine::user_message("Describe the image.", 1)],
+                    images: vec![bytes.clone()],
+                    generation: GenerationConfig { max_new_tokens: 1, ..Default::default() },
+                };
+                let r = pollster::block_on(engine.chat(&req, &CancelToken::default(), |_| {}))?;
+                encode_ms.push(r.stats.image_encode_ms);
+            }
+        }
+        let weight_bytes = engine.model.lm_weight_bytes();
+        let decode_tok_s = bench::median(decode.clone());
+        let roofline = copy_best * 1e9 / weight_bytes.max(1) as f64;
+        let report = serde_json::json!({
+            "adapter": ctx.caps.adapter_name, "backend": ctx.caps.backend.to_string(),
+            "model": model.display().to_string(), "dtype": dtype,
+            "load_s": load_s,
+            "prompt_tokens": ids.len(), "decode_tokens": decode_tokens, "runs": runs.max(1),
+            "prefill_tok_s": bench::median(prefill.clone()), "prefill_tok_s_runs": prefill,
+            "decode_tok_s": decode_tok_s, "decode_tok_s_runs": decode,
+            "image_encode_ms": (!encode_ms.is_empty()).then(|| bench::median(encode_ms.clone())), "image_encode_ms_runs": encode_ms,
+            "decoder_weight_bytes": weight_bytes,
+            "copy_gbps": copy, "copy_gbps_best": copy_best,
+            "decode_roofline_tok_s": roofline,
+            "decode_vs_roofline": decode_tok_s / roofline,
+            "note": "roofline = best copy-kernel GB/s (read + write) / decoder weight bytes read per token; medians over runs",
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(())
     }
 
     fn base64(bytes: &[u8]) -> String {

@@ -4,6 +4,8 @@
 //!
 //! Everything above this layer (ops, nn, models) talks to the GPU only through these types.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 mod buffer;
 mod context;
 mod pipeline;
