@@ -56,6 +56,13 @@ try {
     const pl = r.pipeline;
     assert(['caption', 'rephrase', 'retrieve', 'generate'].every((s) => pl.steps.some((x) => x[0] === s)), `pipeline trace: ${JSON.stringify(pl)}`);
     assert(pl.documents >= 1 && pl.events.includes('retrieve'), `pipeline retrieved documents through /v1/search: ${JSON.stringify(pl)}`);
+    const lg = r.pipelineLegacy;
+    assert(lg.arm === 'legacy' && ['caption', 'rephrase', 'retrieve', 'generate'].every((s) => lg.steps.some((x) => x[0] === s)), `legacy arm trace: ${JSON.stringify(lg)}`);
+    assert(lg.rephraseInput.includes('STOP') && lg.rephraseInput.includes('sign') && !lg.rephraseInput.includes('<image>'), `the legacy rephraser sees tags and OCR text, not the image: ${lg.rephraseInput}`);
+    const dn = r.pipelineDown;
+    const retr = dn.steps.find((x) => x[0] === 'retrieve');
+    assert(dn.question === 'What color is a stop sign?' && dn.documents === 0 && retr && retr[2], `retrieval down: error in the trace, no documents: ${JSON.stringify(dn)}`);
+    assert(/no sources/.test(dn.degraded || '') && dn.steps.some((x) => x[0] === 'generate' && !x[2]), `retrieval down: answered without sources and says so: ${JSON.stringify(dn)}`);
     assert(r.cached.length >= 5 && r.cached.every((c) => c[2]), `cached files with hashes: ${JSON.stringify(r.cached)}`);
     assert(r.missingFile.isNetworkError && r.missingFile.status === 404, `missing file → NetworkError 404: ${JSON.stringify(r.missingFile)}`);
   });

@@ -93,6 +93,14 @@ try {
   const pr = await w.runPipeline({ question: 'What color is a stop sign?', image: '/fixtures/chelsea.png', k: 2,
     config: { caption_max_tokens: 4, rephrase_max_tokens: 4, answer: { max_new_tokens: 4 } } }, (e) => events.push(e.type === 'step' ? e.entry.step : 'text'));
   out.pipeline = { steps: pr.trace.map((t) => [t.step, t.via, !!t.error]), documents: pr.documents.length, query: pr.query, events, degraded: pr.degraded };
+  // the legacy arm: a text-only rephraser that sees the caption, tags and OCR text, not the image
+  const small = { caption_max_tokens: 4, rephrase_max_tokens: 4, answer: { max_new_tokens: 4 } };
+  const lg = await w.runPipeline({ question: 'What color is a stop sign?', image: '/fixtures/chelsea.png', arm: 'legacy', tags: ['sign'], ocrText: 'STOP', k: 2, config: small });
+  const reph = lg.trace.find((t) => t.step === 'rephrase');
+  out.pipelineLegacy = { arm: lg.arm, steps: lg.trace.map((t) => [t.step, t.via, !!t.error]), documents: lg.documents.length, rephraseInput: reph?.input ?? '' };
+  // retrieval down (the endpoint answers 404): the answer comes without sources and says so; the question is kept
+  const dn = await w.runPipeline({ question: 'What color is a stop sign?', k: 2, searchUrl: `${location.origin}/no-such-search-server`, config: { ...small, retries: 0 } });
+  out.pipelineDown = { question: dn.question, steps: dn.trace.map((t) => [t.step, t.via, !!t.error]), documents: dn.documents.length, degraded: dn.degraded };
   w.dispose();
   out.cached = (await listCachedModels()).map((c) => [c.url.split('/').pop(), c.bytes, !!c.sha256]);
   // a full cache: every write fails as a quota error; the load must still succeed and say so
