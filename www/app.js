@@ -76,7 +76,11 @@ function setStatus(text, st = '') {
   s.dataset.state = st;
 }
 
+// download progress arrives per file (config, tokenizer, safetensors, GGUF…): the bar shows their sum
+const downloads = new Map();
+
 function resetProgress() {
+  downloads.clear();
   $('progress').hidden = false;
   for (const p of ['download', 'upload', 'compile']) {
     $(`p-${p}`).value = 0;
@@ -93,10 +97,18 @@ function onProgress(p) {
   if (p.phase === 'ready') return;
   const bar = $(`p-${p.phase}`);
   if (!bar) return;
-  bar.max = p.total || 1;
-  bar.value = p.loaded;
-  $(`pv-${p.phase}`).textContent = p.phase === 'compile' ? (p.loaded >= p.total ? 'done' : 'compiling…')
-    : p.cached ? `cache · ${mb(p.total)}` : `${mb(p.loaded)} / ${mb(p.total || p.loaded)}`;
+  let { loaded, total, cached } = p;
+  if (p.phase === 'download' && p.file) {
+    downloads.set(p.file, { loaded: p.loaded, total: p.total || p.loaded, cached: !!p.cached });
+    const all = [...downloads.values()];
+    loaded = all.reduce((s, d) => s + d.loaded, 0);
+    total = all.reduce((s, d) => s + d.total, 0);
+    cached = all.every((d) => d.cached);
+  }
+  bar.max = total || 1;
+  bar.value = loaded;
+  $(`pv-${p.phase}`).textContent = p.phase === 'compile' ? (loaded >= total ? 'done' : 'compiling…')
+    : cached ? `cache · ${mb(total)}` : `${mb(loaded)} / ${mb(total || loaded)}`;
   setStatus(p.text);
 }
 
