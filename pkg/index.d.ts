@@ -177,7 +177,41 @@ export interface PipelineResult {
   trace: TraceEntry[];
 }
 
+/** One benchmark item, as in `webvlm eval`'s JSONL. */
+export interface EvalItem {
+  id: string;
+  image: ImageInput;
+  question: string;
+  answers?: string[];
+  gold_doc_ids?: string[];
+  tags?: string[];
+  ocr_text?: string;
+}
+export interface EvalArmRecord { query: string; retrieved_ids: string[]; answer: string; ms: number }
+export interface EvalRecord {
+  id: string; image: string; question: string; answers: string[]; gold_doc_ids: string[];
+  legacy: EvalArmRecord; vlm: EvalArmRecord; judge: null | { swapped: boolean; verdict: string; rationale?: string };
+}
+export interface EvalArmSummary { n: number; exact_match: number; alias_match: number; token_f1: number; recall_at_k: number | null; mrr: number | null; mean_ms: number }
+export interface EvalSummary {
+  n: number; k: number; legacy: EvalArmSummary; vlm: EvalArmSummary;
+  mcnemar_exact_match: { legacy_only: number; vlm_only: number; p_value: number };
+  relative_gain: Record<'exact_match' | 'alias_match' | 'token_f1' | 'recall_at_k' | 'mrr', number | null>;
+  sbs: null | { judged: number; invalid: number; vlm_wins: number; legacy_wins: number; ties: number; win_rate: number; ci_low: number; ci_high: number; resamples: number; seed: number };
+}
+export interface EvalOptions {
+  /** Base URL of the search/v1 server (default: location.origin). */
+  searchUrl?: string;
+  k?: number;
+  seed?: number;
+  config?: Record<string, unknown>;
+  signal?: AbortSignal;
+  onRecord?: (record: EvalRecord) => void;
+}
+
 export interface WebvlmEngine {
+  /** Side-by-side evaluation of the two pipeline arms on a small set (records, summary, HTML report; no judge). */
+  evaluate(items: EvalItem[], options?: EvalOptions): Promise<{ records: EvalRecord[]; summary: EvalSummary; reportHtml: string }>;
   /** The Rust pipeline: caption → search query → retrieval → answer with [n] citations, with a trace. */
   runPipeline(request: PipelineRequest, onEvent?: (e: PipelineEvent) => void): Promise<PipelineResult>;
   readonly modelId: string;

@@ -1,5 +1,6 @@
 // The webvlm Web Worker: hosts one engine; speaks the protocol of src/worker_client.js.
-//   in:  {id, type: "load", model, options} | {id, type: "generate" | "pipeline", request} | {type: "abort", target}
+//   in:  {id, type: "load", model, options} | {id, type: "generate" | "pipeline", request}
+//        | {id, type: "evaluate", items, options} | {type: "abort", target}
 //   out: {id, type: "progress" | "text" | "event" | "done" | "error", ...}
 import { createEngine } from './src/engine.js';
 import { serializeError } from './src/errors.js';
@@ -38,6 +39,16 @@ self.addEventListener('message', async (ev) => {
       aborts.set(id, ctrl);
       try {
         const result = await engine.runPipeline({ ...msg.request, signal: ctrl.signal }, (event) => post({ id, type: 'event', event }));
+        post({ id, type: 'done', result });
+      } finally {
+        aborts.delete(id);
+      }
+    } else if (msg.type === 'evaluate') {
+      if (!engine) throw Object.assign(new Error('no model is loaded'), { name: 'InvalidArgumentError' });
+      const ctrl = new AbortController();
+      aborts.set(id, ctrl);
+      try {
+        const result = await engine.evaluate(msg.items, { ...msg.options, signal: ctrl.signal, onRecord: (event) => post({ id, type: 'event', event }) });
         post({ id, type: 'done', result });
       } finally {
         aborts.delete(id);

@@ -1,6 +1,6 @@
 // createEngine(): model resolution and download, load into the wasm runtime, and the OpenAI-style chat API.
 
-import initWasm, { WebvlmEngine, probeAdapter as wasmProbe } from '../wasm/webvlm.js';
+import initWasm, { WebvlmEngine, probeAdapter as wasmProbe, summarizeEval, evalReportHtml } from '../wasm/webvlm.js';
 import { fetchBytes } from './fetch.js';
 import { imageBytes, splitMessages } from './images.js';
 import { toWebvlmError, InvalidArgumentError, WebGPUNotAvailableError, CancelledError, MissingFeatureError } from './errors.js';
@@ -338,6 +338,34 @@ export class Engine {
       throw toWebvlmError(e);
     } finally {
       release();
+    }
+  }
+
+  /**
+   * Side-by-side evaluation on a small set, in the browser: both pipeline arms (legacy, vlm) on every item with
+   * the same retrieval endpoint, answers at temperature 0 — the records and summary `webvlm eval` writes (without
+   * a judge), plus its HTML report. items: [{id, image, question, answers, gold_doc_ids, tags?, ocr_text?}].
+   */
+  async evaluate(items, { searchUrl, k = 5, seed = 0, config = {}, signal, onRecord } = {}) {
+    if (!Array.isArray(items) || items.length === 0) throw new InvalidArgumentError('evaluate() needs a non-empty array of items');
+    const cfg = { ...config, answer: { ...(config.answer || {}), temperature: 0 } };
+    const records = [];
+    for (const it of items) {
+      const rec = { id: String(it.id), image: typeof it.image === 'string' ? it.image : '', question: it.question,
+        answers: it.answers || [], gold_doc_ids: it.gold_doc_ids || [], judge: null };
+      for (const arm of ['legacy', 'vlm']) {
+        const t0 = performance.now();
+        const r = await this.runPipeline({ question: it.question, image: it.image, arm, k, tags: it.tags, ocrText: it.ocr_text, searchUrl, config: cfg, signal });
+        rec[arm] = { query: r.query, retrieved_ids: r.documents.map((d) => d.id), answer: r.answer, ms: performance.now() - t0 };
+      }
+      records.push(rec);
+      onRecord?.(rec);
+    }
+    const json = JSON.stringify(records);
+    try {
+      return { records, summary: JSON.parse(summarizeEval(json, k, seed)), reportHtml: evalReportHtml(json, k, seed, `webvlm side-by-side: VLM rephraser vs legacy text-only rephraser (${records.length} items)`) };
+    } catch (e) {
+      throw toWebvlmError(e);
     }
   }
 

@@ -107,6 +107,20 @@ export class WorkerEngine {
     return p;
   }
 
+  /** As Engine.evaluate, in the worker; `onRecord` gets each item's record as it finishes. */
+  evaluate(items, options = {}) {
+    const { signal, onRecord, ...rest } = options;
+    if (!rest.searchUrl && globalThis.location) rest.searchUrl = location.origin;
+    const p = this._call('evaluate', { items, options: rest }, { onEvent: onRecord || undefined });
+    const id = this._next - 1;
+    if (signal) {
+      const abort = () => this.worker.postMessage({ type: 'abort', target: id });
+      if (signal.aborted) abort();
+      else signal.addEventListener('abort', abort, { once: true });
+    }
+    return p;
+  }
+
   /** Stops the worker (and frees its GPU memory). */
   dispose() {
     this.worker.terminate();

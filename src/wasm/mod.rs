@@ -672,6 +672,30 @@ impl WebvlmEngine {
     }
 }
 
+/// Summarizes side-by-side evaluation records (the objects of `webvlm eval`'s records.jsonl, as a JSON array):
+/// per-arm metrics, McNemar's test on exact match, relative gains and, when records carry judge verdicts, the win
+/// rate with its bootstrap interval. Returns the summary JSON.
+#[wasm_bindgen(js_name = summarizeEval)]
+pub fn summarize_eval(records_json: &str, k: u32, seed: f64) -> Result<String, JsValue> {
+    let records: Vec<crate::eval::EvalRecord> =
+        serde_json::from_str(records_json).map_err(|e| invalid(format!("evaluation records: {e}")))?;
+    let cfg = crate::eval::SummaryConfig { k: k.max(1) as usize, seed: seed.max(0.0) as u64, ..Default::default() };
+    Ok(crate::eval::summarize_with(&records, &cfg).to_json_pretty())
+}
+
+/// The self-contained HTML report of evaluation records (as `webvlm eval` writes it). Images that are
+/// `data:image/…` URLs are shown; other image references are left out.
+#[wasm_bindgen(js_name = evalReportHtml)]
+pub fn eval_report_html(records_json: &str, k: u32, seed: f64, title: &str) -> Result<String, JsValue> {
+    let records: Vec<crate::eval::EvalRecord> =
+        serde_json::from_str(records_json).map_err(|e| invalid(format!("evaluation records: {e}")))?;
+    let cfg = crate::eval::SummaryConfig { k: k.max(1) as usize, seed: seed.max(0.0) as u64, ..Default::default() };
+    let summary = crate::eval::summarize_with(&records, &cfg);
+    let meta = crate::eval::report::ReportMeta { title: title.to_string(), facts: vec![] };
+    let image = |r: &str| r.starts_with("data:image/").then(|| r.to_string());
+    Ok(crate::eval::report::html(&summary, &records, &meta, &image))
+}
+
 fn caps_object(ctx: &GpuContext) -> JsValue {
     let c = &ctx.caps;
     let o = Object::new();

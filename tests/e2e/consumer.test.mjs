@@ -63,6 +63,11 @@ try {
     const retr = dn.steps.find((x) => x[0] === 'retrieve');
     assert(dn.question === 'What color is a stop sign?' && dn.documents === 0 && retr && retr[2], `retrieval down: error in the trace, no documents: ${JSON.stringify(dn)}`);
     assert(/no sources/.test(dn.degraded || '') && dn.steps.some((x) => x[0] === 'generate' && !x[2]), `retrieval down: answered without sources and says so: ${JSON.stringify(dn)}`);
+    const ev = r.evaluate;
+    assert(JSON.stringify(ev.ids) === '["cat","sign"]' && JSON.stringify(ev.streamed) === '["cat","sign"]', `evaluate: records in order, streamed: ${JSON.stringify(ev)}`);
+    assert(ev.n === 2 && ev.k === 2 && ev.arms.every((a) => a[0] === 'string' && a[1] <= 2 && a[2] === 'string' && a[3]), `evaluate: both arms per item: ${JSON.stringify(ev)}`);
+    assert(ev.legacyRecall !== null && ev.mcnemar >= 0 && ev.mcnemar <= 1, `evaluate: summary metrics: ${JSON.stringify(ev)}`);
+    assert(ev.report[0] && ev.report[1] && !ev.report[2], `evaluate: HTML report: ${JSON.stringify(ev.report)}`);
     assert(r.cached.length >= 5 && r.cached.every((c) => c[2]), `cached files with hashes: ${JSON.stringify(r.cached)}`);
     assert(r.missingFile.isNetworkError && r.missingFile.status === 404, `missing file → NetworkError 404: ${JSON.stringify(r.missingFile)}`);
   });

@@ -101,6 +101,16 @@ try {
   // retrieval down (the endpoint answers 404): the answer comes without sources and says so; the question is kept
   const dn = await w.runPipeline({ question: 'What color is a stop sign?', k: 2, searchUrl: `${location.origin}/no-such-search-server`, config: { ...small, retries: 0 } });
   out.pipelineDown = { question: dn.question, steps: dn.trace.map((t) => [t.step, t.via, !!t.error]), documents: dn.documents.length, degraded: dn.degraded };
+  // side-by-side evaluation of both arms on a small set, in the worker
+  const streamed = [];
+  const ev = await w.evaluate([
+    { id: 'cat', image: '/fixtures/chelsea.png', question: 'What animal is this?', answers: ['cat'], gold_doc_ids: ['domestic-cat'] },
+    { id: 'sign', image: '/fixtures/chelsea.png', question: 'What color is a stop sign?', answers: ['red'], gold_doc_ids: ['stop-sign'], tags: ['sign'], ocr_text: 'STOP' },
+  ], { k: 2, seed: 3, config: small, onRecord: (r) => streamed.push(r.id) });
+  out.evaluate = { ids: ev.records.map((r) => r.id), streamed, n: ev.summary.n, k: ev.summary.k,
+    arms: ev.records.map((r) => [typeof r.legacy.query, r.legacy.retrieved_ids.length, typeof r.vlm.answer, r.vlm.ms > 0]),
+    legacyRecall: ev.summary.legacy.recall_at_k, mcnemar: ev.summary.mcnemar_exact_match.p_value,
+    report: [ev.reportHtml.includes('<h1>'), ev.reportHtml.includes('What animal is this?'), /<script/i.test(ev.reportHtml)] };
   w.dispose();
   out.cached = (await listCachedModels()).map((c) => [c.url.split('/').pop(), c.bytes, !!c.sha256]);
   // a full cache: every write fails as a quota error; the load must still succeed and say so
