@@ -508,3 +508,35 @@ fn webp_and_jpeg_decode_close_to_pillow() {
     println!("jpeg vs Pillow: max {max} levels, mean {mean:.3}, {:.1}% exact", exact * 100.0);
     assert!(max <= 8 && mean < 1.0, "JPEG decode too far from Pillow's: max {max}, mean {mean}");
 }
+
+/// `Tokenizer::from_gguf` builds the BPE model from the GGUF arrays directly; it must behave exactly like the
+/// `tokenizer.json` route (`gguf_tokenizer_json` → `tokenizers`): same ids for text with special tokens, digits,
+/// spaces, newlines and non-ASCII; same special ids; same decoding.
+#[test]
+fn smollm2_gguf_direct_tokenizer_equals_the_json_route() {
+    use webvlm::loader::gguf::Gguf;
+    use webvlm::loader::FileSource;
+    use webvlm::processor::tokenizer::gguf_tokenizer_json;
+    let Some(path) = smollm2_gguf() else { return };
+    let gguf = Gguf::parse(&FileSource::open(&path).unwrap()).unwrap();
+    let direct = Tokenizer::from_gguf(&gguf).unwrap();
+    let json = serde_json::to_vec(&gguf_tokenizer_json(&gguf).unwrap()).unwrap();
+    let via_json = Tokenizer::from_json_bytes(&json).unwrap();
+    assert_eq!(direct.vocab_size(), via_json.vocab_size());
+    assert_eq!(direct.special_ids(), via_json.special_ids());
+    let texts = [
+        "<|im_start|>user\nWhat is 12345 + 678?<|im_end|>\n<|im_start|>assistant\n",
+        "  leading spaces, trailing  \n\n\ttabs and\r\nCRLF",
+        "naïve café — 東京 🚀 ½ ÷",
+        "<empty_output><empty_output>\nwhat is the red shape?",
+        "<|endoftext|>Hello<|im_end|>",
+    ];
+    for t in texts {
+        let a = direct.encode(t).unwrap();
+        let b = via_json.encode(t).unwrap();
+        assert_eq!(a, b, "{t:?}");
+        assert_eq!(direct.encode_with(t, true).unwrap(), via_json.encode_with(t, true).unwrap(), "{t:?} with specials");
+        assert_eq!(direct.decode(&a, false).unwrap(), via_json.decode(&b, false).unwrap());
+        assert_eq!(direct.decode(&a, true).unwrap(), via_json.decode(&b, true).unwrap());
+    }
+}

@@ -59,10 +59,14 @@ impl Tokenizer {
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
         let inner =
             tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| tok_err("could not load tokenizer.json", e))?;
+        Ok(Self::from_inner(inner))
+    }
+
+    fn from_inner(inner: tokenizers::Tokenizer) -> Self {
         let find = |cands: &[&str]| cands.iter().find_map(|t| inner.token_to_id(t));
         let bos_id = find(&["<|begin_of_text|>", "<s>", "<|im_start|>", "<|endoftext|>"]);
         let eos_id = find(&["<|end_of_text|>", "</s>", "<end_of_utterance>", "<|im_end|>", "<|endoftext|>"]);
-        Ok(Self { inner, bos_id, eos_id })
+        Self { inner, bos_id, eos_id }
     }
 
     /// Override the special ids (from the checkpoint's config files).
@@ -74,14 +78,8 @@ impl Tokenizer {
 
     /// Build the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata (BPE `gpt2` models).
     pub fn from_gguf(gguf: &Gguf) -> Result<Self> {
-        // the JSON value (every token and merge as a serde_json node) is dropped before `tokenizers` parses the
-        // bytes, so the two never coexist: in wasm, memory once grown is never returned
-        let bytes = {
-            let json = gguf_tokenizer_json(gguf)?;
-            serde_json::to_vec(&json).map_err(|e| tok_err("serializing tokenizer", e))?
-        };
-        let t = Self::from_json_bytes(&bytes)?;
-        drop(bytes);
+        let inner = tokenizer_from_gguf_parts(gguf_tokenizer_parts(gguf)?)?;
+        let t = Self::from_inner(inner);
         let bos = gguf.get_u32("tokenizer.ggml.bos_token_id").ok();
         let eos = gguf.get_u32("tokenizer.ggml.eos_token_id").ok();
         Ok(t.with_special_ids(bos, eos))
@@ -206,8 +204,18 @@ impl StreamDecoder<'_> {
     }
 }
 
-/// The `tokenizer.json` (as a JSON value) equivalent to a GGUF file's tokenizer metadata.
-pub fn gguf_tokenizer_json(gguf: &Gguf) -> Result<Value> {
+/// A GGUF file's tokenizer metadata, checked: the vocabulary (borrowed), which tokens are added (and special),
+/// the merges, and the small JSON pieces (pre-tokenizer, post-processor) that `tokenizer.json` would hold.
+struct GgufTokenizerParts<'a> {
+    tokens: Vec<&'a str>,
+    /// (id, special) of the control and user-defined tokens.
+    added: Vec<(usize, bool)>,
+    merges: Vec<(&'a str, &'a str)>,
+    pre_tokenizer: Value,
+    post_processor: Value,
+}
+
+fn gguf_tokenizer_parts(gguf: &Gguf) -> Result<GgufTokenizerParts<'_>> {
     let meta_err = |e: Error| Error::Tokenizer(format!("GGUF tokenizer metadata: {e}"));
     let model = gguf.get_str("tokenizer.ggml.model").map_err(meta_err)?;
     if model != "gpt2" {
@@ -244,31 +252,24 @@ pub fn gguf_tokenizer_json(gguf: &Gguf) -> Result<Value> {
         }
     };
 
-    let mut vocab = serde_json::Map::with_capacity(tokens.len());
-    let mut added = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+    let mut added = Vec::new();
     for (id, (&t, &ty)) in tokens.iter().zip(&types).enumerate() {
         if let Some(prev) = seen.insert(t, id) {
             return Err(Error::Tokenizer(format!("GGUF vocabulary has `{t}` twice (ids {prev} and {id})")));
         }
-        vocab.insert(t.to_string(), json!(id));
         if ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED {
-            added.push(json!({
-                "id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                "normalized": false, "special": ty == TOKEN_TYPE_CONTROL,
-            }));
+            added.push((id, ty == TOKEN_TYPE_CONTROL));
         }
     }
-    let merges: Vec<Value> = merges
+    drop(seen);
+    let merges: Vec<(&str, &str)> = merges
         .iter()
         .map(|m| {
-            let (a, b) = m
-                .split_once(' ')
-                .ok_or_else(|| Error::Tokenizer(format!("GGUF merge `{m}` is not two tokens separated by a space")))?;
-            Ok(json!([a, b]))
+            m.split_once(' ')
+                .ok_or_else(|| Error::Tokenizer(format!("GGUF merge `{m}` is not two tokens separated by a space")))
         })
         .collect::<Result<_>>()?;
-
     let add_bos = matches!(gguf.get("tokenizer.ggml.add_bos_token"), Some(crate::loader::gguf::MetaValue::Bool(true)));
     let post_processor = match (add_bos, gguf.get_u32("tokenizer.ggml.bos_token_id").ok()) {
         (true, Some(bos)) => {
@@ -282,21 +283,76 @@ pub fn gguf_tokenizer_json(gguf: &Gguf) -> Result<Value> {
         _ => Value::Null,
     };
 
+    Ok(GgufTokenizerParts { tokens, added, merges, pre_tokenizer, post_processor })
+}
+
+/// The `tokenizer.json` (as a JSON value) equivalent to a GGUF file's tokenizer metadata.
+pub fn gguf_tokenizer_json(gguf: &Gguf) -> Result<Value> {
+    let p = gguf_tokenizer_parts(gguf)?;
+    let vocab: serde_json::Map<String, Value> =
+        p.tokens.iter().enumerate().map(|(id, t)| (t.to_string(), json!(id))).collect();
+    let added: Vec<Value> = p
+        .added
+        .iter()
+        .map(|&(id, special)| {
+            json!({"id": id, "content": p.tokens[id], "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": special})
+        })
+        .collect();
+    let merges: Vec<Value> = p.merges.iter().map(|(a, b)| json!([a, b])).collect();
     Ok(json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
         "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": post_processor,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "pre_tokenizer": p.pre_tokenizer,
+        "post_processor": p.post_processor,
+        "decoder": BYTE_LEVEL_DECODER.clone(),
         "model": {
             "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
             "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
             "vocab": vocab, "merges": merges,
         },
     }))
+}
+
+/// The byte-level decoder of GPT-2-style tokenizers.
+static BYTE_LEVEL_DECODER: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+    || json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+);
+
+/// Builds the tokenizer from the GGUF arrays directly: the BPE model from the vocabulary and merges (no
+/// `tokenizer.json` in between: in wasm, memory once grown is never returned), the small pieces through serde.
+fn tokenizer_from_gguf_parts(p: GgufTokenizerParts<'_>) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::models::bpe::{Vocab, BPE};
+    use tokenizers::{AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerWrapper};
+    let bad = |what: &str, e: serde_json::Error| Error::Tokenizer(format!("GGUF tokenizer {what}: {e}"));
+    let pre: PreTokenizerWrapper = serde_json::from_value(p.pre_tokenizer).map_err(|e| bad("pre-tokenizer", e))?;
+    let post: Option<PostProcessorWrapper> = match p.post_processor {
+        Value::Null => None,
+        v => Some(serde_json::from_value(v).map_err(|e| bad("post-processor", e))?),
+    };
+    let decoder: DecoderWrapper = serde_json::from_value(BYTE_LEVEL_DECODER.clone()).map_err(|e| bad("decoder", e))?;
+    let vocab: Vocab = p.tokens.iter().enumerate().map(|(id, t)| (t.to_string(), id as u32)).collect();
+    let merges: Vec<(String, String)> = p.merges.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| tok_err("GGUF BPE model", e))?;
+    let mut t = tokenizers::Tokenizer::new(bpe);
+    t.with_pre_tokenizer(Some(pre));
+    t.with_post_processor(post);
+    t.with_decoder(Some(decoder));
+    let token = |&(id, special): &(usize, bool)| AddedToken {
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        ..AddedToken::from(p.tokens[id], special)
+    };
+    let special: Vec<AddedToken> = p.added.iter().filter(|a| a.1).map(token).collect();
+    let user: Vec<AddedToken> = p.added.iter().filter(|a| !a.1).map(token).collect();
+    t.add_special_tokens(&special);
+    t.add_tokens(&user);
+    Ok(t)
 }
 
 #[cfg(test)]
