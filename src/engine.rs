@@ -246,7 +246,7 @@ impl Engine {
                 .as_ref()
                 .ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
             let p = proc.process_bytes(img)?;
-            frames.push((p.rows.first().copied().unwrap_or(0), p.cols.first().copied().unwrap_or(0)));
+            frames.push(p.frame());
         }
         self.tokenizer.encode(&self.render_prompt(messages, &frames)?)
     }
@@ -261,7 +261,7 @@ impl Engine {
             self.model.vision.as_ref().ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
         let key = hash_bytes(bytes);
         let p = proc.process_bytes(bytes)?;
-        let frame = (p.rows.first().copied().unwrap_or(0), p.cols.first().copied().unwrap_or(0));
+        let frame = p.frame();
         if let Some(hit) = self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             stats.images_from_cache += 1;
             return Ok((hit.clone(), frame));

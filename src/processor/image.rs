@@ -163,6 +163,11 @@ pub struct ProcessedImage {
 }
 
 impl ProcessedImage {
+    /// The tile layout `(rows, cols)` of the (first) input image; `(0, 0)` when it was not split.
+    pub fn frame(&self) -> (usize, usize) {
+        (self.rows.first().copied().unwrap_or(0), self.cols.first().copied().unwrap_or(0))
+    }
+
     /// Rescale, normalize and pad `frames` into one tensor (port of the tail of `_preprocess`, #L389-#L413).
     fn from_frames(frames: &[RgbImage], rows: Vec<usize>, cols: Vec<usize>, norm: &Normalize) -> Result<Self> {
         if frames.is_empty() {
