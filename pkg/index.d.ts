@@ -153,7 +153,19 @@ export interface PipelineRequest {
   searchUrl?: string;
   /** PipelineConfig overrides, serde names of src/pipeline (prompts, timeouts, top_k, max_snippet_chars, answer…). */
   config?: Record<string, unknown>;
+  /** Answer with a remote OpenAI-compatible endpoint (SSE) instead of this engine; the endpoint must allow the
+   *  page's origin (CORS) and the page's CSP must list it in connect-src. When it fails before any text, this
+   *  engine answers and `degraded` says so (unless `config.fallback_to_local` is false). */
+  generator?: RemoteGenerator;
   signal?: AbortSignal;
+}
+export interface RemoteGenerator {
+  /** `https://host` (then `/v1/chat/completions` is appended), `…/v1`, or the full `…/chat/completions` URL. */
+  url: string;
+  /** The request's `model` field (default "default"). */
+  model?: string;
+  /** Sent as `Authorization: Bearer …`. */
+  apiKey?: string;
 }
 export interface TraceEntry {
   step: 'caption' | 'rephrase' | 'retrieve' | 'generate';
@@ -205,6 +217,8 @@ export interface EvalOptions {
   k?: number;
   seed?: number;
   config?: Record<string, unknown>;
+  /** The answer generator of both arms (default: this engine). */
+  generator?: RemoteGenerator;
   signal?: AbortSignal;
   onRecord?: (record: EvalRecord) => void;
 }

@@ -76,3 +76,56 @@ impl From<std::io::Error> for Error {
         Error::Io(e.to_string())
     }
 }
+
+/// An error and its sources as one line for a message: `a: b: c`. In the browser, reqwest's errors carry the
+/// JS exception as `JsValue(TypeError: Failed to fetch\n<stack>)`: only its first line is kept, unwrapped, and a
+/// part equal to the one before it is left out.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        let mut line = text.lines().next().unwrap_or("").trim();
+        if let Some(inner) = line.strip_prefix("JsValue(") {
+            line = inner.strip_suffix(')').unwrap_or(inner);
+        }
+        if let Some(inner) = line.strip_prefix("error sending request: JsValue(") {
+            parts.push("error sending request".into());
+            line = inner.strip_suffix(')').unwrap_or(inner);
+        }
+        if !line.is_empty() && parts.last().map(String::as_str) != Some(line) {
+            parts.push(line.to_string());
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_joins_sources_and_drops_js_stacks() {
+        let e = E("error sending request", Some(Box::new(E("connection refused", None))));
+        assert_eq!(error_chain(&e), "error sending request: connection refused");
+        let js = E(
+            "error sending request: JsValue(TypeError: Failed to fetch\nTypeError: Failed to fetch\n    at x (a.js:1:2))",
+            Some(Box::new(E("JsValue(TypeError: Failed to fetch\nTypeError: Failed to fetch\n    at x (a.js:1:2))", None))),
+        );
+        assert_eq!(error_chain(&js), "error sending request: TypeError: Failed to fetch");
+    }
+}

@@ -348,8 +348,10 @@ async function ask(ev) {
   try {
     const image = state.image && engine.isVlm ? state.image : undefined;
     // k: a 135M text model answers from the last source it read, so it gets only the best one
+    const genUrl = $('gen-url').value.trim();
     result = await engine.runPipeline(
-      { question, image, arm: 'vlm', k: engine.isVlm ? 3 : 1, config: engine.isVlm ? PIPELINE_CONFIG : TEXT_PIPELINE_CONFIG, signal: ctrl.signal },
+      { question, image, arm: 'vlm', k: engine.isVlm ? 3 : 1, config: engine.isVlm ? PIPELINE_CONFIG : TEXT_PIPELINE_CONFIG,
+        generator: genUrl ? { url: genUrl } : undefined, signal: ctrl.signal },
       (e) => {
         if (e.type === 'text') {
           answer += e.text;

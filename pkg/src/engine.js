@@ -323,9 +323,11 @@ export class Engine {
 
   /**
    * Runs the Rust pipeline (caption → search query → search/v1 retrieval → answer citing [n]) with this engine.
+   * `generator: {url, model?, apiKey?}` sends the answer step to a remote OpenAI-compatible endpoint instead
+   * (this engine answers when it fails before any text, unless `config.fallback_to_local` is false).
    * `onEvent` gets `{type: "step", entry}` per finished step and `{type: "text", text}` per answer piece.
    */
-  async runPipeline({ question, image, arm, k, tags, ocrText, searchUrl, config, signal } = {}, onEvent) {
+  async runPipeline({ question, image, arm, k, tags, ocrText, searchUrl, config, generator, signal } = {}, onEvent) {
     const bytes = image ? await imageBytes(image, { signal }) : undefined;
     const prev = this._busy;
     let release;
@@ -333,7 +335,7 @@ export class Engine {
     await prev;
     try {
       const base = searchUrl || globalThis.location?.origin;
-      return await this._inner.runPipeline({ question, arm, k, tags, ocrText }, bytes, { searchUrl: base, config }, onEvent || undefined, signal || undefined);
+      return await this._inner.runPipeline({ question, arm, k, tags, ocrText }, bytes, { searchUrl: base, config, generator }, onEvent || undefined, signal || undefined);
     } catch (e) {
       throw toWebvlmError(e);
     } finally {
@@ -346,7 +348,7 @@ export class Engine {
    * the same retrieval endpoint, answers at temperature 0 — the records and summary `webvlm eval` writes (without
    * a judge), plus its HTML report. items: [{id, image, question, answers, gold_doc_ids, tags?, ocr_text?}].
    */
-  async evaluate(items, { searchUrl, k = 5, seed = 0, config = {}, signal, onRecord } = {}) {
+  async evaluate(items, { searchUrl, k = 5, seed = 0, config = {}, generator, signal, onRecord } = {}) {
     if (!Array.isArray(items) || items.length === 0) throw new InvalidArgumentError('evaluate() needs a non-empty array of items');
     const cfg = { ...config, answer: { ...(config.answer || {}), temperature: 0 } };
     const records = [];
@@ -355,7 +357,7 @@ export class Engine {
         answers: it.answers || [], gold_doc_ids: it.gold_doc_ids || [], judge: null };
       for (const arm of ['legacy', 'vlm']) {
         const t0 = performance.now();
-        const r = await this.runPipeline({ question: it.question, image: it.image, arm, k, tags: it.tags, ocrText: it.ocr_text, searchUrl, config: cfg, signal });
+        const r = await this.runPipeline({ question: it.question, image: it.image, arm, k, tags: it.tags, ocrText: it.ocr_text, searchUrl, config: cfg, generator, signal });
         rec[arm] = { query: r.query, retrieved_ids: r.documents.map((d) => d.id), answer: r.answer, ms: performance.now() - t0 };
       }
       records.push(rec);

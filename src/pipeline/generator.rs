@@ -332,14 +332,7 @@ pub fn request_body(model: &str, messages: &[Message], cfg: &GenerationConfig) -
 }
 
 fn http_err(url: &str, e: reqwest::Error) -> Error {
-    let mut detail = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
-    Error::Http { url: url.to_string(), detail }
+    Error::Http { url: url.to_string(), detail: crate::error::error_chain(&e) }
 }
 
 /// `{"error":{"message","type","code"}}` (OpenAI), `{"error":"…"}` (some servers), or the body's start.

@@ -73,13 +73,7 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 fn tmpl_err(e: minijinja::Error) -> Error {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    Error::Template(msg)
+    Error::Template(crate::error::error_chain(&e))
 }
 
 /// A special token as `tokenizer_config.json` writes it: `"<s>"` or `{"content": "<s>", ...}`.

@@ -266,14 +266,7 @@ impl RetrievalClient {
         if e.is_timeout() {
             return Error::Timeout { step: format!("retrieval ({service})"), ms: self.timeout.as_millis() as u64 };
         }
-        let mut detail = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            src = s.source();
-        }
-        Error::Http { url: url.to_string(), detail }
+        Error::Http { url: url.to_string(), detail: crate::error::error_chain(&e) }
     }
 }
 

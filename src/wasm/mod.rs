@@ -75,6 +75,17 @@ export interface WasmPipelineOptions {
   searchUrl: string;
   /** PipelineConfig overrides (serde names: prompts, timeouts, top_k, max_snippet_chars, answer, ...). */
   config?: object;
+  /** A remote OpenAI-compatible generator for the answer (`/v1/chat/completions`, SSE); default: this engine.
+   *  With `config.fallback_to_local` (default true) this engine answers when the remote fails before any text. */
+  generator?: WasmRemoteGenerator;
+}
+export interface WasmRemoteGenerator {
+  /** `https://host` (then `/v1/chat/completions` is appended), `…/v1`, or the full `…/chat/completions` URL. */
+  url: string;
+  /** The request's `model` field (default "default"). */
+  model?: string;
+  /** Sent as `Authorization: Bearer …`. */
+  apiKey?: string;
 }
 export interface WasmTraceEntry { step: "caption" | "rephrase" | "retrieve" | "generate"; via: string; input: string; output: string; ms: number; error: string | null }
 export type WasmPipelineEvent = { type: "step"; entry: WasmTraceEntry } | { type: "text"; text: string };
@@ -155,6 +166,8 @@ extern "C" {
     fn search_url(this: &PipelineOpts) -> Option<String>;
     #[wasm_bindgen(method, getter, structural)]
     fn config(this: &PipelineOpts) -> JsValue;
+    #[wasm_bindgen(method, getter, structural)]
+    fn generator(this: &PipelineOpts) -> JsValue;
 
     #[wasm_bindgen(typescript_type = "(event: WasmPipelineEvent) => void")]
     pub type PipelineCallback;
@@ -631,7 +644,27 @@ impl WebvlmEngine {
                 ocr_text: request.ocr_text(),
                 k: request.k().map(|k| k.max(0.0) as usize),
             };
-            let pipeline = Pipeline::new(config).with_engine(engine).with_retrieval(retrieval);
+            let mut pipeline = Pipeline::new(config).with_engine(engine).with_retrieval(retrieval);
+            let g = options.generator();
+            if !(g.is_undefined() || g.is_null()) {
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase", deny_unknown_fields)]
+                struct Remote {
+                    url: String,
+                    model: Option<String>,
+                    api_key: Option<String>,
+                }
+                let j = js_sys::JSON::stringify(&g).map_err(|_| invalid("options.generator must be an object"))?;
+                let r: Remote = serde_json::from_str(&String::from(j))
+                    .map_err(|e| invalid(format!("options.generator ({{url, model?, apiKey?}}): {e}")))?;
+                let mut oc = crate::pipeline::OpenAiConfig::new(r.url);
+                if let Some(m) = r.model {
+                    oc.model = m;
+                }
+                oc.api_key = r.api_key;
+                let remote = crate::pipeline::OpenAiGenerator::new(oc).map_err(|e| to_js_error(&e))?;
+                pipeline = pipeline.with_generator(Box::new(remote));
+            }
             let cancel = CancelToken::default();
             let listener = signal.as_ref().map(|s| {
                 let c = cancel.clone();

@@ -4,7 +4,8 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, rmSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ROOT, startServer, launchBrowser, watchPage, check, failed, assert } from './lib.mjs';
+import http from 'node:http';
+import { ROOT, startServer, startTestGenerator, launchBrowser, watchPage, check, failed, assert } from './lib.mjs';
 
 const APP = path.join(ROOT, 'target/e2e/consumer-app');
 rmSync(APP, { recursive: true, force: true });
@@ -31,13 +32,19 @@ await check('published shape: exports, types, worker, wasm in the tarball', asyn
   for (const name of ['createEngine', 'createWorkerEngine', 'listCachedModels', 'clearCache', 'LimitsError', 'ChatCompletionChunk']) assert(dts.includes(name), `index.d.ts declares ${name}`);
 });
 
-const server = await startServer({ www: APP });
+const gen = await startTestGenerator({ answer: 'A stop sign is red [1].' });
+// a port where nothing listens: a remote generator that is down
+const probe = http.createServer();
+await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+const downUrl = `http://127.0.0.1:${probe.address().port}`;
+await new Promise((r) => probe.close(r));
+const server = await startServer({ www: APP, connectSrc: [gen.url, downUrl] });
 const browser = await launchBrowser();
 const page = await browser.newPage();
 const errors = watchPage(page);
 try {
   await check('consumer page: worker + in-page engine, streaming, typed errors, cache', async () => {
-    await page.goto(`${server.url}/`);
+    await page.goto(`${server.url}/?gen=${encodeURIComponent(gen.url)}&down=${encodeURIComponent(downUrl)}`);
     await page.waitForFunction(() => window.__result, null, { timeout: 5 * 60000 });
     const r = await page.evaluate(() => window.__result);
     console.log(JSON.stringify(r));
@@ -63,6 +70,26 @@ try {
     const retr = dn.steps.find((x) => x[0] === 'retrieve');
     assert(dn.question === 'What color is a stop sign?' && dn.documents === 0 && retr && retr[2], `retrieval down: error in the trace, no documents: ${JSON.stringify(dn)}`);
     assert(/no sources/.test(dn.degraded || '') && dn.steps.some((x) => x[0] === 'generate' && !x[2]), `retrieval down: answered without sources and says so: ${JSON.stringify(dn)}`);
+    // remote generator: streamed over SSE (CRLF, keep-alive, split event), CORS, request as OpenAI's
+    const ok = r.remoteOk;
+    assert(ok.answer === 'A stop sign is red [1].' && ok.streamed.join('') === ok.answer && ok.streamed.length >= 2, `remote answer streamed: ${JSON.stringify(ok)}`);
+    assert(ok.degraded === null && ok.generate.length === 1 && ok.generate[0][0].includes(gen.url) && ok.generate[0][1] === null, `remote generate step in the trace: ${JSON.stringify(ok)}`);
+    assert(ok.documents.length >= 1 && JSON.stringify(ok.citations) === JSON.stringify([[1, ok.documents[0][0]]]), `[1] maps to the first document: ${JSON.stringify(ok)}`);
+    const okReq = gen.requests.filter((x) => x[0] === 'ok');
+    assert(okReq.length === 1, `one request to the remote: ${okReq.length}`);
+    const [, hdr, body] = okReq[0];
+    assert(body.model === 'test-model' && body.stream === true && hdr.authorization === 'Bearer sk-test', `request: model, stream, bearer key: ${JSON.stringify([body.model, body.stream, hdr.authorization])}`);
+    const prompt = body.messages.map((m) => (typeof m.content === 'string' ? m.content : JSON.stringify(m.content))).join('\n');
+    assert(prompt.includes('What color is a stop sign?') && prompt.includes(ok.documents[0][1]), `the remote saw the question and the retrieved documents: ${prompt.slice(0, 400)}`);
+    const fl = r.remoteFail;
+    assert(gen.requests.filter((x) => x[0] === 'fail').length === 2, 'a 500 is retried once (retries: 1), not more');
+    assert(/remote generator failed/.test(fl.degraded || '') && /model overloaded/.test(fl.degraded) && /local model answered/.test(fl.degraded), `500 → local fallback, error body in degraded: ${JSON.stringify(fl)}`);
+    assert(fl.generate.length === 2 && fl.generate[0][1] && fl.generate[1][0] === 'local' && fl.generate[1][1] === null, `500 → both generate steps in the trace: ${JSON.stringify(fl)}`);
+    const st = r.remoteStall;
+    assert(/remote generator failed/.test(st.degraded || '') && /1500/.test(st.degraded) && st.generate.at(-1)[0] === 'local', `stalled remote → timeout → local: ${JSON.stringify(st)}`);
+    const dw = r.remoteDown;
+    assert(dw.question === 'What color is a stop sign?' && dw.answer === '' && /no answer: the generator failed/.test(dw.degraded || '') && dw.generate.length === 1, `remote down, no fallback: ${JSON.stringify(dw)}`);
+    assert(r.remoteBadUrl.name === 'InvalidArgumentError' && /not a URL/.test(r.remoteBadUrl.message), `bad generator URL → typed error: ${JSON.stringify(r.remoteBadUrl)}`);
     const ev = r.evaluate;
     assert(JSON.stringify(ev.ids) === '["cat","sign"]' && JSON.stringify(ev.streamed) === '["cat","sign"]', `evaluate: records in order, streamed: ${JSON.stringify(ev)}`);
     assert(ev.n === 2 && ev.k === 2 && ev.arms.every((a) => a[0] === 'string' && a[1] <= 2 && a[2] === 'string' && a[3]), `evaluate: both arms per item: ${JSON.stringify(ev)}`);
@@ -78,5 +105,6 @@ try {
 } finally {
   await browser.close();
   server.stop();
+  gen.close();
 }
 if (failed()) process.exit(1);

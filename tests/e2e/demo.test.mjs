@@ -3,7 +3,7 @@
 // pipeline (caption → query → /v1/search → answer with citations). Screenshot: target/e2e/demo.png.
 import { mkdirSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { ROOT, startServer, launchBrowser, watchPage, check, failed, assert } from './lib.mjs';
+import { ROOT, startServer, startTestGenerator, launchBrowser, watchPage, check, failed, assert } from './lib.mjs';
 
 const MODEL = path.join(ROOT, 'models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf');
 const IMAGE = path.join(ROOT, 'tests/fixtures/images/chelsea.png');
@@ -17,7 +17,8 @@ if (!existsSync(MODEL)) {
   process.exit(0);
 }
 
-const server = await startServer();
+const gen = await startTestGenerator({ answer: 'Domestic cats are carnivores and eat meat [1].' });
+const server = await startServer({ connectSrc: [gen.url] });
 const browser = await launchBrowser();
 const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
 const page = await context.newPage();
@@ -103,6 +104,20 @@ try {
     assert(/cache/.test(await page.textContent('#pv-download')), 'download bar says cache');
   });
 
+  await check('answer generator field: a remote OpenAI-compatible endpoint answers, this model writes the query', async () => {
+    await page.click('#gen-options summary');
+    await page.fill('#gen-url', gen.url);
+    await page.fill('#question', 'What do domestic cats eat?');
+    await page.click('#ask');
+    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.run), null, { timeout: RUN_MS });
+    assert(await page.evaluate(() => document.body.dataset.run) === 'done', 'pipeline finished');
+    const answer = (await page.textContent('#answer')).trim();
+    assert(answer.startsWith('Domestic cats are carnivores and eat meat'), `the remote's answer is shown: ${answer}`);
+    assert(gen.requests.length === 1 && gen.requests[0][2].stream === true, `one streamed request to the endpoint: ${gen.requests.length}`);
+    const prompt = JSON.stringify(gen.requests[0][2].messages);
+    assert(prompt.includes('What do domestic cats eat?'), 'the endpoint got the question with the retrieved context');
+  });
+
   await check('no console errors or CSP violations', async () => {
     const bad = errors.filter((e) => !/favicon/.test(e));
     assert(bad.length === 0, bad.join('\n'));
@@ -110,6 +125,7 @@ try {
 } finally {
   await browser.close();
   server.stop();
+  gen.close();
 }
 if (failed()) {
   console.log(`${failed()} e2e check(s) failed`);

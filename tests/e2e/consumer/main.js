@@ -101,6 +101,28 @@ try {
   // retrieval down (the endpoint answers 404): the answer comes without sources and says so; the question is kept
   const dn = await w.runPipeline({ question: 'What color is a stop sign?', k: 2, searchUrl: `${location.origin}/no-such-search-server`, config: { ...small, retries: 0 } });
   out.pipelineDown = { question: dn.question, steps: dn.trace.map((t) => [t.step, t.via, !!t.error]), documents: dn.documents.length, degraded: dn.degraded };
+  // a remote OpenAI-compatible generator (tests/e2e/lib.mjs startTestGenerator, another origin: CORS + CSP)
+  const params = new URLSearchParams(location.search);
+  const gen = params.get('gen');
+  const q = 'What color is a stop sign?';
+  const summary = (r) => ({ question: r.question, answer: r.answer, degraded: r.degraded, documents: r.documents.map((d) => [d.id, d.title]),
+    citations: r.citations.map((c) => [c.n, c.id]), generate: r.trace.filter((t) => t.step === 'generate').map((t) => [t.via, t.error]) });
+  const remoteText = [];
+  const ok = await w.runPipeline({ question: q, k: 2, config: small, generator: { url: `${gen}/ok`, model: 'test-model', apiKey: 'sk-test' } },
+    (e) => e.type === 'text' && remoteText.push(e.text));
+  out.remoteOk = { ...summary(ok), streamed: remoteText };
+  // 500 with an error body, one bounded retry, then the local engine answers (fallback_to_local is the default)
+  out.remoteFail = summary(await w.runPipeline({ question: q, k: 2, config: { ...small, retries: 1, retry_backoff_ms: 10 }, generator: { url: `${gen}/fail` } }));
+  // headers, then nothing: the step's deadline cancels it and the local engine answers
+  out.remoteStall = summary(await w.runPipeline({ question: q, k: 2, config: { ...small, timeouts: { generate_ms: 1500 } }, generator: { url: `${gen}/stall/v1` } }));
+  // nothing listens, no fallback: no answer, and the result says why; the question is kept
+  out.remoteDown = summary(await w.runPipeline({ question: q, k: 2, config: { ...small, retries: 0, fallback_to_local: false }, generator: { url: params.get('down') } }));
+  try {
+    await w.runPipeline({ question: q, generator: { url: 'not a url' } });
+    out.remoteBadUrl = 'no error';
+  } catch (e) {
+    out.remoteBadUrl = { name: e.name, message: e.message };
+  }
   // side-by-side evaluation of both arms on a small set, in the worker
   const streamed = [];
   const ev = await w.evaluate([
