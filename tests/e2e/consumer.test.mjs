@@ -70,6 +70,10 @@ try {
     const retr = dn.steps.find((x) => x[0] === 'retrieve');
     assert(dn.question === 'What color is a stop sign?' && dn.documents === 0 && retr && retr[2], `retrieval down: error in the trace, no documents: ${JSON.stringify(dn)}`);
     assert(/no sources/.test(dn.degraded || '') && dn.steps.some((x) => x[0] === 'generate' && !x[2]), `retrieval down: answered without sources and says so: ${JSON.stringify(dn)}`);
+    const rg = r.retrievalGarbage;
+    assert(rg.documents === 0 && /not JSON|search\/v1/.test(rg.retrieve[0] || '') && /no sources/.test(rg.degraded || '') && rg.answered, `retrieval returns HTML → no sources, said so: ${JSON.stringify(rg)}`);
+    const rs = r.retrievalSlow;
+    assert(rs.documents === 0 && /500 ms/.test(rs.retrieve[0] || '') && /no sources/.test(rs.degraded || '') && rs.answered, `retrieval slower than its timeout → no sources, said so: ${JSON.stringify(rs)}`);
     // remote generator: streamed over SSE (CRLF, keep-alive, split event), CORS, request as OpenAI's
     const ok = r.remoteOk;
     assert(ok.answer === 'A stop sign is red [1].' && ok.streamed.join('') === ok.answer && ok.streamed.length >= 2, `remote answer streamed: ${JSON.stringify(ok)}`);

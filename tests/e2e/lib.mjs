@@ -34,7 +34,8 @@ export function startServer({ www = path.join(ROOT, 'www'), connectSrc = [] } = 
  * A stand-in for a remote OpenAI-compatible generator (`POST …/v1/chat/completions`, SSE), with CORS. The first
  * path segment picks the behaviour: `ok` streams `answer` (CRLF line ends, a keep-alive comment, one event split
  * across two writes), `fail` answers 500 with an OpenAI error body, `stall` sends headers and then nothing.
- * Resolves to {url, requests, close}; `requests` records [mode, headers, body] of each POST.
+ * Under `garbage/` and `slow/` it is also a broken search/v1 server (`…/v1/search`: HTML; slow: after 3 s).
+ * Resolves to {url, requests, close}; `requests` records [mode, headers, body] of each chat POST.
  */
 export async function startTestGenerator({ answer = 'From the sources [1].' } = {}) {
   const requests = [];
@@ -45,6 +46,12 @@ export async function startTestGenerator({ answer = 'From the sources [1].' } = 
     req.on('data', (d) => (body += d));
     req.on('end', async () => {
       const mode = req.url.split('/')[1];
+      if (req.url.includes('/v1/search')) {
+        // a broken search/v1 endpoint: `garbage` answers 200 with HTML, `slow` answers after 3 s
+        if (mode === 'slow') await new Promise((r) => setTimeout(r, 3000));
+        if (!res.destroyed) res.writeHead(200, { ...cors, 'content-type': 'text/html' }).end('<html>upstream error</html>');
+        return;
+      }
       if (req.method !== 'POST' || !req.url.endsWith('/v1/chat/completions')) { res.writeHead(404, cors).end(); return; }
       requests.push([mode, req.headers, JSON.parse(body)]);
       if (mode === 'fail') {

@@ -101,6 +101,12 @@ try {
   // retrieval down (the endpoint answers 404): the answer comes without sources and says so; the question is kept
   const dn = await w.runPipeline({ question: 'What color is a stop sign?', k: 2, searchUrl: `${location.origin}/no-such-search-server`, config: { ...small, retries: 0 } });
   out.pipelineDown = { question: dn.question, steps: dn.trace.map((t) => [t.step, t.via, !!t.error]), documents: dn.documents.length, degraded: dn.degraded };
+  // retrieval that answers garbage, or too slowly: answered without sources, said so
+  const params0 = new URLSearchParams(location.search);
+  for (const [key, mode, extra] of [['retrievalGarbage', 'garbage', {}], ['retrievalSlow', 'slow', { timeouts: { retrieve_ms: 500 } }]]) {
+    const r = await w.runPipeline({ question: 'What color is a stop sign?', k: 2, searchUrl: `${params0.get('gen')}/${mode}`, config: { ...small, retries: 0, ...extra } });
+    out[key] = { question: r.question, documents: r.documents.length, degraded: r.degraded, retrieve: r.trace.filter((t) => t.step === 'retrieve').map((t) => t.error), answered: r.trace.some((t) => t.step === 'generate' && !t.error) };
+  }
   // a remote OpenAI-compatible generator (tests/e2e/lib.mjs startTestGenerator, another origin: CORS + CSP)
   const params = new URLSearchParams(location.search);
   const gen = params.get('gen');
