@@ -128,7 +128,10 @@ export interface AdapterInfo {
 
 export interface LoadReport {
   weightBytes: number;
+  /** The largest tensor in the model files (from their headers). */
   largestTensorBytes: number;
+  /** The largest single read from a weight file: weights are read in row chunks of at most ~4 MiB. */
+  largestReadBytes: number;
   wasmMemoryBefore: number;
   /** wasm memory when the first tensor data was read: metadata, tokenizer and template are loaded by then. */
   wasmMemoryAtFirstWeight: number;

@@ -318,8 +318,63 @@ async fn typed_errors() -> Result<(), String> {
     Ok(())
 }
 
+/// Loading in row chunks writes the same GPU words as the whole-tensor upload, for every stored dtype, with chunks
+/// of one row (rounded to two where a word would straddle: f16 with odd columns, Q8_0/Q4_0 with an odd number of
+/// blocks per row, whose scale words hold two blocks), a few rows, and more than the tensor.
+async fn chunked_upload_equals_whole() -> Result<(), String> {
+    use webvlm::loader::{quant, DType as FileDType};
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(11);
+    let cases: [(DType, FileDType, usize, usize); 7] = [
+        (DType::F32, FileDType::F32, 9, 37),
+        (DType::F16, FileDType::F16, 9, 37),
+        (DType::F16, FileDType::F16, 6, 64),
+        (DType::Q8_0, FileDType::Q8_0, 7, 96),
+        (DType::Q4_0, FileDType::Q4_0, 7, 96),
+        (DType::Q4_1, FileDType::Q4_1, 7, 96),
+        (DType::Q8_0, FileDType::Q8_0, 5, 64),
+    ];
+    for (gd, fd, rows, cols) in cases {
+        let data = rng.vec(rows * cols, -1.0, 1.0);
+        let bytes: Vec<u8> = match fd {
+            FileDType::F32 => bytemuck::cast_slice(&data).to_vec(),
+            FileDType::F16 => data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            q => quant::quantize(q, &data).map_err(|e| e.to_string())?,
+        };
+        let whole = mm::upload_ggml(&ctx, &bytes, &[rows, cols], gd).map_err(|e| e.to_string())?;
+        let want = ctx.read_bytes(&whole, 0, whole.bytes()).await.map_err(|e| e.to_string())?;
+        let row_bytes = bytes.len() / rows;
+        for chunk in [1, row_bytes, 3 * row_bytes + 1, bytes.len() * 2] {
+            let mut reads = Vec::new();
+            let t = mm::upload_ggml_chunked(&ctx, &[rows, cols], gd, chunk, &mut |off, len| {
+                reads.push((off, len));
+                Ok(bytes[off as usize..(off + len) as usize].to_vec())
+            })
+            .map_err(|e| e.to_string())?;
+            let got = ctx.read_bytes(&t, 0, t.bytes()).await.map_err(|e| e.to_string())?;
+            if got != want || t.scales_offset != whole.scales_offset {
+                return Err(format!("{gd} [{rows}, {cols}] chunk {chunk}: GPU words differ from the whole upload"));
+            }
+            // the reads tile the tensor in order, and none is larger than the chunk unless one row (pair) is
+            let covered: u64 = reads.iter().map(|r| r.1).sum();
+            let contiguous = reads.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0);
+            let max = reads.iter().map(|r| r.1 as usize).max().unwrap_or(0);
+            if covered != bytes.len() as u64 || !contiguous || max > chunk.max(2 * row_bytes) {
+                return Err(format!("{gd} [{rows}, {cols}] chunk {chunk}: reads {reads:?}"));
+            }
+        }
+    }
+    // a reader that returns the wrong length is an error, not a corrupt tensor
+    let e = mm::upload_ggml_chunked(&ctx, &[4, 32], DType::F32, 128, &mut |_, len| Ok(vec![0; len as usize - 1]));
+    if e.is_ok() {
+        return Err("short read accepted".into());
+    }
+    Ok(())
+}
+
 mod run {
     crate::gpu_tests!(
+        chunked_upload_equals_whole,
         linear_float,
         linear_quant,
         linear_plain_context,

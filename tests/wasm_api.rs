@@ -111,8 +111,11 @@ async fn load_reports_progress_and_memory() {
     assert!(engine.is_vlm());
     let r = engine.load_report();
     let largest = get(&r, "largestTensorBytes").as_f64().unwrap();
+    let largest_read = get(&r, "largestReadBytes").as_f64().unwrap();
     let weight_bytes = get(&r, "weightBytes").as_f64().unwrap();
     assert!(largest > 0.0 && largest <= weight_bytes);
+    // weights are read in row chunks (≤ 4 MiB, or one row pair when a row is larger), never more than a tensor
+    assert!(largest_read > 0.0 && largest_read <= largest.max(4.0 * 1024.0 * 1024.0));
     let info = engine.adapter_info();
     assert!(get(&info, "maxStorageBufferBindingSize").as_f64().unwrap() > 0.0);
 }

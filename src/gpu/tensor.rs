@@ -201,6 +201,27 @@ impl GpuContext {
         self.upload_words(&words, shape, DType::F16, 0, false)
     }
 
+    /// A weight tensor (not pooled) whose contents are written afterwards with [`write_words`](Self::write_words),
+    /// e.g. in chunks while loading. `scales_offset` as in [`upload_words`](Self::upload_words).
+    pub fn weight_uninit(&self, shape: &[usize], dtype: DType, scales_offset: u32) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let buf = self.alloc("weight", dtype.storage_bytes(n), false)?;
+        Ok(Tensor { buf: Arc::new(buf), shape: shape.to_vec(), dtype, scales_offset })
+    }
+
+    /// Writes `words` into `t`'s buffer from word `word_offset` (queued; ordered before later submissions).
+    pub fn write_words(&self, t: &Tensor, word_offset: u64, words: &[u32]) -> Result<()> {
+        let end = word_offset.checked_add(words.len() as u64).and_then(|e| e.checked_mul(4));
+        if end.is_none_or(|e| e > t.bytes()) {
+            return Err(Error::Shape {
+                op: "write_words",
+                detail: format!("{} words at word {word_offset} overflow a tensor of {} bytes", words.len(), t.bytes()),
+            });
+        }
+        self.queue.write_buffer(t.buf.raw(), word_offset * 4, bytemuck::cast_slice(words));
+        Ok(())
+    }
+
     /// Uploads raw words in the layout of `dtype` (see the module docs). `scales_offset` is the word offset of
     /// the scales section for quantized dtypes. Weights are not pooled.
     pub fn upload_words(

@@ -703,6 +703,14 @@ impl Gguf {
         src.read_at(t.offset, t.n_bytes)
     }
 
+    /// `len` bytes of one tensor from `offset` (relative to the tensor's start; checked against its size).
+    pub fn tensor_bytes_range(&self, src: &dyn WeightSource, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let t = self.require_tensor(name)?;
+        t.dtype()?;
+        crate::loader::source::check_range(t.n_bytes, offset, len)?;
+        src.read_at(t.offset + offset, len)
+    }
+
     /// One tensor decoded to f32 (in ggml order: `dims[0]` fastest).
     pub fn tensor_f32(&self, src: &dyn WeightSource, name: &str) -> Result<Vec<f32>> {
         let t = self.require_tensor(name)?;

@@ -310,6 +310,13 @@ impl Safetensors {
         src.read_at(t.offset, t.n_bytes)
     }
 
+    /// `len` bytes of one tensor from `offset` (relative to the tensor's start; checked against its size).
+    pub fn tensor_bytes_range(&self, src: &dyn WeightSource, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let t = self.require(name)?;
+        crate::loader::source::check_range(t.n_bytes, offset, len)?;
+        src.read_at(t.offset + offset, len)
+    }
+
     /// One F32/F16/BF16 tensor decoded to f32, row-major.
     pub fn tensor_f32(&self, src: &dyn WeightSource, name: &str) -> Result<Vec<f32>> {
         let t = self.require(name)?;
@@ -451,6 +458,11 @@ impl ShardedSafetensors {
     pub fn tensor_bytes(&self, name: &str) -> Result<Vec<u8>> {
         let (_, src, st) = self.shard(name)?;
         st.tensor_bytes(src.as_ref(), name)
+    }
+
+    pub fn tensor_bytes_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (_, src, st) = self.shard(name)?;
+        st.tensor_bytes_range(src.as_ref(), name, offset, len)
     }
 
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {

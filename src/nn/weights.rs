@@ -21,6 +21,8 @@ pub trait WeightStore {
     fn meta(&self, name: &str) -> Option<TensorMeta>;
     /// The tensor's bytes exactly as stored.
     fn bytes(&self, name: &str) -> Result<Vec<u8>>;
+    /// `len` of those bytes from `offset` (relative to the tensor's start), for uploads in row chunks.
+    fn bytes_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Short description for errors ("model.safetensors", "model.gguf").
     fn describe(&self) -> String;
 }
@@ -32,6 +34,9 @@ impl WeightStore for ShardedSafetensors {
     }
     fn bytes(&self, name: &str) -> Result<Vec<u8>> {
         self.tensor_bytes(name)
+    }
+    fn bytes_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.tensor_bytes_range(name, offset, len)
     }
     fn describe(&self) -> String {
         "safetensors".into()
@@ -61,6 +66,10 @@ impl WeightStore for GgufStore {
     fn bytes(&self, name: &str) -> Result<Vec<u8>> {
         let g = self.gguf_name(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
         self.gguf.tensor_bytes(self.src.as_ref(), &g)
+    }
+    fn bytes_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let g = self.gguf_name(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
+        self.gguf.tensor_bytes_range(self.src.as_ref(), &g, offset, len)
     }
     fn describe(&self) -> String {
         self.name.clone()
@@ -182,10 +191,12 @@ impl<'a> VarBuilder<'a> {
             target = DType::F32; // rows that are not whole blocks stay float
         }
         let t = if target == file_gpu && meta.dtype != FileDType::BF16 {
-            matmul::upload_ggml(self.ctx, &self.store.bytes(&full)?, &shape, target)
+            // in row chunks: memory while loading is bounded by the chunk, not the tensor
+            matmul::upload_ggml_chunked(self.ctx, &shape, target, matmul::UPLOAD_CHUNK_BYTES, &mut |off, len| {
+                self.store.bytes_range(&full, off, len)
+            })
         } else {
-            let data = self.cpu_f32(name, stored)?;
-            matmul::upload_weight(self.ctx, &data, &shape, target)
+            self.convert_chunked(&full, &meta, shape, target)
         }
         .map_err(|e| match e {
             Error::LimitExceeded { limit, needed, offered, .. } => {
@@ -195,6 +206,36 @@ impl<'a> VarBuilder<'a> {
         })?;
         self.report(&t);
         Ok(t)
+    }
+}
+
+impl VarBuilder<'_> {
+    /// Uploads a tensor converted to `target` (bf16 → f32, f32/f16 → f16 or quantized at load), a few rows at a
+    /// time: each chunk is read, decoded to f32 (at most [`matmul::UPLOAD_CHUNK_BYTES`] of them) and converted as
+    /// ggml does, so the memory this needs does not grow with the tensor.
+    fn convert_chunked(&self, full: &str, meta: &TensorMeta, shape: [usize; 2], target: DType) -> Result<Tensor> {
+        let [rows, cols] = shape;
+        let to = FileDType::try_from(target)?;
+        let (Some(src_row), Some(dst_row)) = (meta.dtype.n_bytes(cols as u64), to.n_bytes(cols as u64)) else {
+            // rows that are not whole blocks of the stored dtype cannot be split: the whole tensor at once
+            let data = quant::dequantize(meta.dtype, &self.store.bytes(full)?, rows * cols)?;
+            return matmul::upload_weight(self.ctx, &data, &shape, target);
+        };
+        if target.is_quantized() && cols % DType::QK != 0 {
+            return Err(Error::Shape {
+                op: "upload_weight",
+                detail: format!("{target} needs the last dim to be a multiple of 32, got {shape:?}"),
+            });
+        }
+        let f32_rows = (matmul::UPLOAD_CHUNK_BYTES as u64 / (4 * cols.max(1) as u64)).max(1);
+        let chunk = (f32_rows * dst_row) as usize;
+        matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
+            let (r0, r) = (off / dst_row, len / dst_row);
+            let bytes = self.store.bytes_range(full, r0 * src_row, r * src_row)?;
+            let values = quant::dequantize(meta.dtype, &bytes, r as usize * cols)?;
+            drop(bytes);
+            quant::quantize(to, &values)
+        })
     }
 }
 

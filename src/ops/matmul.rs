@@ -364,33 +364,92 @@ pub fn upload_weight(ctx: &GpuContext, data: &[f32], shape: &[usize], dtype: DTy
 /// Uploads a tensor's bytes exactly as GGUF stores them (F32, F16 or ggml Q8_0/Q4_0/Q4_1 blocks, row by row),
 /// splitting quantized blocks into the GPU layout with the loader's [`quant::split_gpu_layout`].
 pub fn upload_ggml(ctx: &GpuContext, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
-    const OP: &str = "upload_ggml";
     let ld = loader_dtype(dtype)?;
-    let (rows, cols) = rows_cols(OP, shape)?;
-    let n = rows * cols;
+    let n: usize = shape.iter().product();
     let need = ld.n_bytes(n as u64);
     if need != Some(bytes.len() as u64) {
         return Err(Error::Shape {
-            op: OP,
+            op: "upload_ggml",
             detail: format!("{dtype} {shape:?} needs {need:?} bytes, got {}", bytes.len()),
         });
     }
+    upload_ggml_chunked(ctx, shape, dtype, usize::MAX, &mut |off, len| {
+        Ok(bytes[off as usize..(off + len) as usize].to_vec())
+    })
+}
+
+/// Bytes of the file read per step by [`upload_ggml_chunked`] when loading models: the memory a weight costs
+/// while loading (plus its converted copy), whatever the tensor's size.
+pub const UPLOAD_CHUNK_BYTES: usize = 4 << 20;
+
+/// [`upload_ggml`] in row chunks of about `chunk_bytes` of the stored bytes: `read(offset, len)` returns that
+/// range of the tensor's bytes as stored. Each chunk is converted and written into the GPU buffer at its place,
+/// so the memory this needs is about two chunks, not the tensor (the wasm heap while loading is set by this).
+pub fn upload_ggml_chunked(
+    ctx: &GpuContext,
+    shape: &[usize],
+    dtype: DType,
+    chunk_bytes: usize,
+    read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>>,
+) -> Result<Tensor> {
+    const OP: &str = "upload_ggml";
+    let ld = loader_dtype(dtype)?;
+    let (rows, cols) = rows_cols(OP, shape)?;
+    let n = rows.checked_mul(cols).ok_or_else(|| Error::Shape { op: OP, detail: format!("{shape:?} overflows") })?;
+    let row_bytes = ld
+        .n_bytes(cols as u64)
+        .ok_or_else(|| Error::Shape { op: OP, detail: format!("{dtype} rows of {cols} are not whole blocks") })?;
     ctx.check_binding("weight", dtype.storage_bytes(n))?;
-    match dtype {
-        DType::F32 => ctx.upload_words(&bytemuck::pod_collect_to_vec::<u8, u32>(bytes), shape, dtype, 0, false),
-        DType::F16 => {
-            // two little-endian halves per word, element 2i low: the GGUF bytes read as u32 (padded when odd)
-            let mut padded = bytes.to_vec();
-            padded.resize(bytes.len().div_ceil(4) * 4, 0);
-            ctx.upload_words(&bytemuck::pod_collect_to_vec::<u8, u32>(&padded), shape, dtype, 0, false)
-        }
-        _ => {
-            let (mut qs, scales) = quant::split_gpu_layout(ld, bytes, rows, cols)?;
-            let scales_offset = u32_dim(OP, "scales offset", qs.len())?;
-            qs.extend_from_slice(&scales);
-            ctx.upload_words(&qs, shape, dtype, scales_offset, false)
-        }
+    // rows per chunk; even where a chunk boundary could otherwise split a word: f16 with odd rows, or the scale
+    // words of Q8_0/Q4_0 that pack two blocks each when a row has an odd number of blocks
+    let blocks_per_row = cols / DType::QK;
+    let pairs = match dtype {
+        DType::F16 => cols % 2 == 1,
+        DType::Q8_0 | DType::Q4_0 => blocks_per_row % 2 == 1,
+        _ => false,
+    };
+    let mut per_chunk = (chunk_bytes as u64 / row_bytes.max(1)).clamp(1, rows.max(1) as u64) as usize;
+    if pairs && per_chunk < rows {
+        per_chunk = (per_chunk & !1).max(2);
     }
+    let (qs_words_per_block, scales_offset) = match dtype {
+        DType::F32 | DType::F16 => (0, 0),
+        DType::Q4_1 => (4, u32_dim(OP, "scales offset", rows * blocks_per_row * 4)?),
+        DType::Q8_0 => (8, u32_dim(OP, "scales offset", rows * blocks_per_row * 8)?),
+        DType::Q4_0 => (4, u32_dim(OP, "scales offset", rows * blocks_per_row * 4)?),
+        _ => return Err(Error::UnsupportedDtype { op: OP, dtype: dtype.to_string() }),
+    };
+    let t = ctx.weight_uninit(shape, dtype, scales_offset)?;
+    let mut r0 = 0;
+    while r0 < rows {
+        let r = per_chunk.min(rows - r0);
+        let bytes = read(r0 as u64 * row_bytes, r as u64 * row_bytes)?;
+        if bytes.len() as u64 != r as u64 * row_bytes {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("read {} bytes for {r} rows of {row_bytes}", bytes.len()),
+            });
+        }
+        match dtype {
+            DType::F32 => ctx.write_words(&t, (r0 * cols) as u64, &bytemuck::pod_collect_to_vec::<u8, u32>(&bytes))?,
+            DType::F16 => {
+                // two little-endian halves per word, element 2i low: the bytes read as u32 (the last chunk padded)
+                let mut padded = bytes;
+                padded.resize(padded.len().div_ceil(4) * 4, 0);
+                ctx.write_words(&t, (r0 * cols / 2) as u64, &bytemuck::pod_collect_to_vec::<u8, u32>(&padded))?
+            }
+            _ => {
+                let (qs, scales) = quant::split_gpu_layout(ld, &bytes, r, cols)?;
+                drop(bytes);
+                let block0 = r0 * blocks_per_row;
+                ctx.write_words(&t, (block0 * qs_words_per_block) as u64, &qs)?;
+                let scale0 = if dtype == DType::Q4_1 { block0 } else { block0 / 2 };
+                ctx.write_words(&t, scales_offset as u64 + scale0 as u64, &scales)?;
+            }
+        }
+        r0 += r;
+    }
+    Ok(t)
 }
 
 // ---- CPU reference -------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
 //! - `engine.generate(messages, images, options, onText?, signal?)` → `Promise<GenerateResult>`;
 //! - `engine.adapterInfo()`, `engine.loadReport()`, and the free function `probeAdapter()`.
 //!
-//! Weights stay in JS-owned `Uint8Array`s: [`JsBytesSource`] copies one tensor at a time into wasm memory on its
-//! way to the GPU, so the wasm heap during load is bounded by the largest tensor, not the model.
+//! Weights stay in JS-owned `Uint8Array`s: [`JsBytesSource`] copies a few rows of one tensor at a time (≤ 4 MiB,
+//! `ops::matmul::upload_ggml_chunked`) into wasm memory on their way to the GPU, so what the weights add to the
+//! wasm heap during load is bounded by that chunk, not by the tensor or the model.
 //! Errors are JS `Error`s whose `name` says what kind (see [`to_js_error`]); numbers ride along as fields.
 
 use std::cell::Cell;
@@ -102,8 +103,10 @@ export interface WasmAdapterInfo {
 export interface WasmLoadReport {
   /** Bytes of weights read (= uploaded). */
   weightBytes: number;
-  /** The largest single read from a weight file (≈ the largest tensor). */
+  /** The largest tensor in the model files (from their headers). */
   largestTensorBytes: number;
+  /** The largest single read from a weight file: weights are read in row chunks of at most ~4 MiB. */
+  largestReadBytes: number;
   /** wasm linear memory before and after the load (it never shrinks, so `after` bounds the peak). */
   wasmMemoryBefore: number;
   /** wasm memory when the first tensor data was read: metadata, tokenizer and template are loaded by then. */
@@ -197,6 +200,8 @@ pub fn wasm_memory_bytes() -> f64 {
 struct Meter {
     read: Cell<u64>,
     largest: Cell<u64>,
+    /// The largest tensor in the files' headers.
+    largest_tensor: Cell<u64>,
     total: u64,
     callback: Option<Function>,
     last_report: Cell<u64>,
@@ -230,14 +235,21 @@ struct MeteredSource {
 impl MeteredSource {
     fn new(a: Uint8Array, meter: Rc<Meter>, name: &str) -> Self {
         let src = JsBytesSource(a);
-        let data_start = if name.ends_with(".gguf") {
-            crate::loader::gguf::Gguf::parse(&src).map(|g| g.data_offset).unwrap_or(0)
+        let (data_start, largest) = if name.ends_with(".gguf") {
+            crate::loader::gguf::Gguf::parse(&src)
+                .map(|g| (g.data_offset, g.tensors().iter().map(|t| t.n_bytes).max().unwrap_or(0)))
+                .unwrap_or((0, 0))
         } else if name.ends_with(".safetensors") && src.len() >= 8 {
             let mut n = [0u8; 8];
-            src.read_exact_at(0, &mut n).map(|_| 8 + u64::from_le_bytes(n)).unwrap_or(0)
+            let start = src.read_exact_at(0, &mut n).map(|_| 8 + u64::from_le_bytes(n)).unwrap_or(0);
+            let largest = crate::loader::safetensors::Safetensors::parse(&src)
+                .map(|s| s.tensors().iter().map(|t| t.n_bytes).max().unwrap_or(0))
+                .unwrap_or(0);
+            (start, largest)
         } else {
-            u64::MAX
+            (u64::MAX, 0)
         };
+        meter.largest_tensor.set(meter.largest_tensor.get().max(largest));
         Self { src, meter, data_start }
     }
 }
@@ -346,6 +358,7 @@ fn invalid(msg: impl Into<String>) -> JsValue {
 struct LoadReport {
     weight_bytes: u64,
     largest: u64,
+    largest_tensor: u64,
     mem_before: f64,
     mem_at_first_weight: f64,
     mem_after: f64,
@@ -369,6 +382,7 @@ fn meter_for(opts: &Option<LoadOpts>, total: u64) -> Rc<Meter> {
     Rc::new(Meter {
         read: Cell::new(0),
         largest: Cell::new(0),
+        largest_tensor: Cell::new(0),
         total,
         callback: opts.as_ref().and_then(|o| o.on_progress()),
         last_report: Cell::new(0),
@@ -443,6 +457,7 @@ impl WebvlmEngine {
         let report = LoadReport {
             weight_bytes: meter.read.get(),
             largest: meter.largest.get(),
+            largest_tensor: meter.largest_tensor.get(),
             mem_before,
             mem_at_first_weight: meter.mem_at_first_weight.get().unwrap_or(mem_before),
             mem_after: wasm_memory_bytes(),
@@ -479,7 +494,8 @@ impl WebvlmEngine {
         let r = &self.report;
         let o = Object::new();
         set(&o, "weightBytes", r.weight_bytes as f64);
-        set(&o, "largestTensorBytes", r.largest as f64);
+        set(&o, "largestTensorBytes", r.largest_tensor as f64);
+        set(&o, "largestReadBytes", r.largest as f64);
         set(&o, "wasmMemoryBefore", r.mem_before);
         set(&o, "wasmMemoryAtFirstWeight", r.mem_at_first_weight);
         set(&o, "weightPhaseGrowth", r.mem_after - r.mem_at_first_weight);
