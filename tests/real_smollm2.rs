@@ -67,6 +67,12 @@ fn smollm2_greedy_matches_transformers() {
         );
         println!("{line}");
         report.push(line);
+        // the decode loop's step and its token-id readback go in one queue submission (issue 8's target)
+        assert!(
+            out.stats.submissions_per_token <= 1.0,
+            "{} queue submissions per decoded token",
+            out.stats.submissions_per_token
+        );
         assert!(
             first_diff >= safe.min(want.len()),
             "`{}`: tokens differ at step {first_diff}, before the first near-tie ({safe}):\n got  {:?}\n want {:?}",

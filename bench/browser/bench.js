@@ -80,7 +80,7 @@ const runtimes = {
 };
 for (const device of ['webgpu', 'wasm']) {
   runtimes[`tfjs-${device}`] = async () => {
-    const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.web.js');
+    const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.js');
     tf.env.allowRemoteModels = false;
     tf.env.allowLocalModels = true;
     tf.env.localModelPath = '/models/';
@@ -115,7 +115,7 @@ const median = (xs) => {
 };
 
 try {
-  const prompts = await (await fetch('/prompts.json')).json();
+  const prompts = (await (await fetch('/prompts.json')).json()).slice(0, Number(q.get('n') || 1000));
   log(`${rt}: loading`);
   const r = await runtimes[rt]();
   log(`${rt}: loaded in ${r.loadMs.toFixed(0)} ms on ${r.device}`);

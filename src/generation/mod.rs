@@ -141,6 +141,13 @@ fn pick(rec: &mut Recorder, logits: &Tensor, cfg: &GenerationConfig, history: &[
     }
 }
 
+async fn read_id(ctx: &GpuContext, staging: crate::gpu::Staging) -> Result<u32> {
+    let b = ctx.read_staging(staging).await?;
+    b.get(..4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .ok_or_else(|| Error::Readback(format!("token id readback returned {} bytes", b.len())))
+}
+
 /// Generates from prompt embeddings `x` [T, D] (see [`Model::embed_prompt`]) appended to `cache`.
 /// `on_token(id)` is called for every generated token (return `false` to stop).
 pub async fn generate(
@@ -162,11 +169,12 @@ pub async fn generate(
     let mut rec = Recorder::new(ctx);
     let logits = model.lm.forward(&mut rec, x, cache, false)?;
     let id_t = pick(&mut rec, &logits, cfg, &tokens, &mut rng)?;
-    rec.submit()?;
-    let mut id = ctx.read_u32(&id_t).await?[0];
+    let staging = rec.submit_reading(&id_t, 4)?;
+    let mut id = read_id(ctx, staging).await?;
     stats.prefill_ms = now_ms() - t0;
     let t1 = now_ms();
     let mut dispatches = 0usize;
+    let submitted_before = ctx.submissions();
     let stop = loop {
         if cancel.is_cancelled() {
             break StopReason::Cancelled;
@@ -190,13 +198,15 @@ pub async fn generate(
         let logits = model.lm.forward(&mut rec, &x, cache, false)?;
         let id_t = pick(&mut rec, &logits, cfg, &tokens, &mut rng)?;
         dispatches += rec.len();
-        rec.submit()?;
-        id = ctx.read_u32(&id_t).await?[0];
+        // the step and the copy of its token id go in one submission
+        let staging = rec.submit_reading(&id_t, 4)?;
+        id = read_id(ctx, staging).await?;
     };
     stats.decode_ms = now_ms() - t1;
     stats.generated_tokens = tokens.len();
     let steps = tokens.len().saturating_sub(1).max(1);
-    stats.submissions_per_token = 1.0;
+    // counted by the context: any submission a decode step makes (kernels, readbacks) shows here
+    stats.submissions_per_token = (ctx.submissions() - submitted_before) as f64 / steps as f64;
     stats.dispatches_per_token = dispatches as f64 / steps as f64;
     if stop == StopReason::Cancelled && cancel.is_cancelled() && tokens.is_empty() {
         return Err(Error::Cancelled);

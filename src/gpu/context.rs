@@ -58,9 +58,16 @@ pub struct GpuContext {
     /// The first uncaptured GPU error since it was last taken; turned into `Error::GpuValidation`.
     pub(crate) uncaptured: Arc<Mutex<Option<String>>>,
     pub(crate) lost: Arc<Mutex<Option<String>>>,
+    /// Queue submissions made through this context (see [`submissions`](Self::submissions)).
+    pub(crate) submitted: std::sync::atomic::AtomicU64,
 }
 
 impl GpuContext {
+    /// How many command buffers webvlm has submitted to the queue so far (a decode step should cost one).
+    pub fn submissions(&self) -> u64 {
+        self.submitted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Opens the best adapter. Fails with [`Error::NoAdapter`] when there is none (no silent CPU fallback).
     pub async fn new(opts: GpuOptions) -> Result<Arc<Self>> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
@@ -165,6 +172,7 @@ impl GpuContext {
             pool: BufferPool::default(),
             uncaptured,
             lost,
+            submitted: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 

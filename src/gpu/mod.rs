@@ -17,6 +17,7 @@ mod tensor;
 pub use buffer::{BufferPool, GpuBuffer, PoolStats};
 pub use context::{Caps, GpuContext, GpuOptions};
 pub use pipeline::{PipelineCache, PipelineKey};
+pub use readback::Staging;
 pub use recorder::{Binding, Recorder};
 pub use tensor::{DType, Tensor};
 

@@ -5,9 +5,20 @@ use crate::error::{Error, Result};
 
 use super::{DType, GpuContext, Tensor};
 
+/// A MAP_READ buffer that a submitted copy fills ([`GpuContext::read_staging`] reads it).
+pub struct Staging {
+    buf: Option<wgpu::Buffer>,
+}
+
 impl GpuContext {
-    /// Reads `bytes` bytes of `t` starting at byte `offset`.
-    pub async fn read_bytes(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+    /// Records a copy of `bytes` bytes of `t` from byte `offset` into a new MAP_READ buffer.
+    pub(crate) fn copy_to_staging(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        t: &Tensor,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Staging> {
         if offset + bytes > t.buf.size() || bytes % 4 != 0 || offset % 4 != 0 {
             return Err(Error::Shape {
                 op: "readback",
@@ -15,7 +26,7 @@ impl GpuContext {
             });
         }
         if bytes == 0 {
-            return Ok(Vec::new());
+            return Ok(Staging { buf: None });
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -23,9 +34,25 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(t.buf.raw(), offset, &staging, 0, bytes);
+        Ok(Staging { buf: Some(staging) })
+    }
+
+    /// Reads `bytes` bytes of `t` starting at byte `offset` (one submission: the copy).
+    pub async fn read_bytes(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        let staging = self.copy_to_staging(&mut enc, t, offset, bytes)?;
+        if staging.buf.is_none() {
+            return Ok(Vec::new());
+        }
         self.queue.submit([enc.finish()]);
+        self.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.read_staging(staging).await
+    }
+
+    /// Waits for the copy into `staging` (submitted before) and returns its bytes.
+    pub async fn read_staging(&self, staging: Staging) -> Result<Vec<u8>> {
+        let Some(staging) = staging.buf else { return Ok(Vec::new()) };
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

@@ -135,6 +135,18 @@ impl<'a> Recorder<'a> {
 
     /// Encodes everything recorded into one command buffer and submits it.
     pub fn submit(self) -> Result<wgpu::SubmissionIndex> {
+        self.submit_inner(None).map(|(idx, _)| idx)
+    }
+
+    /// Submits the recorded work and, in the same command buffer, a copy of `bytes` bytes of `t` into a fresh
+    /// MAP_READ buffer: one queue submission for a step and its readback (a decoded token's id). Read the result
+    /// with [`GpuContext::read_staging`].
+    pub fn submit_reading(self, t: &Tensor, bytes: u64) -> Result<super::Staging> {
+        let (_, staging) = self.submit_inner(Some((t, bytes)))?;
+        staging.ok_or_else(|| Error::Readback("no staging buffer".into()))
+    }
+
+    fn submit_inner(self, readback: Option<(&Tensor, u64)>) -> Result<(wgpu::SubmissionIndex, Option<super::Staging>)> {
         let ctx = self.ctx;
         let device = &ctx.device;
         let uniform_buf = if self.uniforms.is_empty() {
@@ -197,8 +209,13 @@ impl<'a> Recorder<'a> {
                 }
             }
         }
+        let staging = match readback {
+            Some((t, bytes)) => Some(ctx.copy_to_staging(&mut encoder, t, 0, bytes)?),
+            None => None,
+        };
         let idx = ctx.queue.submit([encoder.finish()]);
+        ctx.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ctx.take_error()?;
-        Ok(idx)
+        Ok((idx, staging))
     }
 }
