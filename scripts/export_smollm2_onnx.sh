@@ -27,6 +27,14 @@ fresh.tie_weights()
 fresh.save_pretrained(dst, safe_serialization=True)
 AutoTokenizer.from_pretrained(d, gguf_file=f).save_pretrained(dst)
 m.generation_config.save_pretrained(dst)
+# transformers 5 writes rope_theta inside rope_parameters; the exporter's transformers 4.57 reads the top-level
+# key and would silently fall back to 10000 (SmolLM2 uses 100000): write both
+import json
+p = os.path.join(dst, "config.json")
+c = json.load(open(p))
+for k, v in (c.get("rope_parameters") or {}).items():
+    c.setdefault(k, v)
+json.dump(c, open(p, "w"), indent=1)
 print("saved", dst)
 PY
 if [[ ! -x $work/venv/bin/optimum-cli ]]; then
@@ -42,10 +50,12 @@ cp "$work/onnx/config.json" "$out/"
 for f in tokenizer.json tokenizer_config.json generation_config.json special_tokens_map.json chat_template.jinja; do
   [[ -f $work/f32/$f ]] && cp "$work/f32/$f" "$out/"
 done
-# transformers.js reads the chat template from tokenizer_config.json
+# transformers.js reads the chat template from tokenizer_config.json; check the exported rope_theta
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
+cfg = json.load(open(f"{out}/config.json"))
+assert cfg.get("rope_theta") == 100000.0, f"exported rope_theta {cfg.get('rope_theta')}, want 100000"
 tc = json.load(open(f"{out}/tokenizer_config.json"))
 j = f"{out}/chat_template.jinja"
 if "chat_template" not in tc and os.path.exists(j):

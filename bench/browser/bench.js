@@ -28,6 +28,9 @@ async function timedStream(start, iterate) {
   return { text, ttftMs: (first ?? end) - t0, totalMs: end - t0, decodeMs: (last ?? end) - (first ?? end), usage };
 }
 
+// the same rendered prompt everywhere: the system prompt SmolLM2's template would insert, given explicitly
+const chat = (p) => [{ role: 'system', content: p.system }, { role: 'user', content: p.prompt }];
+
 const runtimes = {
   async webvlm() {
     const { createEngine } = await import('/pkg/index.js');
@@ -37,12 +40,12 @@ const runtimes = {
     const info = engine.adapterInfo();
     return {
       loadMs,
-      device: `WebGPU: ${info.adapter} (${info.backend}; shader-f16 ${info.shaderF16}, subgroups ${info.subgroups})`,
+      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups})`,
       memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
-      async run(prompt) {
+      async run(p) {
         return timedStream(null, async (_, on) => {
           let usage = null;
-          const stream = await engine.chat.completions.create({ messages: [{ role: 'user', content: prompt }], stream: true, max_tokens: maxTokens, temperature: 0 });
+          const stream = await engine.chat.completions.create({ messages: chat(p), stream: true, max_tokens: maxTokens, temperature: 0 });
           for await (const c of stream) {
             on(c.choices[0]?.delta?.content || '');
             if (c.usage) usage = c.usage;
@@ -62,11 +65,11 @@ const runtimes = {
       loadMs,
       device: `wasm CPU, ${threads} threads${crossOriginIsolated ? '' : ' (not cross-origin isolated: 1 thread)'}`,
       memory: () => ({}),
-      async run(prompt) {
+      async run(p) {
         return timedStream(null, async (_, on) => {
           let usage = null;
           let timings = null;
-          await w.createChatCompletion({ messages: [{ role: 'user', content: prompt }], max_tokens: maxTokens, temperature: 0, stream: true,
+          await w.createChatCompletion({ messages: chat(p), max_tokens: maxTokens, temperature: 0, cache_prompt: false, stream: true,
             onData: (c) => {
               on(c.choices?.[0]?.delta?.content || '');
               if (c.usage) usage = c.usage;
@@ -94,9 +97,9 @@ for (const device of ['webgpu', 'wasm']) {
       loadMs,
       device: device === 'webgpu' ? 'WebGPU (ONNX Runtime Web)' : `wasm CPU (ONNX Runtime Web), ${threads} threads`,
       memory: () => ({}),
-      async run(prompt) {
+      async run(p) {
         return timedStream(null, async (_, on) => {
-          const inputs = tok.apply_chat_template([{ role: 'user', content: prompt }], { add_generation_prompt: true, return_dict: true });
+          const inputs = tok.apply_chat_template(chat(p), { add_generation_prompt: true, return_dict: true });
           const streamer = new tf.TextStreamer(tok, { skip_prompt: true, skip_special_tokens: true, callback_function: (t) => on(t) });
           let n = 0;
           const counter = { put: (ids) => { n += ids[0].length; }, end() {} };
@@ -114,7 +117,14 @@ const median = (xs) => {
   return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
 };
 
+async function adapterName() {
+  const a = await navigator.gpu?.requestAdapter();
+  const i = a?.info || {};
+  return [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') || (a ? 'unnamed WebGPU adapter' : 'no WebGPU adapter');
+}
+
 try {
+  const adapter = await adapterName();
   const prompts = (await (await fetch('/prompts.json')).json()).slice(0, Number(q.get('n') || 1000));
   log(`${rt}: loading`);
   const r = await runtimes[rt]();
@@ -123,7 +133,7 @@ try {
   for (const p of prompts) {
     const runs = [];
     for (let i = 0; i < reps; i++) {
-      const x = await r.run(p.prompt);
+      const x = await r.run(p);
       runs.push(x);
       log(`${rt}: ${JSON.stringify(p.prompt)} #${i}: ${x.usage?.completion_tokens} tokens, ttft ${x.ttftMs.toFixed(0)} ms, ${JSON.stringify(x.text.slice(0, 60))}`);
     }
@@ -139,7 +149,7 @@ try {
       runs: runs.map((x) => ({ ttft_ms: x.ttftMs, decode_ms: x.decodeMs, total_ms: x.totalMs, completion_tokens: tok(x) })),
     });
   }
-  window.__bench = { runtime: rt, device: r.device, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory: r.memory(),
+  window.__bench = { runtime: rt, device: r.device, webgpu_adapter: adapter, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory: r.memory(),
     crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results };
 } catch (e) {
   log(`${rt}: ${e.stack || e}`);

@@ -2,8 +2,10 @@
 // cross-origin isolation (COOP/COEP, so wasm runtimes may use threads), then opens one fresh page per runtime in
 // Debian's headless Chromium (SwiftShader WebGPU, the flags of webdriver.json) and collects window.__bench.
 // Usage: node run.mjs [--runtimes webvlm,wllama,tfjs-wasm,tfjs-webgpu] [--reps 2] [--max 48] [--threads 2]
-//                     [--prompts N] [--out ../results/browser-smollm2.json]
-// Greedy texts are compared with the transformers reference of tests/fixtures/real/smollm2_reference.json.
+//                     [--prompts N] [--out ../results/browser-smollm2.json] [--merge]
+// --merge keeps the other runtimes' entries of an existing --out file (rerun one runtime, keep the rest).
+// Greedy texts are compared with transformers (prompts.json, from tests/fixtures/real/smollm2_reference.json): every
+// correct runtime must reproduce the reference's tokens before its first near-tie (the "safe prefix").
 import http from 'node:http';
 import { createReadStream, existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -23,9 +25,9 @@ const reps = Number(arg('reps', 2));
 const maxTokens = Number(arg('max', 48));
 const threads = Number(arg('threads', 2));
 const out = path.resolve(HERE, arg('out', '../results/browser-smollm2.json'));
-const reference = JSON.parse(readFileSync(path.join(ROOT, 'tests/fixtures/real/smollm2_reference.json'), 'utf8'));
-const prompts = reference.results.slice(0, Number(arg('prompts', reference.results.length)))
-  .map((r) => ({ prompt: r.prompt, reference: r.greedy_text_until_eos, min_margin: r.min_margin_before_eos }));
+// prompts.json: scripts/bench_prompts.py (transformers' greedy text and its safe prefix per prompt)
+const allPrompts = JSON.parse(readFileSync(path.join(HERE, 'prompts.json'), 'utf8'));
+const prompts = allPrompts.slice(0, Number(arg('prompts', allPrompts.length)));
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm' };
 const ROUTES = [['/pkg/', path.join(ROOT, 'pkg')], ['/node_modules/', path.join(HERE, 'node_modules')],
@@ -33,10 +35,6 @@ const ROUTES = [['/pkg/', path.join(ROOT, 'pkg')], ['/node_modules/', path.join(
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   const headers = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'cache-control': 'no-store' };
-  if (url.pathname === '/prompts.json') {
-    res.writeHead(200, { ...headers, 'content-type': 'application/json' }).end(JSON.stringify(prompts));
-    return;
-  }
   const [prefix, dir] = ROUTES.find(([p]) => url.pathname.startsWith(p));
   const file = path.resolve(dir, decodeURIComponent(url.pathname.slice(prefix.length)) || 'index.html');
   if (!file.startsWith(dir) || !existsSync(file) || !statSync(file).isFile()) {
@@ -92,32 +90,39 @@ for (const rt of runtimes) {
   await ctx.close();
   if (!r.error) {
     for (const [i, x] of r.results.entries()) {
-      const ref = prompts[i].reference;
-      if (x.completion_tokens !== null && x.completion_tokens < 32 && !x.text) x.note = 'no text';
-      const n = commonPrefix(x.text.trim(), ref.trim());
-      x.reference_prefix_chars = n;
-      // the reference stops at 32 tokens or <|im_end|>: agreeing means one text is a prefix of the other
-      x.agrees_with_transformers = n === Math.min(x.text.trim().length, ref.trim().length);
+      const p = prompts[i];
+      x.reference_prefix_chars = commonPrefix(x.text.trim(), p.reference.trim());
+      // the reference stops at 32 tokens or <|im_end|>: the same text means one is a prefix of the other
+      x.same_text_as_transformers = x.reference_prefix_chars === Math.min(x.text.trim().length, p.reference.trim().length);
+      x.safe_prefix_ok = p.safe_prefix_tokens === 0 ? null : x.text.trim().startsWith(p.reference_safe_prefix.trim());
     }
+    const checked = r.results.filter((x) => x.safe_prefix_ok !== null);
     r.summary = {
       ttft_ms: median(r.results.map((x) => x.ttft_ms)),
       prefill_tok_s: median(r.results.map((x) => x.prefill_tok_s)),
       decode_tok_s: median(r.results.map((x) => x.decode_tok_s)),
-      agree_with_transformers: `${r.results.filter((x) => x.agrees_with_transformers).length}/${r.results.length}`,
+      same_text_as_transformers: `${r.results.filter((x) => x.same_text_as_transformers).length}/${r.results.length}`,
+      safe_prefix_reproduced: `${checked.filter((x) => x.safe_prefix_ok).length}/${checked.length}`,
     };
   }
   r.wall_s = (Date.now() - t0) / 1000;
+  r.run_date = new Date().toISOString();
   console.log(JSON.stringify(r.summary || r.error));
   report.runtimes.push(r);
 }
 await browser.close();
 server.close();
 mkdirSync(path.dirname(out), { recursive: true });
+if (process.argv.includes('--merge') && existsSync(out)) {
+  const old = JSON.parse(readFileSync(out, 'utf8'));
+  const fresh = new Set(report.runtimes.map((r) => r.runtime));
+  report.runtimes = [...old.runtimes.filter((r) => !fresh.has(r.runtime)).map((r) => ({ ...r, run_date: r.run_date || old.date })), ...report.runtimes];
+}
 writeFileSync(out, JSON.stringify(report, null, 1));
 const fmt = (v, d = 1) => (v === null || v === undefined ? '–' : Number(v).toFixed(d));
-console.log(`\n| runtime | device | load s | TTFT ms | prefill tok/s | decode tok/s | same text as transformers |\n|---|---|---|---|---|---|---|`);
+console.log(`\n| runtime | device | load s | TTFT ms | prefill tok/s | decode tok/s | safe prefix = transformers | same text |\n|---|---|---|---|---|---|---|---|`);
 for (const r of report.runtimes) {
-  if (r.error) console.log(`| ${r.runtime} | – | – | – | – | – | error: ${r.error.split('\n')[0].slice(0, 80)} |`);
-  else console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.ttft_ms, 0)} | ${fmt(r.summary.prefill_tok_s)} | ${fmt(r.summary.decode_tok_s)} | ${r.summary.agree_with_transformers} |`);
+  if (r.error) console.log(`| ${r.runtime} | – | – | – | – | – | error: ${r.error.split('\n')[0].slice(0, 80)} | |`);
+  else console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.ttft_ms, 0)} | ${fmt(r.summary.prefill_tok_s)} | ${fmt(r.summary.decode_tok_s)} | ${r.summary.safe_prefix_reproduced} | ${r.summary.same_text_as_transformers} |`);
 }
 console.log(`wrote ${path.relative(process.cwd(), out)}`);

@@ -34,6 +34,7 @@ export function startServer({ www = path.join(ROOT, 'www'), connectSrc = [] } = 
  * A stand-in for a remote OpenAI-compatible generator (`POST …/v1/chat/completions`, SSE), with CORS. The first
  * path segment picks the behaviour: `ok` streams `answer` (CRLF line ends, a keep-alive comment, one event split
  * across two writes), `fail` answers 500 with an OpenAI error body, `stall` sends headers and then nothing.
+ * Under `nocors/` it serves files without CORS headers (a model host that blocks other origins).
  * Under `garbage/` and `slow/` it is also a broken search/v1 server (`…/v1/search`: HTML; slow: after 3 s).
  * Resolves to {url, requests, close}; `requests` records [mode, headers, body] of each chat POST.
  */
@@ -46,6 +47,11 @@ export async function startTestGenerator({ answer = 'From the sources [1].' } = 
     req.on('data', (d) => (body += d));
     req.on('end', async () => {
       const mode = req.url.split('/')[1];
+      if (mode === 'nocors') {
+        // a file server that does not allow other origins: the browser blocks the response
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+        return;
+      }
       if (req.url.includes('/v1/search')) {
         // a broken search/v1 endpoint: `garbage` answers 200 with HTML, `slow` answers after 3 s
         if (mode === 'slow') await new Promise((r) => setTimeout(r, 3000));

@@ -163,6 +163,17 @@ try {
   } catch (err) {
     out.missingFile = { name: err.name, isNetworkError: err instanceof NetworkError, status: err.status };
   }
+  // a model host on another origin that sends no CORS headers: the browser blocks it; a typed, explanatory error
+  try {
+    await createEngine({ files: { ...files, 'config.json': `${new URLSearchParams(location.search).get('gen')}/nocors/config.json` } }, { warmup: false, cache: false });
+    out.corsBlocked = 'no error';
+  } catch (err) {
+    out.corsBlocked = { name: err.name, isNetworkError: err instanceof NetworkError, message: err.message };
+  }
+  // and the page is still usable: the worker engine from before was disposed, a fresh in-page load works
+  const again = await createEngine({ files, id: 'tiny-idefics3' }, { maxContext: 256, warmup: false });
+  out.afterErrors = (await again.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 })).object;
+  again.dispose();
 } catch (e) {
   out.error = `${e.name}: ${e.message}\n${e.stack}`;
 }
