@@ -95,7 +95,9 @@ export async function launchBrowser() {
 /** Collects console errors, page errors and CSP violations of a page. */
 export function watchPage(page, log = []) {
   page.on('console', (m) => {
-    const t = `[console.${m.type()}] ${m.text()}`;
+    // the location names the resource for "Failed to load resource" messages
+    const where = m.location()?.url;
+    const t = `[console.${m.type()}] ${m.text()}${where ? ` (${where})` : ''}`;
     if (process.env.E2E_VERBOSE || m.type() === 'error') console.log(t);
     if (m.type() === 'error') log.push(t);
   });
