@@ -31,7 +31,7 @@ const el = (tag, props = {}, ...kids) => {
   for (const k of kids) e.append(k);
   return e;
 };
-const mb = (n) => `${(n / 1048576).toFixed(1)} MB`;
+const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
 const ms = (x) => (x >= 1000 ? `${(x / 1000).toFixed(1)} s` : `${Math.round(x)} ms`);
 
 const state = { engine: null, loading: false, running: null, image: null, imageUrl: null };
