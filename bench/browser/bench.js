@@ -40,7 +40,7 @@ const runtimes = {
     const info = engine.adapterInfo();
     return {
       loadMs,
-      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups})`,
+      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups}, GEMV up to ${info.gemvMaxM} rows)`,
       memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
       async run(p) {
         return timedStream(null, async (_, on) => {

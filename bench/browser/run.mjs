@@ -94,7 +94,9 @@ for (const rt of runtimes) {
       x.reference_prefix_chars = commonPrefix(x.text.trim(), p.reference.trim());
       // the reference stops at 32 tokens or <|im_end|>: the same text means one is a prefix of the other
       x.same_text_as_transformers = x.reference_prefix_chars === Math.min(x.text.trim().length, p.reference.trim().length);
-      x.safe_prefix_ok = p.safe_prefix_tokens === 0 ? null : x.text.trim().startsWith(p.reference_safe_prefix.trim());
+      // a run cut off by max_tokens before the end of the safe prefix is checked as far as it went
+      const [t, sp] = [x.text.trim(), p.reference_safe_prefix.trim()];
+      x.safe_prefix_ok = p.safe_prefix_tokens === 0 ? null : t.startsWith(sp) || (x.completion_tokens >= maxTokens && sp.startsWith(t));
     }
     const checked = r.results.filter((x) => x.safe_prefix_ok !== null);
     r.summary = {

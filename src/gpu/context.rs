@@ -16,6 +16,11 @@ pub struct GpuOptions {
     pub allow_subgroups: bool,
     pub allow_timestamps: bool,
     pub power_preference: wgpu::PowerPreference,
+    /// The adapter is SwiftShader (a CPU emulation whose workgroup barriers are expensive): `linear` then sends
+    /// prefill-sized inputs (≤ 64 rows) through the barrier-free GEMV, 4 rows per weight pass, instead of the
+    /// tiled GEMM — measured 1.35 × faster time to first token on SwiftShader (docs/benchmarks.md). wgpu does not
+    /// name web adapters, so the browser bindings detect it from `GPUAdapterInfo`.
+    pub swiftshader: bool,
 }
 
 impl Default for GpuOptions {
@@ -25,6 +30,7 @@ impl Default for GpuOptions {
             allow_subgroups: true,
             allow_timestamps: cfg!(feature = "profiling"),
             power_preference: wgpu::PowerPreference::HighPerformance,
+            swiftshader: false,
         }
     }
 }
@@ -46,6 +52,9 @@ pub struct Caps {
     pub max_workgroup_storage: u32,
     pub max_storage_buffers_per_stage: u32,
     pub min_uniform_align: u32,
+    /// `linear` uses the GEMV for inputs of at most this many rows (4, or 64 on SwiftShader: see
+    /// [`GpuOptions::swiftshader`]).
+    pub gemv_max_m: u32,
 }
 
 /// One GPU device with its caches. Cheap to share (`Arc`).
@@ -148,6 +157,7 @@ impl GpuContext {
         }
 
         let caps = Caps {
+            gemv_max_m: if opts.swiftshader || info.name.to_lowercase().contains("swiftshader") { 64 } else { 4 },
             adapter_name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),

@@ -128,7 +128,8 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
         return Ok(out);
     }
     let use_gemv = match path {
-        Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
+        // SwiftShader: up to caps.gemv_max_m rows (see GpuOptions::swiftshader), in passes of GEMV_MAX_M rows
+        Path::Auto => m <= (rec.ctx().caps.gemv_max_m as usize).max(GEMV_MAX_M) && gemv_supports(w.dtype, k),
         Path::Gemv | Path::GemvSubgroups => {
             if path == Path::GemvSubgroups && !rec.ctx().caps.subgroups {
                 return Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() });

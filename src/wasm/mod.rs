@@ -99,6 +99,8 @@ export interface WasmPipelineResult {
 export interface WasmAdapterInfo {
   adapter: string; backend: string; driver: string; shaderF16: boolean; subgroups: boolean;
   maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeInvocationsPerWorkgroup: number;
+  /** Inputs of up to this many rows go through the GEMV (64 on SwiftShader, where barriers are expensive; else 4). */
+  gemvMaxM: number;
 }
 export interface WasmLoadReport {
   /** Bytes of weights read (= uploaded). */
@@ -375,7 +377,27 @@ pub struct WebvlmEngine {
 const DEFAULT_CONTEXT: usize = 2048;
 
 async fn new_context() -> Result<Arc<GpuContext>> {
-    GpuContext::new(GpuOptions::default()).await
+    let swiftshader = web_adapter_is_swiftshader().await;
+    GpuContext::new(GpuOptions { swiftshader, ..GpuOptions::default() }).await
+}
+
+/// Whether `navigator.gpu`'s adapter describes itself as SwiftShader (`GPUAdapterInfo`: Chromium reports vendor
+/// "google", architecture "swiftshader"). wgpu's web backend leaves the adapter unnamed, so the kernels' choice
+/// for that adapter ([`GpuOptions::swiftshader`]) is made from here. False when anything is missing.
+async fn web_adapter_is_swiftshader() -> bool {
+    use js_sys::Reflect;
+    let get = |o: &JsValue, k: &str| Reflect::get(o, &JsValue::from_str(k)).ok().filter(|v| !v.is_undefined());
+    let Some(gpu) = get(&js_sys::global(), "navigator").and_then(|n| get(&n, "gpu")) else { return false };
+    let Some(request) = get(&gpu, "requestAdapter").and_then(|f| f.dyn_into::<Function>().ok()) else {
+        return false;
+    };
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>()) else { return false };
+    let Ok(adapter) = wasm_bindgen_futures::JsFuture::from(promise).await else { return false };
+    let Some(info) = get(&adapter, "info") else { return false };
+    ["vendor", "architecture", "description", "device"]
+        .iter()
+        .filter_map(|k| get(&info, k).and_then(|v| v.as_string()))
+        .any(|s| s.to_lowercase().contains("swiftshader"))
 }
 
 fn meter_for(opts: &Option<LoadOpts>, total: u64) -> Rc<Meter> {
@@ -756,6 +778,7 @@ fn caps_object(ctx: &GpuContext) -> JsValue {
     set(&o, "maxStorageBufferBindingSize", c.max_storage_binding as f64);
     set(&o, "maxBufferSize", c.max_buffer_size as f64);
     set(&o, "maxComputeInvocationsPerWorkgroup", c.max_workgroup_invocations as f64);
+    set(&o, "gemvMaxM", c.gemv_max_m as f64);
     o.into()
 }
 

@@ -59,6 +59,10 @@ try {
       assert(r[`${l}.aborted`].isCancelled || r[`${l}.aborted`] === 'cancelled', `${l}: aborted → ${JSON.stringify(r[`${l}.aborted`])}`);
     }
     assert(r.quota.warnings.length >= 1 && r.quota.warnings.every((n) => n === 'CacheError') && r.quota.progressWarnings >= 1, `quota → CacheError warnings: ${JSON.stringify(r.quota)}`);
+    for (const l of ['worker', 'page']) {
+      const want = r.adapterInfo.includes('swiftshader') ? 64 : 4;
+      assert(r[`${l}.gemvMaxM`] === want, `${l}: GEMV row limit ${r[`${l}.gemvMaxM`]} for adapter "${r.adapterInfo}" (want ${want})`);
+    }
     assert(r.hugeImage.name === 'ImageError', `20000×20000 image → ImageError: ${JSON.stringify(r.hugeImage)}`);
     const pl = r.pipeline;
     assert(['caption', 'rephrase', 'retrieve', 'generate'].every((s) => pl.steps.some((x) => x[0] === s)), `pipeline trace: ${JSON.stringify(pl)}`);

@@ -48,6 +48,9 @@ async function exercise(engine, label, out) {
     out[`${label}.aborted`] = { name: e.name, isCancelled: e instanceof CancelledError };
   }
   out[`${label}.adapter`] = engine.adapterInfo().adapter;
+  out[`${label}.gemvMaxM`] = engine.adapterInfo().gemvMaxM;
+  const a = await navigator.gpu.requestAdapter();
+  out.adapterInfo = [a.info.vendor, a.info.architecture, a.info.description].join(' ').toLowerCase();
   out[`${label}.loadReport`] = engine.loadReport();
 }
 
