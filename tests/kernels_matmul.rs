@@ -348,7 +348,7 @@ async fn chunked_upload_equals_whole() -> Result<(), String> {
             let mut reads = Vec::new();
             let t = mm::upload_ggml_chunked(&ctx, &[rows, cols], gd, chunk, &mut |off, len| {
                 reads.push((off, len));
-                Ok(bytes[off as usize..(off + len) as usize].to_vec())
+                Ok(std::borrow::Cow::Borrowed(&bytes[off as usize..(off + len) as usize]))
             })
             .map_err(|e| e.to_string())?;
             let got = ctx.read_bytes(&t, 0, t.bytes()).await.map_err(|e| e.to_string())?;
@@ -365,7 +365,9 @@ async fn chunked_upload_equals_whole() -> Result<(), String> {
         }
     }
     // a reader that returns the wrong length is an error, not a corrupt tensor
-    let e = mm::upload_ggml_chunked(&ctx, &[4, 32], DType::F32, 128, &mut |_, len| Ok(vec![0; len as usize - 1]));
+    let e = mm::upload_ggml_chunked(&ctx, &[4, 32], DType::F32, 128, &mut |_, len| {
+        Ok(std::borrow::Cow::Owned(vec![0; len as usize - 1]))
+    });
     if e.is_ok() {
         return Err("short read accepted".into());
     }

@@ -37,21 +37,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn real_gguf() -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("WEBVLM_REQUIRE_REAL").as_deref() == Ok("1") {
-        panic!("{} is missing; run scripts/fetch_real_models.sh", p.display());
-    }
-    eprintln!("NOTICE: load-memory test skipped: {} not found (run scripts/fetch_real_models.sh)", p.display());
-    None
-}
-
 #[test]
 fn loading_smollm2_peaks_below_one_and_a_half_largest_tensors() {
-    let Some(path) = real_gguf() else { return };
+    let Some(path) = common::real_smollm2_gguf() else { return };
     let largest = {
         let src = FileSource::open(&path).unwrap();
         let g = Gguf::parse(&src).unwrap();

@@ -18,23 +18,9 @@ use webvlm::loader::FileSource;
 use webvlm::models::Model;
 use webvlm::nn::LoadOptions;
 
-pub fn real_gguf_path() -> Option<std::path::PathBuf> {
-    let p = std::env::var("WEBVLM_SMOLLM2_GGUF").map(std::path::PathBuf::from).unwrap_or_else(|_| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("WEBVLM_REQUIRE_REAL").as_deref() == Ok("1") {
-        panic!("{} is missing; run scripts/fetch_real_models.sh", p.display());
-    }
-    eprintln!("NOTICE: real-weights test skipped: {} not found (run scripts/fetch_real_models.sh)", p.display());
-    None
-}
-
 #[test]
 fn smollm2_greedy_matches_transformers() {
-    let Some(path) = real_gguf_path() else { return };
+    let Some(path) = common::real_smollm2_gguf() else { return };
     let reference: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/real/smollm2_reference.json")).expect("reference json");
     let ctx = pollster::block_on(common::ctx());

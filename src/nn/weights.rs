@@ -2,6 +2,8 @@
 //! tensor names) and a [`VarBuilder`] that scopes names by prefix and uploads each tensor to the GPU in the
 //! requested dtype, one tensor at a time (the file is never held in memory whole).
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::gpu::{DType, GpuContext, Tensor};
 use crate::loader::gguf::Gguf;
@@ -193,7 +195,7 @@ impl<'a> VarBuilder<'a> {
         let t = if target == file_gpu && meta.dtype != FileDType::BF16 {
             // in row chunks: memory while loading is bounded by the chunk, not the tensor
             matmul::upload_ggml_chunked(self.ctx, &shape, target, matmul::UPLOAD_CHUNK_BYTES, &mut |off, len| {
-                self.store.bytes_range(&full, off, len)
+                self.store.bytes_range(&full, off, len).map(Cow::Owned)
             })
         } else {
             self.convert_chunked(&full, &meta, shape, target)
@@ -234,7 +236,7 @@ impl VarBuilder<'_> {
             let bytes = self.store.bytes_range(full, r0 * src_row, r * src_row)?;
             let values = quant::dequantize(meta.dtype, &bytes, r as usize * cols)?;
             drop(bytes);
-            quant::quantize(to, &values)
+            quant::quantize(to, &values).map(Cow::Owned)
         })
     }
 }

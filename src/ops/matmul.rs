@@ -7,6 +7,8 @@
 //! On adapters with subgroups the GEMV gives each output row a subgroup (coalesced loads + `subgroupAdd`);
 //! without, one invocation per row (no barriers: they are expensive on lavapipe and SwiftShader).
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Binding, Caps, DType, GpuContext, PipelineKey, Recorder, Tensor};
 use crate::loader::{self, quant};
@@ -374,8 +376,9 @@ pub fn upload_ggml(ctx: &GpuContext, bytes: &[u8], shape: &[usize], dtype: DType
             detail: format!("{dtype} {shape:?} needs {need:?} bytes, got {}", bytes.len()),
         });
     }
+    // one "chunk" borrowed from `bytes`: no copy of the tensor before its conversion
     upload_ggml_chunked(ctx, shape, dtype, usize::MAX, &mut |off, len| {
-        Ok(bytes[off as usize..(off + len) as usize].to_vec())
+        Ok(Cow::Borrowed(&bytes[off as usize..(off + len) as usize]))
     })
 }
 
@@ -384,14 +387,14 @@ pub fn upload_ggml(ctx: &GpuContext, bytes: &[u8], shape: &[usize], dtype: DType
 pub const UPLOAD_CHUNK_BYTES: usize = 4 << 20;
 
 /// [`upload_ggml`] in row chunks of about `chunk_bytes` of the stored bytes: `read(offset, len)` returns that
-/// range of the tensor's bytes as stored. Each chunk is converted and written into the GPU buffer at its place,
+/// range of the tensor's bytes as stored (borrowed when the caller holds them, owned when read from a file). Each chunk is converted and written into the GPU buffer at its place,
 /// so the memory this needs is about two chunks, not the tensor (the wasm heap while loading is set by this).
-pub fn upload_ggml_chunked(
+pub fn upload_ggml_chunked<'a>(
     ctx: &GpuContext,
     shape: &[usize],
     dtype: DType,
     chunk_bytes: usize,
-    read: &mut dyn FnMut(u64, u64) -> Result<Vec<u8>>,
+    read: &mut dyn FnMut(u64, u64) -> Result<Cow<'a, [u8]>>,
 ) -> Result<Tensor> {
     const OP: &str = "upload_ggml";
     let ld = loader_dtype(dtype)?;
@@ -435,7 +438,7 @@ pub fn upload_ggml_chunked(
             DType::F32 => ctx.write_words(&t, (r0 * cols) as u64, &bytemuck::pod_collect_to_vec::<u8, u32>(&bytes))?,
             DType::F16 => {
                 // two little-endian halves per word, element 2i low: the bytes read as u32 (the last chunk padded)
-                let mut padded = bytes;
+                let mut padded = bytes.into_owned();
                 padded.resize(padded.len().div_ceil(4) * 4, 0);
                 ctx.write_words(&t, (r0 * cols / 2) as u64, &bytemuck::pod_collect_to_vec::<u8, u32>(&padded))?
             }

@@ -46,3 +46,20 @@ macro_rules! gpu_tests {
         )*
     };
 }
+
+/// The real SmolLM2-135M-Instruct GGUF (scripts/fetch_real_models.sh), or `WEBVLM_SMOLLM2_GGUF`. `None` (with a
+/// notice) when it is missing, unless `WEBVLM_REQUIRE_REAL=1`: then a missing file fails the test (CI).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn real_smollm2_gguf() -> Option<std::path::PathBuf> {
+    let p = std::env::var("WEBVLM_SMOLLM2_GGUF").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    if p.is_file() {
+        return Some(p);
+    }
+    if std::env::var("WEBVLM_REQUIRE_REAL").as_deref() == Ok("1") {
+        panic!("{} is missing; run scripts/fetch_real_models.sh", p.display());
+    }
+    eprintln!("NOTICE: real-weights test skipped: {} not found (run scripts/fetch_real_models.sh)", p.display());
+    None
+}
