@@ -20,7 +20,8 @@ export function startServer({ www = path.join(ROOT, 'www'), connectSrc = [] } = 
     proc.stderr.on('data', (d) => {
       err += d;
       process.stderr.write(d);
-      const m = /listening on (http:\/\/[\d.:]+)/.exec(err);
+      // only a whole line: stderr may arrive split inside the address
+      const m = /listening on (http:\/\/[\d.:]+)\s/.exec(err);
       if (m) {
         clearTimeout(timer);
         resolve({ url: m[1], stop: () => proc.kill('SIGTERM') });
