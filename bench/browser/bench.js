@@ -11,6 +11,42 @@ const maxTokens = Number(q.get('max') || 64);
 const log = (s) => (document.getElementById('log').textContent += `${s}\n`);
 const GGUF = '/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf';
 
+// GPU memory of every runtime, counted the same way before any of them loads: GPUDevice.createBuffer and
+// GPUBuffer.destroy wrapped. A buffer dropped without destroy() stays counted until the page ends (an upper bound).
+const gpuMem = { liveBytes: 0, peakBytes: 0, buffers: 0 };
+if (globalThis.GPUDevice && globalThis.GPUBuffer) {
+  const create = GPUDevice.prototype.createBuffer;
+  const destroy = GPUBuffer.prototype.destroy;
+  const sizes = new WeakMap();
+  GPUDevice.prototype.createBuffer = function (desc) {
+    const b = create.call(this, desc);
+    sizes.set(b, desc.size);
+    gpuMem.liveBytes += desc.size;
+    gpuMem.buffers += 1;
+    gpuMem.peakBytes = Math.max(gpuMem.peakBytes, gpuMem.liveBytes);
+    return b;
+  };
+  GPUBuffer.prototype.destroy = function () {
+    const size = sizes.get(this);
+    if (size !== undefined) {
+      gpuMem.liveBytes -= size;
+      sizes.delete(this);
+    }
+    return destroy.call(this);
+  };
+}
+// JS + wasm memory of the page and its workers (needs cross-origin isolation; the driver makes Chromium measure
+// at once instead of at its next GC)
+async function pageMemory() {
+  if (!performance.measureUserAgentSpecificMemory) return null;
+  try {
+    const m = await performance.measureUserAgentSpecificMemory();
+    return m.bytes;
+  } catch {
+    return null;
+  }
+}
+
 async function timedStream(start, iterate) {
   const t0 = performance.now();
   let first = null;
@@ -129,6 +165,7 @@ try {
   log(`${rt}: loading`);
   const r = await runtimes[rt]();
   log(`${rt}: loaded in ${r.loadMs.toFixed(0)} ms on ${r.device}`);
+  const memLoaded = { pageBytes: await pageMemory(), gpuLiveBytes: gpuMem.liveBytes, gpuPeakBytes: gpuMem.peakBytes };
   const results = [];
   for (const p of prompts) {
     const runs = [];
@@ -149,7 +186,15 @@ try {
       runs: runs.map((x) => ({ ttft_ms: x.ttftMs, decode_ms: x.decodeMs, total_ms: x.totalMs, completion_tokens: tok(x) })),
     });
   }
-  window.__bench = { runtime: rt, device: r.device, webgpu_adapter: adapter, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory: r.memory(),
+  const memory = {
+    ...r.memory(),
+    after_load: memLoaded,
+    after_runs: { pageBytes: await pageMemory(), gpuLiveBytes: gpuMem.liveBytes },
+    gpuPeakBytes: gpuMem.peakBytes,
+    gpuBuffersCreated: gpuMem.buffers,
+    note: 'pageBytes: performance.measureUserAgentSpecificMemory() (JS + wasm of the page and its workers); gpu*: GPUDevice.createBuffer sizes minus destroyed buffers',
+  };
+  window.__bench = { runtime: rt, device: r.device, webgpu_adapter: adapter, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory,
     crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results };
 } catch (e) {
   log(`${rt}: ${e.stack || e}`);

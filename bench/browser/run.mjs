@@ -51,7 +51,7 @@ const base = `http://127.0.0.1:${server.address().port}`;
 
 const wd = JSON.parse(readFileSync(path.join(ROOT, 'webdriver.json'), 'utf8'));
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
-  args: wd['goog:chromeOptions'].args.filter((a) => !a.startsWith('--headless')) });
+  args: [...wd['goog:chromeOptions'].args.filter((a) => !a.startsWith('--headless')), '--enable-blink-features=ForceEagerMeasureMemory'] });
 const median = (xs) => {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
@@ -105,6 +105,8 @@ for (const rt of runtimes) {
       decode_tok_s: median(r.results.map((x) => x.decode_tok_s)),
       same_text_as_transformers: `${r.results.filter((x) => x.same_text_as_transformers).length}/${r.results.length}`,
       safe_prefix_reproduced: `${checked.filter((x) => x.safe_prefix_ok).length}/${checked.length}`,
+      gpu_peak_mb: r.memory?.gpuPeakBytes ? r.memory.gpuPeakBytes / 1e6 : null,
+      page_mb_after_runs: r.memory?.after_runs?.pageBytes ? r.memory.after_runs.pageBytes / 1e6 : null,
     };
   }
   r.wall_s = (Date.now() - t0) / 1000;
@@ -122,9 +124,9 @@ if (process.argv.includes('--merge') && existsSync(out)) {
 }
 writeFileSync(out, JSON.stringify(report, null, 1));
 const fmt = (v, d = 1) => (v === null || v === undefined ? '–' : Number(v).toFixed(d));
-console.log(`\n| runtime | device | load s | TTFT ms | prefill tok/s | decode tok/s | safe prefix = transformers | same text |\n|---|---|---|---|---|---|---|---|`);
+console.log(`\n| runtime | device | load s | TTFT ms | prefill tok/s | decode tok/s | safe prefix = transformers | same text | GPU peak MB | page MB |\n|---|---|---|---|---|---|---|---|---|---|`);
 for (const r of report.runtimes) {
-  if (r.error) console.log(`| ${r.runtime} | – | – | – | – | – | error: ${r.error.split('\n')[0].slice(0, 80)} | |`);
-  else console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.ttft_ms, 0)} | ${fmt(r.summary.prefill_tok_s)} | ${fmt(r.summary.decode_tok_s)} | ${r.summary.safe_prefix_reproduced} | ${r.summary.same_text_as_transformers} |`);
+  if (r.error) console.log(`| ${r.runtime} | – | – | – | – | – | error: ${r.error.split('\n')[0].slice(0, 80)} | | | |`);
+  else console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.ttft_ms, 0)} | ${fmt(r.summary.prefill_tok_s)} | ${fmt(r.summary.decode_tok_s)} | ${r.summary.safe_prefix_reproduced} | ${r.summary.same_text_as_transformers} | ${fmt(r.summary.gpu_peak_mb)} | ${fmt(r.summary.page_mb_after_runs)} |`);
 }
 console.log(`wrote ${path.relative(process.cwd(), out)}`);

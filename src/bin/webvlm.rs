@@ -117,6 +117,10 @@ mod native {
             /// Buffer size of the copy kernel, MiB.
             #[arg(long, default_value_t = 48)]
             copy_mib: usize,
+            /// Also time every kernel with GPU timestamp queries (one more run, prefill and decode apart; the
+            /// adapter must offer TIMESTAMP_QUERY) and report GPU ms per token by kernel.
+            #[arg(long)]
+            profile: bool,
         },
         /// Visual question answering accuracy: answer each `{image, question, answer}` line of a JSONL file
         /// (greedy), score the first word of the answer against `answer`, print per-item JSONL to --out and a
@@ -363,16 +367,19 @@ mod native {
             }
             Cmd::Ask(args) => ask(args),
             Cmd::Eval(args) => eval_cmd(args),
-            Cmd::Bench { model, mmproj, image, prompt_tokens, decode_tokens, runs, dtype, copy_mib } => bench_cmd(
-                &model,
-                mmproj.as_deref(),
-                image.as_deref(),
-                prompt_tokens,
-                decode_tokens,
-                runs,
-                &dtype,
-                copy_mib,
-            ),
+            Cmd::Bench { model, mmproj, image, prompt_tokens, decode_tokens, runs, dtype, copy_mib, profile } => {
+                bench_cmd(
+                    &model,
+                    mmproj.as_deref(),
+                    image.as_deref(),
+                    prompt_tokens,
+                    decode_tokens,
+                    runs,
+                    &dtype,
+                    copy_mib,
+                    profile,
+                )
+            }
             Cmd::OfflineVlm { onnx, gguf, assets, out } => offline_vlm(&onnx, &gguf, &assets, &out),
             Cmd::Vqa { model, mmproj, data, limit, no_image, max_tokens, dtype, out } => {
                 vqa(&model, mmproj.as_deref(), &data, limit, no_image, max_tokens, &dtype, out.as_deref())
@@ -452,8 +459,18 @@ mod native {
         dtype: &str,
         context: usize,
     ) -> Result<(std::sync::Arc<GpuContext>, Engine)> {
+        load_engine_with(model, mmproj, dtype, context, GpuOptions::default())
+    }
+
+    fn load_engine_with(
+        model: &std::path::Path,
+        mmproj: Option<&std::path::Path>,
+        dtype: &str,
+        context: usize,
+        gpu: GpuOptions,
+    ) -> Result<(std::sync::Arc<GpuContext>, Engine)> {
         let opts = LoadOptions { dtype: parse_dtype(dtype)? };
-        let ctx = GpuContext::new_blocking(GpuOptions::default())?;
+        let ctx = GpuContext::new_blocking(gpu)?;
         eprintln!("GPU: {} ({}), loading {} …", ctx.caps.adapter_name, ctx.caps.backend, model.display());
         let engine = if model.is_dir() {
             if mmproj.is_some() {
@@ -484,13 +501,26 @@ mod native {
         runs: usize,
         dtype: &str,
         copy_mib: usize,
+        profile: bool,
     ) -> Result<()> {
         use webvlm::generation::generate;
         use webvlm::gpu::{bench, Recorder};
         let t0 = Instant::now();
-        let (ctx, engine) = load_engine(model, mmproj, dtype, prompt_tokens + decode_tokens + 8)?;
+        let gpu = GpuOptions { allow_timestamps: profile, ..GpuOptions::default() };
+        let (ctx, engine) = load_engine_with(model, mmproj, dtype, prompt_tokens + decode_tokens + 8, gpu)?;
         let load_s = t0.elapsed().as_secs_f64();
-        let (copy, copy_best, _, _) = bench::copy_gbps(&ctx, copy_mib, 5, 0.3)?;
+        if profile && !ctx.caps.timestamps {
+            bail!("--profile: {} offers no timestamp queries", ctx.caps.adapter_name);
+        }
+        ctx.trim_pool();
+        let weights_gpu = ctx.pool_stats().held_bytes;
+        let kv_bytes = {
+            let before = ctx.pool_stats().held_bytes;
+            let cache = engine.model.lm.new_cache(&ctx)?;
+            let b = ctx.pool_stats().held_bytes - before;
+            drop(cache);
+            b
+        };
         // a prompt of exactly `prompt_tokens` ids: a plain English text, repeated
         let text = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ".repeat(64);
         let mut ids = engine.tokenizer.encode(&text)?;
@@ -532,6 +562,64 @@ mod native {
                 encode_ms.push(r.stats.image_encode_ms);
             }
         }
+        let peak_held = ctx.pool_stats().peak_held_bytes;
+        ctx.trim_pool();
+        let (copy, copy_best, _, _) = bench::copy_gbps(&ctx, copy_mib, 5, 0.3)?;
+        // GPU time per kernel: one more run, profiled from the start to its first token (prefill) and from there
+        // to the end (decode steps)
+        let profile_report = if profile {
+            let mut rec = Recorder::new(&ctx);
+            let x = engine.model.embed_prompt(&mut rec, &ids, &[])?;
+            rec.submit()?;
+            let mut cache = engine.model.lm.new_cache(&ctx)?;
+            let cfg = GenerationConfig { max_new_tokens: decode_tokens, ..Default::default() };
+            ctx.start_profiling()?;
+            let mut prefill_profile = None;
+            let out = pollster::block_on(generate(
+                &ctx,
+                &engine.model,
+                &mut cache,
+                &x,
+                &cfg,
+                &CancelToken::default(),
+                |_| {
+                    if prefill_profile.is_none() {
+                        prefill_profile = Some(ctx.stop_profiling());
+                        ctx.start_profiling().is_ok()
+                    } else {
+                        true
+                    }
+                },
+            ))?;
+            let decode_profile = ctx.stop_profiling();
+            let prefill_profile = prefill_profile.unwrap_or_default();
+            let per = |p: &webvlm::gpu::Profile, steps: usize| {
+                let steps = steps.max(1) as f64;
+                serde_json::json!({
+                    "submissions": p.submissions,
+                    "gpu_ms_per_step": p.gpu_ms / steps,
+                    "untimed_dispatches": p.untimed_dispatches,
+                    "kernels": p.kernels.iter().map(|k| serde_json::json!({
+                        "kernel": k.kernel,
+                        "dispatches_per_step": k.dispatches as f64 / steps,
+                        "gpu_ms_per_step": k.gpu_ms / steps,
+                        "share": k.gpu_ms / p.gpu_ms.max(1e-12),
+                    })).collect::<Vec<_>>(),
+                })
+            };
+            let steps = decode_profile.submissions as usize;
+            let wall_ms_per_token = 1e3 / bench::median(decode.clone()).max(1e-9);
+            Some(serde_json::json!({
+                "note": "GPU timestamps around each dispatch (a compute pass each) in one extra run; a step is the prefill, or one decoded token",
+                "prefill": per(&prefill_profile, 1),
+                "decode": per(&decode_profile, steps),
+                "decode_steps": steps,
+                "decode_gpu_busy": decode_profile.gpu_ms / steps.max(1) as f64 / wall_ms_per_token,
+                "tokens": out.tokens.len(),
+            }))
+        } else {
+            None
+        };
         let weight_bytes = engine.model.lm_weight_bytes();
         let decode_tok_s = bench::median(decode.clone());
         let roofline = copy_best * 1e9 / weight_bytes.max(1) as f64;
@@ -547,7 +635,10 @@ mod native {
             "copy_gbps": copy, "copy_gbps_best": copy_best,
             "decode_roofline_tok_s": roofline,
             "decode_vs_roofline": decode_tok_s / roofline,
-            "note": "roofline = best copy-kernel GB/s (read + write) / decoder weight bytes read per token; medians over runs",
+            "gpu_weight_bytes": weights_gpu, "gpu_kv_cache_bytes": kv_bytes, "gpu_peak_bytes": peak_held,
+            "gpu_peak_vs_weights_plus_kv": peak_held as f64 / (weights_gpu + kv_bytes).max(1) as f64,
+            "profile": profile_report,
+            "note": "roofline = best copy-kernel GB/s (read + write) / decoder weight bytes read per token; medians over runs; GPU bytes = webvlm's buffer pool (weights, KV cache, activations live or parked), peak over the timed runs",
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())

@@ -20,6 +20,10 @@ pub struct PoolStats {
     pub peak_live_bytes: u64,
     /// Bytes parked in the pool, ready for reuse.
     pub cached_bytes: u64,
+    /// Bytes of GPU memory the pool's buffers occupy (live + cached): what the device holds for webvlm.
+    pub held_bytes: u64,
+    /// Highest `held_bytes` seen.
+    pub peak_held_bytes: u64,
     /// Buffers created on the device so far.
     pub created: u64,
     /// Requests served from the pool.
@@ -38,9 +42,14 @@ pub struct BufferPool {
     inner: Arc<Mutex<PoolInner>>,
 }
 
+/// The allocation size of a pooled request of `bytes`.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(ALIGN) * ALIGN
+}
+
 impl BufferPool {
     pub(crate) fn acquire(&self, device: &wgpu::Device, size: u64, pooled: bool) -> GpuBuffer {
-        let class = size.max(4).div_ceil(ALIGN) * ALIGN;
+        let class = size_class(size);
         let alloc = if pooled { class } else { size.max(4).div_ceil(4) * 4 };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let reused = if pooled { inner.free.get_mut(&class).and_then(|v| v.pop()) } else { None };
@@ -52,6 +61,8 @@ impl BufferPool {
             }
             None => {
                 inner.stats.created += 1;
+                inner.stats.held_bytes += alloc;
+                inner.stats.peak_held_bytes = inner.stats.peak_held_bytes.max(inner.stats.held_bytes);
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
                     size: alloc,
@@ -78,10 +89,10 @@ impl BufferPool {
     /// Frees every cached buffer (e.g. after loading, or under memory pressure).
     pub fn trim(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, v) in inner.free.drain() {
-            for b in v {
-                b.destroy();
-            }
+        let free: Vec<_> = inner.free.drain().flat_map(|(_, v)| v).collect();
+        for b in free {
+            inner.stats.held_bytes -= b.size();
+            b.destroy();
         }
         inner.stats.cached_bytes = 0;
     }
@@ -106,6 +117,28 @@ impl GpuBuffer {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// Whether it goes back to the pool when dropped (an activation), rather than being destroyed (a weight).
+    pub(crate) fn pooled(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// Bytes allocated (the size class of a pooled buffer).
+    pub(crate) fn alloc_bytes(&self) -> u64 {
+        self.alloc
+    }
+
+    /// The same allocation, handed out again for a request of `size` bytes of the same size class.
+    pub(crate) fn reissue(mut self, size: u64) -> GpuBuffer {
+        debug_assert!(size <= self.alloc);
+        GpuBuffer {
+            buffer: self.buffer.take(),
+            size,
+            alloc: self.alloc,
+            pool: self.pool.clone(),
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 impl Drop for GpuBuffer {
@@ -116,6 +149,9 @@ impl Drop for GpuBuffer {
         {
             let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
             s.stats.live_bytes -= self.alloc;
+            if self.pool.is_none() {
+                s.stats.held_bytes -= self.alloc;
+            }
         }
         match &self.pool {
             Some(pool) => {

@@ -69,6 +69,8 @@ pub struct GpuContext {
     pub(crate) lost: Arc<Mutex<Option<String>>>,
     /// Queue submissions made through this context (see [`submissions`](Self::submissions)).
     pub(crate) submitted: std::sync::atomic::AtomicU64,
+    /// GPU time per kernel while profiling (see [`start_profiling`](Self::start_profiling)).
+    pub(crate) profiler: Mutex<super::profile::Profiler>,
 }
 
 impl GpuContext {
@@ -183,6 +185,7 @@ impl GpuContext {
             uncaptured,
             lost,
             submitted: std::sync::atomic::AtomicU64::new(0),
+            profiler: Mutex::default(),
         }))
     }
 
@@ -227,6 +230,11 @@ impl GpuContext {
     /// Statistics of the buffer pool (bytes live and cached).
     pub fn pool_stats(&self) -> super::PoolStats {
         self.pool.stats()
+    }
+
+    /// Frees the activation buffers parked in the pool (after loading, or under memory pressure).
+    pub fn trim_pool(&self) {
+        self.pool.trim()
     }
 
     /// Number of compiled pipelines in the cache.

@@ -6,15 +6,26 @@
 //! dispatches are encoded into one compute pass and submitted once. A decode step is therefore one submission.
 //! The recorder keeps every bound buffer alive until the submission is queued.
 //!
+//! Activations are recycled within a submission too: once the only handle left to a pooled buffer is the
+//! recorder's own (the op that read it has been recorded and the caller dropped its tensor), no later dispatch
+//! can name it, so [`Recorder::empty`] hands it out again for a later op's output. WebGPU orders the dispatches
+//! of a submission (a write after an earlier read of the same buffer is synchronized like any other
+//! dependency), so this is safe; without it a forward pass would hold every layer's activations at once
+//! (1.9 × weights + KV cache for a 64-token SmolLM2 prefill). Buffers recycled this way never reach the
+//! context's pool before the submission, so a `queue.write_buffer` (which lands before the whole submission)
+//! can never target one of them.
+//!
 //! Binding convention for every kernel: `@group(0) @binding(0)` is the `var<uniform>` parameter block (when the
 //! op has parameters), and storage buffers follow at bindings 1, 2, ... in the order given.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-use super::buffer::GpuBuffer;
+use super::buffer::{size_class, GpuBuffer};
 use super::pipeline::PipelineKey;
+use super::DType;
 use super::{GpuContext, Tensor};
 
 /// One storage binding: a whole buffer or a byte range of it.
@@ -33,15 +44,18 @@ impl From<&Tensor> for Binding {
 
 struct Dispatch {
     label: &'static str,
+    /// `shader:entry defines`, only while the context is profiling.
+    profile_label: Option<String>,
     pipeline: Arc<wgpu::ComputePipeline>,
     uniform: Option<(u64, u64)>,
-    bindings: Vec<Binding>,
+    /// (buffer, offset, size): raw handles, so that a recycled [`GpuBuffer`] wrapper may move on
+    bindings: Vec<(wgpu::Buffer, u64, Option<u64>)>,
     workgroups: [u32; 3],
 }
 
 enum Command {
     Dispatch(Dispatch),
-    Copy { src: Arc<GpuBuffer>, src_offset: u64, dst: Arc<GpuBuffer>, dst_offset: u64, size: u64 },
+    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, size: u64 },
 }
 
 /// Records dispatches; submits them all at once.
@@ -49,11 +63,76 @@ pub struct Recorder<'a> {
     ctx: &'a GpuContext,
     commands: Vec<Command>,
     uniforms: Vec<u8>,
+    /// Pooled buffers the recorded commands use (what keeps them from the pool until the submission)...
+    held: Vec<Arc<GpuBuffer>>,
+    /// ... and the weights and other exact buffers they use.
+    held_exact: Vec<Arc<GpuBuffer>>,
+    held_ptrs: HashSet<*const GpuBuffer>,
+    /// Pooled buffers no handle outside the recorder names any more, by size class: outputs of later ops.
+    recycled: HashMap<u64, Vec<GpuBuffer>>,
+    reissued: usize,
 }
 
 impl<'a> Recorder<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
-        Self { ctx, commands: Vec::new(), uniforms: Vec::new() }
+        Self {
+            ctx,
+            commands: Vec::new(),
+            uniforms: Vec::new(),
+            held: Vec::new(),
+            held_exact: Vec::new(),
+            held_ptrs: HashSet::new(),
+            recycled: HashMap::new(),
+            reissued: 0,
+        }
+    }
+
+    /// An uninitialized activation for an op's output: a buffer this submission no longer needs when there is
+    /// one of the size class, else one from the context's pool (see the module docs).
+    pub fn empty(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        if dtype.is_quantized() {
+            return Err(Error::UnsupportedDtype { op: "empty", dtype: dtype.to_string() });
+        }
+        let bytes = dtype.storage_bytes(shape.iter().product());
+        self.collect_unused();
+        match self.recycled.get_mut(&size_class(bytes)).and_then(Vec::pop) {
+            Some(b) => {
+                self.reissued += 1;
+                Ok(Tensor { buf: Arc::new(b.reissue(bytes)), shape: shape.to_vec(), dtype, scales_offset: 0 })
+            }
+            None => self.ctx.empty(shape, dtype),
+        }
+    }
+
+    /// Outputs served from buffers recycled within this recording.
+    pub fn reissued(&self) -> usize {
+        self.reissued
+    }
+
+    fn hold(&mut self, b: &Arc<GpuBuffer>) {
+        if self.held_ptrs.insert(Arc::as_ptr(b)) {
+            if b.pooled() {
+                self.held.push(b.clone());
+            } else {
+                self.held_exact.push(b.clone());
+            }
+        }
+    }
+
+    /// Moves the pooled buffers that only the recorder still names to `recycled`.
+    fn collect_unused(&mut self) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if Arc::strong_count(&self.held[i]) == 1 {
+                let a = self.held.swap_remove(i);
+                self.held_ptrs.remove(&Arc::as_ptr(&a));
+                if let Ok(b) = Arc::try_unwrap(a) {
+                    self.recycled.entry(b.alloc_bytes()).or_default().push(b);
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     pub fn ctx(&self) -> &'a GpuContext {
@@ -107,11 +186,15 @@ impl<'a> Recorder<'a> {
         if workgroups.iter().any(|&w| w == 0) {
             return Ok(()); // nothing to do (empty tensor)
         }
+        for b in bindings {
+            self.hold(&b.buf);
+        }
         self.commands.push(Command::Dispatch(Dispatch {
             label: key.entry,
+            profile_label: self.ctx.profiling().then(|| super::profile::kernel_label(key)),
             pipeline,
             uniform,
-            bindings: bindings.to_vec(),
+            bindings: bindings.iter().map(|b| (b.buf.raw().clone(), b.offset, b.size)).collect(),
             workgroups,
         }));
         Ok(())
@@ -129,7 +212,15 @@ impl<'a> Recorder<'a> {
                 ),
             });
         }
-        self.commands.push(Command::Copy { src: src.buf.clone(), src_offset, dst: dst.buf.clone(), dst_offset, size });
+        self.hold(&src.buf);
+        self.hold(&dst.buf);
+        self.commands.push(Command::Copy {
+            src: src.buf.raw().clone(),
+            src_offset,
+            dst: dst.buf.raw().clone(),
+            dst_offset,
+            size,
+        });
         Ok(())
     }
 
@@ -164,15 +255,41 @@ impl<'a> Recorder<'a> {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("webvlm") });
         let mut i = 0;
         let cmds = &self.commands;
+        let dispatches = cmds.iter().filter(|c| matches!(c, Command::Dispatch(_))).count();
+        let profile = (dispatches > 0 && ctx.profiling()).then(|| ctx.profile_queries(dispatches));
+        let (mut labels, mut untimed) = (Vec::new(), 0u64);
         while i < cmds.len() {
             match &cmds[i] {
                 Command::Copy { src, src_offset, dst, dst_offset, size } => {
-                    encoder.copy_buffer_to_buffer(src.raw(), *src_offset, dst.raw(), *dst_offset, *size);
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
                     i += 1;
                 }
                 Command::Dispatch(_) => {
-                    let mut pass = encoder
-                        .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                    // profiling: one pass per dispatch, its beginning and end timestamped
+                    let timed = match &profile {
+                        Some((qs, count)) if (labels.len() as u32) * 2 < *count => {
+                            Some(wgpu::ComputePassTimestampWrites {
+                                query_set: qs,
+                                beginning_of_pass_write_index: Some(labels.len() as u32 * 2),
+                                end_of_pass_write_index: Some(labels.len() as u32 * 2 + 1),
+                            })
+                        }
+                        Some(_) => {
+                            untimed += 1;
+                            None
+                        }
+                        None => None,
+                    };
+                    let one_dispatch = profile.is_some();
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: timed.clone(),
+                    });
+                    if timed.is_some() {
+                        if let Command::Dispatch(d) = &cmds[i] {
+                            labels.push(d.profile_label.clone().unwrap_or_else(|| d.label.to_string()));
+                        }
+                    }
                     while let Some(Command::Dispatch(d)) = cmds.get(i) {
                         let layout = d.pipeline.get_bind_group_layout(0);
                         let mut entries = Vec::with_capacity(d.bindings.len() + 1);
@@ -186,13 +303,13 @@ impl<'a> Recorder<'a> {
                                 }),
                             });
                         }
-                        for (j, b) in d.bindings.iter().enumerate() {
+                        for (j, (buffer, offset, size)) in d.bindings.iter().enumerate() {
                             entries.push(wgpu::BindGroupEntry {
                                 binding: j as u32 + 1,
                                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                    buffer: b.buf.raw(),
-                                    offset: b.offset,
-                                    size: b.size.and_then(wgpu::BufferSize::new),
+                                    buffer,
+                                    offset: *offset,
+                                    size: size.and_then(wgpu::BufferSize::new),
                                 }),
                             });
                         }
@@ -205,6 +322,9 @@ impl<'a> Recorder<'a> {
                         pass.set_bind_group(0, &bg, &[]);
                         pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
                         i += 1;
+                        if one_dispatch {
+                            break;
+                        }
                     }
                 }
             }
@@ -213,9 +333,16 @@ impl<'a> Recorder<'a> {
             Some((t, bytes)) => Some(ctx.copy_to_staging(&mut encoder, t, 0, bytes)?),
             None => None,
         };
+        let pending = profile.map(|(qs, _)| {
+            let count = labels.len() as u32 * 2;
+            ctx.profile_resolve(&mut encoder, &qs, count, std::mem::take(&mut labels), untimed)
+        });
         let idx = ctx.queue.submit([encoder.finish()]);
         ctx.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ctx.take_error()?;
+        if let Some(p) = pending {
+            ctx.profile_collect(p)?;
+        }
         Ok((idx, staging))
     }
 }

@@ -228,7 +228,7 @@ impl Dinov2 {
         let x = vision::patch_embed(rec, pixels, &self.patch_w, &self.patch_b, p)?;
         let pos = self.pos_for(rec, gh, gw, h == w)?;
         let x = elementwise::add(rec, &x, &pos)?;
-        let out = rec.ctx().empty(&[n + 1, d], DType::F32)?;
+        let out = rec.empty(&[n + 1, d], DType::F32)?;
         let row = (d * 4) as u64;
         rec.copy(&self.cls_row, 0, &out, 0, row)?;
         rec.copy(&x, 0, &out, row, n as u64 * row)?;

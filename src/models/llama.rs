@@ -308,7 +308,7 @@ impl Llama {
 /// The last row of x [T, D] as [1, D].
 pub fn last_row(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     let (t, d) = (x.rows(), x.cols());
-    let out = rec.ctx().empty(&[1, d], x.dtype)?;
+    let out = rec.empty(&[1, d], x.dtype)?;
     let row = (d * 4) as u64;
     rec.copy(x, (t as u64 - 1) * row, &out, 0, row)?;
     Ok(out)

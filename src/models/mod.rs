@@ -170,7 +170,7 @@ impl VisionStack {
         };
         let feats = if self.drop_cls {
             let (n, d) = feats.dims2()?;
-            let t = rec.ctx().empty(&[n - 1, d], DType::F32)?;
+            let t = rec.empty(&[n - 1, d], DType::F32)?;
             let row = (d * 4) as u64;
             rec.copy(&feats, row, &t, 0, (n - 1) as u64 * row)?;
             t

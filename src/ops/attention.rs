@@ -141,7 +141,7 @@ pub fn attention_with_plan(
     let (tq, hq, hkv, d, _) = check(q, k, v, p)?;
     let plan = AttnPlan::with_splits(p.kv_len, plan.n_split);
     let ctx = rec.ctx();
-    let out = ctx.empty(&[tq, hq, d], DType::F32)?;
+    let out = rec.empty(&[tq, hq, d], DType::F32)?;
     if tq == 0 {
         return Ok(out);
     }
@@ -165,8 +165,8 @@ pub fn attention_with_plan(
     if plan.n_split == 1 {
         rec.dispatch(&key("attn"), &bytes, &[q.into(), k.into(), v.into(), (&out).into()], grid)?;
     } else {
-        let part_o = ctx.empty(&[plan.n_split, hq, tq, d], DType::F32)?;
-        let part_ml = ctx.empty(&[plan.n_split, hq, tq, 2], DType::F32)?;
+        let part_o = rec.empty(&[plan.n_split, hq, tq, d], DType::F32)?;
+        let part_ml = rec.empty(&[plan.n_split, hq, tq, 2], DType::F32)?;
         rec.dispatch(
             &key("attn").define("SPLIT"),
             &bytes,

@@ -41,7 +41,7 @@ fn launch(rec: &mut Recorder, entry: &'static str, binary: bool, p: Params, bind
 /// `out = f(a)`.
 pub fn unary(rec: &mut Recorder, op: Unary, a: &Tensor) -> Result<Tensor> {
     expect_dtype("unary", a, DType::F32)?;
-    let out = rec.ctx().empty(&a.shape, DType::F32)?;
+    let out = rec.empty(&a.shape, DType::F32)?;
     let entry = match op {
         Unary::GeluTanh => "gelu_tanh_fn",
         Unary::GeluErf => "gelu_erf_fn",
@@ -55,7 +55,7 @@ pub fn unary(rec: &mut Recorder, op: Unary, a: &Tensor) -> Result<Tensor> {
 /// `out = a * alpha`.
 pub fn scale(rec: &mut Recorder, a: &Tensor, alpha: f32) -> Result<Tensor> {
     expect_dtype("scale", a, DType::F32)?;
-    let out = rec.ctx().empty(&a.shape, DType::F32)?;
+    let out = rec.empty(&a.shape, DType::F32)?;
     let p = Params { n: a.numel() as u32, b_len: 1, alpha, _pad: 0 };
     launch(rec, "scale", false, p, &[a.into(), (&out).into()])?;
     Ok(out)
@@ -72,7 +72,7 @@ pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor) -> Result<
             detail: format!("b {:?} must match a {:?} or its last dim", b.shape, a.shape),
         });
     }
-    let out = rec.ctx().empty(&a.shape, DType::F32)?;
+    let out = rec.empty(&a.shape, DType::F32)?;
     let entry = match op {
         Binary::Add => "add",
         Binary::Mul => "mul",

@@ -34,7 +34,7 @@ pub fn embedding(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Result<Ten
         DType::Q4_1 => ("QUANT", 2),
         d => return Err(Error::UnsupportedDtype { op: "embedding", dtype: d.to_string() }),
     };
-    let out = rec.ctx().empty(&[t, dim], DType::F32)?;
+    let out = rec.empty(&[t, dim], DType::F32)?;
     let p =
         Params { t: t as u32, dim: dim as u32, vocab: vocab as u32, fmt, scales_off: table.scales_offset, _p: [0; 3] };
     let key = PipelineKey::new("embedding", "main").define(define).constant("WG", 256);

@@ -125,7 +125,7 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
     let m = x.rows();
     let mut out_shape = x.shape.clone();
     *out_shape.last_mut().unwrap() = n;
-    let out = rec.ctx().empty(&out_shape, DType::F32)?;
+    let out = rec.empty(&out_shape, DType::F32)?;
     if m == 0 || n == 0 {
         return Ok(out);
     }
@@ -165,7 +165,7 @@ fn row_chunk(rec: &mut Recorder, t: &Tensor, m0: usize, rows: usize, cols: usize
     if m0 == 0 {
         return Ok(t.clone());
     }
-    let chunk = rec.ctx().empty(&[rows, cols], DType::F32)?;
+    let chunk = rec.empty(&[rows, cols], DType::F32)?;
     rec.copy(t, (m0 * cols * 4) as u64, &chunk, 0, (rows * cols * 4) as u64)?;
     Ok(chunk)
 }
@@ -213,7 +213,7 @@ fn gemv(
     };
     let xs = row_chunk(rec, x, m0, mr, k)?;
     // Output rows m0.. are a separate chunk when m0 > 0: write them to a small buffer and copy back.
-    let ys = if m0 == 0 { out.clone() } else { rec.ctx().empty(&[mr, n], DType::F32)? };
+    let ys = if m0 == 0 { out.clone() } else { rec.empty(&[mr, n], DType::F32)? };
     // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
     let b: Binding = bias.unwrap_or(&xs).into();
     let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
@@ -303,7 +303,7 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, transpose_b: bool) -> 
         }
     }
     let out_shape = if a.shape.len() == 3 { vec![batch, m, n] } else { vec![m, n] };
-    let out = rec.ctx().empty(&out_shape, DType::F32)?;
+    let out = rec.empty(&out_shape, DType::F32)?;
     if batch == 0 || m == 0 || n == 0 {
         return Ok(out);
     }

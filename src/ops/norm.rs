@@ -26,7 +26,7 @@ fn check(op: &'static str, x: &Tensor, w: &Tensor) -> Result<()> {
 /// `x / sqrt(mean(x²) + eps) * w` over the last dim. x [.., C], w [C].
 pub fn rms_norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     check("rms_norm", x, w)?;
-    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let out = rec.empty(&x.shape, DType::F32)?;
     let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, eps, add_unit_offset: 0 };
     let key = PipelineKey::new("norm", "main").constant("WG", 64);
     let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);
@@ -38,7 +38,7 @@ pub fn rms_norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, eps: f32) -> Result<
 pub fn layer_norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
     check("layer_norm", x, w)?;
     check("layer_norm", x, b)?;
-    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let out = rec.empty(&x.shape, DType::F32)?;
     let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, eps, add_unit_offset: 0 };
     let key = PipelineKey::new("norm", "main").define("LAYER").constant("WG", 64);
     let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);

@@ -62,7 +62,7 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, table: &Tensor, pos0: usize, layout:
     if pos0 + t > max_pos {
         return Err(Error::ContextOverflow { tokens: pos0 + t, context: max_pos });
     }
-    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let out = rec.empty(&x.shape, DType::F32)?;
     let p =
         Params { t: t as u32, heads: h as u32, dim: d as u32, pos0: pos0 as u32, max_pos: max_pos as u32, _p: [0; 3] };
     let key = PipelineKey::new("rope", "main")

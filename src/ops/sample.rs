@@ -109,11 +109,10 @@ fn groups(rec: &Recorder, n: usize) -> [u32; 3] {
 /// Index of the largest logit of the last row (ties → the lowest index, like `torch.argmax`) as U32 `[1]`.
 pub fn argmax(rec: &mut Recorder, logits: &Tensor) -> Result<Tensor> {
     let (v, row_off) = last_row("argmax", logits)?;
-    let ctx = rec.ctx();
     let c = chunks(v, MAX_CHUNKS);
     let prm = params(&Params::new(v, row_off, c));
-    let part = ctx.empty(&[c, 2], DType::U32)?;
-    let out = ctx.empty(&[1], DType::U32)?;
+    let part = rec.empty(&[c, 2], DType::U32)?;
+    let out = rec.empty(&[1], DType::U32)?;
     rec.dispatch(&key("argmax_partial", "ARGMAX_PARTIAL"), &prm, &[logits.into(), (&part).into()], groups(rec, c))?;
     rec.dispatch(&key("argmax_final", "ARGMAX_FINAL"), &prm, &[(&part).into(), (&out).into()], [1, 1, 1])?;
     Ok(out)
@@ -128,7 +127,6 @@ pub fn sample(rec: &mut Recorder, logits: &Tensor, p: &SampleParams) -> Result<T
         return argmax(rec, logits);
     }
     let k = effective_k(p, v);
-    let ctx = rec.ctx();
     // More chunks than K make the threshold tighter (fewer candidates to rank); 1024 keeps every scan short.
     let c = chunks(v, (4 * k).max(MAX_CHUNKS));
     let mut prm = Params::new(v, row_off, c);
@@ -139,12 +137,12 @@ pub fn sample(rec: &mut Recorder, logits: &Tensor, p: &SampleParams) -> Result<T
     prm.uniform = p.uniform;
     let prm = params(&prm);
 
-    let stats = ctx.empty(&[c, 2], DType::F32)?;
-    let state = ctx.empty(&[4], DType::U32)?;
-    let counts = ctx.empty(&[c], DType::U32)?;
-    let cand = ctx.empty(&[CANDIDATE_CAP, 2], DType::U32)?;
-    let sorted = ctx.empty(&[k, 2], DType::U32)?;
-    let out = ctx.empty(&[1], DType::U32)?;
+    let stats = rec.empty(&[c, 2], DType::F32)?;
+    let state = rec.empty(&[4], DType::U32)?;
+    let counts = rec.empty(&[c], DType::U32)?;
+    let cand = rec.empty(&[CANDIDATE_CAP, 2], DType::U32)?;
+    let sorted = rec.empty(&[k, 2], DType::U32)?;
+    let out = rec.empty(&[1], DType::U32)?;
     let g = groups(rec, c);
     rec.dispatch(&key("chunk_stats", "STATS"), &prm, &[logits.into(), (&stats).into()], g)?;
     rec.dispatch(&key("threshold", "THRESHOLD"), &prm, &[(&stats).into(), (&state).into()], g)?;
@@ -191,7 +189,7 @@ pub fn repetition_penalty(rec: &mut Recorder, logits: &Tensor, history: &Tensor,
     if !(penalty > 0.0) {
         return Err(Error::Config(format!("repetition penalty must be > 0, got {penalty}")));
     }
-    let out = rec.ctx().empty(&logits.shape, DType::F32)?;
+    let out = rec.empty(&logits.shape, DType::F32)?;
     rec.copy(logits, 0, &out, 0, logits.numel() as u64 * 4)?;
     let n = history.numel();
     if n > 0 {

@@ -17,7 +17,7 @@ struct Params {
 /// Softmax over the last dim of x [.., C].
 pub fn softmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     expect_dtype("softmax", x, DType::F32)?;
-    let out = rec.ctx().empty(&x.shape, DType::F32)?;
+    let out = rec.empty(&x.shape, DType::F32)?;
     let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, _p: [0; 2] };
     let key = PipelineKey::new("softmax", "main").constant("WG", 64);
     let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);

@@ -49,7 +49,7 @@ pub fn unfold(rec: &mut Recorder, pixels: &Tensor, patch: usize) -> Result<Tenso
     }
     let n = (h / patch) * (w / patch);
     let cols = c * patch * patch;
-    let out = rec.ctx().empty(&[n, cols], DType::F32)?;
+    let out = rec.empty(&[n, cols], DType::F32)?;
     let p = Params { a: c as u32, b: h as u32, c: w as u32, d: patch as u32, n: (n * cols) as u32, _pad: [0; 3] };
     launch(rec, "unfold", "UNFOLD", p, pixels, &out)?;
     Ok(out)
@@ -88,7 +88,7 @@ pub fn pixel_shuffle(rec: &mut Recorder, x: &Tensor, grid: usize, r: usize) -> R
             detail: format!("x {:?} must be [grid², D] with grid {grid} a multiple of the scale factor {r}", x.shape),
         });
     }
-    let out = rec.ctx().empty(&[n / (r * r), d * r * r], DType::F32)?;
+    let out = rec.empty(&[n / (r * r), d * r * r], DType::F32)?;
     let p = Params { a: grid as u32, b: r as u32, c: d as u32, d: 0, n: (n * d) as u32, _pad: [0; 3] };
     launch(rec, "pixel_shuffle", "SHUFFLE", p, x, &out)?;
     Ok(out)
