@@ -252,7 +252,13 @@ impl Engine {
     }
 
     /// Encodes one image (all its tiles) to LLM input embeddings, using the cache.
-    async fn encode_image(&self, bytes: &[u8], stats: &mut ChatStats) -> Result<(Arc<Vec<Tensor>>, (usize, usize))> {
+    /// Runs the vision tower (and adapter) on an image file's bytes, or takes its features from the cache:
+    /// one tensor of image-token embeddings per tile, and the tile grid. Adds the time to `stats`.
+    pub async fn encode_image(
+        &self,
+        bytes: &[u8],
+        stats: &mut ChatStats,
+    ) -> Result<(Arc<Vec<Tensor>>, (usize, usize))> {
         let proc = self
             .image_processor
             .as_ref()

@@ -119,6 +119,9 @@ async fn float_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
             for (j, &m) in MS.iter().enumerate() {
                 let k = [1usize, 37, 75, 96, 33, 130][(i + j) % 6];
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemm, j % 2 == 1).await?;
+                // the barrier-free GEMM of CPU adapters: M not a multiple of its 8 rows, N not of its 4 columns
+                let k = [8usize, 96, 200][(i + j) % 3];
+                run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Direct, j % 2 == 0).await?;
             }
         }
         // Auto with a ragged K falls back to the GEMM even for M = 1.
@@ -144,6 +147,7 @@ async fn quant_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
             for (j, &m) in MS.iter().enumerate() {
                 let k = [32usize, 96, 576][(i + j) % 3];
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemm, j % 2 == 1).await?;
+                run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Direct, j % 2 == 0).await?;
             }
         }
         run_linear(&ctx, &mut rng, dtype, (9, 64, 33), Path::Auto, true).await?;
@@ -251,8 +255,11 @@ async fn dequant_matches_gguf_fixtures() -> Result<(), String> {
     for (dtype, bytes, deq) in fixtures {
         let want: Vec<f32> = bytemuck::pod_collect_to_vec(deq);
         let tw = mm::upload_ggml(&ctx, bytes, &[rows, cols], dtype).map_err(|e| format!("{dtype}: {e}"))?;
-        let paths: &[Path] =
-            if ctx.caps.subgroups { &[Path::Gemv, Path::GemvSubgroups, Path::Gemm] } else { &[Path::Gemv, Path::Gemm] };
+        let paths: &[Path] = if ctx.caps.subgroups {
+            &[Path::Gemv, Path::GemvSubgroups, Path::Gemm, Path::Direct]
+        } else {
+            &[Path::Gemv, Path::Gemm, Path::Direct]
+        };
         for &path in paths {
             let mut rec = Recorder::new(&ctx);
             let y = mm::linear_with(&mut rec, &tx, &tw, None, path).map_err(|e| format!("{dtype}: {e}"))?;
@@ -308,6 +315,13 @@ async fn typed_errors() -> Result<(), String> {
         Err(Error::LimitExceeded { limit, .. })
             if limit == "maxStorageBufferBindingSize" || limit == "maxBufferSize" => {}
         other => return Err(format!("over the binding limit: expected Error::LimitExceeded, got {other:?}")),
+    }
+    // the direct GEMM reads weight rows as vec4 words: a ragged K is refused, not read out of line
+    let x37 = ctx.upload_f32(&[0.0; 2 * 37], &[2, 37]).map_err(|e| e.to_string())?;
+    let w37 = mm::upload_weight(&ctx, &[0.0; 3 * 37], &[3, 37], DType::F32).map_err(|e| e.to_string())?;
+    match mm::linear_with(&mut rec, &x37, &w37, None, mm::Path::Direct) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("direct GEMM with K = 37: expected Error::Shape, got {other:?}")),
     }
     let a = ctx.upload_f32(&[0.0; 6], &[2, 3]).map_err(|e| e.to_string())?;
     let b = ctx.upload_f32(&[0.0; 8], &[4, 2]).map_err(|e| e.to_string())?;

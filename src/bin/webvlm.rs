@@ -593,6 +593,16 @@ mod native {
             ))?;
             let decode_profile = ctx.stop_profiling();
             let prefill_profile = prefill_profile.unwrap_or_default();
+            let image_profile = match image {
+                Some(p) => {
+                    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                    engine.clear_image_cache();
+                    ctx.start_profiling()?;
+                    pollster::block_on(engine.encode_image(&bytes, &mut Default::default()))?;
+                    Some(ctx.stop_profiling())
+                }
+                None => None,
+            };
             let per = |p: &webvlm::gpu::Profile, steps: usize| {
                 let steps = steps.max(1) as f64;
                 serde_json::json!({
@@ -612,6 +622,7 @@ mod native {
             Some(serde_json::json!({
                 "note": "GPU timestamps around each dispatch (a compute pass each) in one extra run; a step is the prefill, or one decoded token",
                 "prefill": per(&prefill_profile, 1),
+                "image_encode": image_profile.as_ref().map(|p| per(p, 1)),
                 "decode": per(&decode_profile, steps),
                 "decode_steps": steps,
                 "decode_gpu_busy": decode_profile.gpu_ms / steps.max(1) as f64 / wall_ms_per_token,

@@ -49,6 +49,7 @@ pub(crate) struct Profiler {
 }
 
 /// The timestamps of one submission, to be read after it.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct PendingProfile {
     labels: Vec<String>,
     staging: wgpu::Buffer,

@@ -33,6 +33,7 @@ macro_rules! shader {
 pub static SHADERS: &[ShaderFile] = &[
     shader!("quant", []), // library: validated inside its includers
     shader!("copy", [&[]]),
+    shader!("matmul_direct", [&[]]),
     shader!("elementwise", [&[], &["BINARY"]]),
     shader!("norm", [&[], &["LAYER"]]),
     shader!("softmax", [&[]]),

@@ -60,7 +60,10 @@ pub enum Path {
     Gemv,
     /// The subgroup GEMV even where it is not the default ([`Error::MissingFeature`] without subgroups).
     GemvSubgroups,
+    /// The tiled GEMM (workgroup memory, barriers): GPUs.
     Gemm,
+    /// The barrier-free GEMM of `matmul_direct.wgsl` (8 rows × 4 columns per invocation): CPU adapters.
+    Direct,
 }
 
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
@@ -71,9 +74,14 @@ fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
 /// CPU emulations: on lavapipe (llvmpipe) the one-invocation-per-row kernel measured faster (see
 /// docs/benchmarks.md), and SwiftShader never reports subgroups through wgpu's WebGPU backend.
 pub fn use_subgroup_gemv(caps: &Caps) -> bool {
+    caps.subgroups && !cpu_adapter(caps)
+}
+
+/// A CPU emulation of a GPU (lavapipe / llvmpipe, SwiftShader): invocations run as SIMD lanes of CPU threads,
+/// per-lane loads are gathers and workgroup barriers are expensive.
+pub fn cpu_adapter(caps: &Caps) -> bool {
     let name = caps.adapter_name.to_ascii_lowercase();
-    let cpu = ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|s| name.contains(s));
-    caps.subgroups && !cpu
+    caps.gemv_max_m > GEMV_MAX_M as u32 || ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|s| name.contains(s))
 }
 
 /// Whether the GEMV can read weight rows of length `k` of `dtype` as whole vec4 words.
@@ -144,7 +152,17 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
             }
             true
         }
-        Path::Gemm => false,
+        Path::Gemm | Path::Direct => false,
+    };
+    let direct = match path {
+        Path::Auto => cpu_adapter(&rec.ctx().caps) && gemv_supports(w.dtype, k),
+        Path::Direct if !gemv_supports(w.dtype, k) => {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("the direct GEMM needs vec4-aligned {} rows, K = {k}", w.dtype),
+            })
+        }
+        p => p == Path::Direct,
     };
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
@@ -152,10 +170,48 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
             let mr = (m - m0).min(GEMV_MAX_M);
             gemv(rec, x, m0, mr, w, bias, &out, n, k, path == Path::GemvSubgroups)?;
         }
+    } else if direct {
+        gemm_direct(rec, x, w, bias, &out, m, n, k)?;
     } else {
         gemm(rec, x, w, bias, &out, m, n, k, 1, [0, 0, 0], true)?;
     }
     Ok(out)
+}
+
+/// `matmul_direct.wgsl`: one dispatch, 8 rows of x × 4 weight rows per invocation.
+#[allow(clippy::too_many_arguments)]
+fn gemm_direct(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    const OP: &str = "matmul_direct";
+    const WG: u32 = 64;
+    let fmt = match w.dtype {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::Q8_0 => 2,
+        DType::Q4_0 => 3,
+        DType::Q4_1 => 4,
+        DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
+    };
+    let key = PipelineKey::new("matmul_direct", "main").constant("WG", WG).constant("FMT", fmt);
+    let p = GemvParams {
+        m: u32_dim(OP, "M", m)?,
+        n: u32_dim(OP, "N", n)?,
+        k: u32_dim(OP, "K", k)?,
+        scales_offset: w.scales_offset,
+        has_bias: bias.is_some() as u32,
+        _pad: [0; 3],
+    };
+    let b: Binding = bias.unwrap_or(x).into();
+    let grid = [(n as u32).div_ceil(4 * WG), (m as u32).div_ceil(8), 1];
+    rec.dispatch(&key, &params(&p), &[x.into(), w.into(), b, out.into(), w.into()], grid)
 }
 
 /// A storage binding of rows `m0 .. m0 + rows` of a row-major f32 matrix with `cols` columns, or the whole

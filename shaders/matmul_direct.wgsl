@@ -1,0 +1,108 @@
+// Barrier-free GEMM for CPU-emulated adapters (lavapipe, SwiftShader): y[m, n] = sum_k x[m, k] * w[n, k] + bias[n].
+//
+// Each invocation computes 4 output columns (weight rows n0..n0+3) for 8 rows of x (m0..m0+7, from wid.y): per
+// 4-element chunk of K it loads 4 weight chunks and 8 x chunks and does 32 dot products. The x indices depend only
+// on the workgroup and the loop counter, so every lane loads the same x address (a broadcast on CPU adapters,
+// which run invocations as SIMD lanes and pay a gather for per-lane addresses); only the weight loads are per
+// lane. No workgroup memory, no barriers: both cost CPU adapters far more than the cache traffic they save.
+// Measured on lavapipe (docs/benchmarks.md): 2.9 x the tiled kernel of matmul.wgsl on ViT-shaped f32 problems.
+//
+// Weights in webvlm's GPU layouts (src/gpu/tensor.rs), FMT: 0 f32, 1 f16, 2 q8_0, 3 q4_0, 4 q4_1. K % 4 == 0
+// (f32), K % 8 == 0 (f16), K % 32 == 0 (quantized). Rows past N and M are clamped on load and not stored.
+
+override WG: u32 = 64u;
+override FMT: u32 = 0u;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    scales_offset: u32, // in u32 words
+    has_bias: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;   // (M, K)
+@group(0) @binding(2) var<storage, read> w4: array<vec4<u32>>;  // (N, K), f32 as vec4 words
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // (N); x again when there is no bias
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;   // (M, N)
+@group(0) @binding(5) var<storage, read> w: array<u32>;         // the weight buffer again, as words
+
+#include quant
+
+// Elements 4i .. 4i+3 of weight row `c`.
+fn chunk(c: u32, i: u32) -> vec4<f32> {
+    if (FMT == 0u) {
+        return bitcast<vec4<f32>>(w4[c * (p.k / 4u) + i]);
+    }
+    if (FMT == 1u) {
+        let base = c * (p.k / 2u) + 2u * i;
+        return vec4<f32>(unpack2x16float(w[base]), unpack2x16float(w[base + 1u]));
+    }
+    let blk = c * (p.k / 32u) + i / 8u;
+    let t = i % 8u;
+    if (FMT == 2u) {
+        return q8_0_quad(blk, t, q8_0_scale(p.scales_offset, blk));
+    }
+    let word = w[blk * 4u + (t & 3u)];
+    let q = select(q4_lo(word), q4_hi(word), t >= 4u);
+    if (FMT == 3u) {
+        return (q - vec4<f32>(8.0)) * q4_0_scale(p.scales_offset, blk);
+    }
+    let dm = q4_1_dm(p.scales_offset, blk);
+    return fma(q, vec4<f32>(dm.x), vec4<f32>(dm.y));
+}
+
+fn dots(xv: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n0 = (wid.x * WG + li) * 4u;
+    let m0 = wid.y * 8u;
+    let k4 = p.k / 4u;
+    let c = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+    let ra = min(vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * k4;
+    let rb = min(vec4<u32>(m0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.m - 1u)) * k4;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    for (var i = 0u; i < k4; i++) {
+        let w0 = chunk(c.x, i);
+        let w1 = chunk(c.y, i);
+        let w2 = chunk(c.z, i);
+        let w3 = chunk(c.w, i);
+        a0 += dots(x[ra.x + i], w0, w1, w2, w3);
+        a1 += dots(x[ra.y + i], w0, w1, w2, w3);
+        a2 += dots(x[ra.z + i], w0, w1, w2, w3);
+        a3 += dots(x[ra.w + i], w0, w1, w2, w3);
+        a4 += dots(x[rb.x + i], w0, w1, w2, w3);
+        a5 += dots(x[rb.y + i], w0, w1, w2, w3);
+        a6 += dots(x[rb.z + i], w0, w1, w2, w3);
+        a7 += dots(x[rb.w + i], w0, w1, w2, w3);
+    }
+    var b = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        b = vec4<f32>(bias[c.x], bias[c.y], bias[c.z], bias[c.w]);
+    }
+    let acc = array<vec4<f32>, 8>(a0 + b, a1 + b, a2 + b, a3 + b, a4 + b, a5 + b, a6 + b, a7 + b);
+    for (var j = 0u; j < 8u; j++) {
+        let m = m0 + j;
+        if (m < p.m) {
+            for (var e = 0u; e < 4u; e++) {
+                if (n0 + e < p.n) {
+                    y[m * p.n + n0 + e] = acc[j][e];
+                }
+            }
+        }
+    }
+}
