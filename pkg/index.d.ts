@@ -124,8 +124,8 @@ export interface AdapterInfo {
   maxStorageBufferBindingSize: number;
   maxBufferSize: number;
   maxComputeInvocationsPerWorkgroup: number;
-  /** Inputs of up to this many rows go through the GEMV (64 on SwiftShader, where barriers are expensive; else 4). */
-  gemvMaxM: number;
+  /** A CPU emulation of a GPU (SwiftShader, lavapipe): matrix products take the barrier-free kernel. */
+  cpuAdapter: boolean;
 }
 
 export interface LoadReport {

@@ -10,6 +10,8 @@ const reps = Number(q.get('reps') || 3);
 const maxTokens = Number(q.get('max') || 64);
 const log = (s) => (document.getElementById('log').textContent += `${s}\n`);
 const GGUF = '/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf';
+// the same photo in three files (distinct bytes: no image-cache hits between runs)
+const IMAGES = ['/fixtures/images/chelsea.png', '/fixtures/processor/chelsea_q90.jpg', '/fixtures/processor/chelsea_lossless.webp'];
 
 // GPU memory of every runtime, counted the same way before any of them loads: GPUDevice.createBuffer and
 // GPUBuffer.destroy wrapped. A buffer dropped without destroy() stays counted until the page ends (an upper bound).
@@ -76,7 +78,7 @@ const runtimes = {
     const info = engine.adapterInfo();
     return {
       loadMs,
-      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups}, GEMV up to ${info.gemvMaxM} rows)`,
+      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups}, CPU adapter ${info.cpuAdapter})`,
       memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
       async run(p) {
         return timedStream(null, async (_, on) => {
@@ -88,6 +90,28 @@ const runtimes = {
           }
           return usage;
         });
+      },
+    };
+  },
+  // the image path: a SmolVLM-256M-shaped checkpoint with random weights (scripts/make_smolvlm256m_random.py),
+  // one 512 x 512 tile per image; each run a different file, so none comes from the image cache
+  async 'webvlm-vlm'() {
+    const { createEngine } = await import('/pkg/index.js');
+    const t0 = performance.now();
+    const engine = await createEngine('/models/smolvlm-256m-random/', { cache: false, maxContext: 512 });
+    const loadMs = performance.now() - t0;
+    const info = engine.adapterInfo();
+    return {
+      loadMs,
+      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups}, CPU adapter ${info.cpuAdapter})`,
+      memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
+      async image(url) {
+        const t = performance.now();
+        const r = await engine.chat.completions.create({
+          messages: [{ role: 'user', content: [{ type: 'image', image: url }, { type: 'text', text: 'Describe this image.' }] }],
+          max_tokens: 4, temperature: 0 });
+        return { total_ms: performance.now() - t, image_encode_ms: r.webvlm.imageEncodeMs, prefill_ms: r.webvlm.prefillMs,
+          prompt_tokens: r.usage.prompt_tokens, images_from_cache: r.webvlm.imagesFromCache };
       },
     };
   },
@@ -167,7 +191,13 @@ try {
   log(`${rt}: loaded in ${r.loadMs.toFixed(0)} ms on ${r.device}`);
   const memLoaded = { pageBytes: await pageMemory(), gpuLiveBytes: gpuMem.liveBytes, gpuPeakBytes: gpuMem.peakBytes };
   const results = [];
-  for (const p of prompts) {
+  const imageResults = [];
+  for (const url of r.image ? IMAGES.slice(0, reps) : []) {
+    const x = await r.image(url);
+    imageResults.push({ image: url, ...x });
+    log(`${rt}: ${url}: encode ${x.image_encode_ms.toFixed(0)} ms, prefill of ${x.prompt_tokens} tokens ${x.prefill_ms.toFixed(0)} ms`);
+  }
+  for (const p of r.run ? prompts : []) {
     const runs = [];
     for (let i = 0; i < reps; i++) {
       const x = await r.run(p);
@@ -195,7 +225,7 @@ try {
     note: 'pageBytes: performance.measureUserAgentSpecificMemory() (JS + wasm of the page and its workers); gpu*: GPUDevice.createBuffer sizes minus destroyed buffers',
   };
   window.__bench = { runtime: rt, device: r.device, webgpu_adapter: adapter, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory,
-    crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results };
+    crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results, image_results: imageResults };
 } catch (e) {
   log(`${rt}: ${e.stack || e}`);
   window.__bench = { runtime: rt, error: String(e.stack || e) };

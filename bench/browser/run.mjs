@@ -2,6 +2,7 @@
 // cross-origin isolation (COOP/COEP, so wasm runtimes may use threads), then opens one fresh page per runtime in
 // Debian's headless Chromium (SwiftShader WebGPU, the flags of webdriver.json) and collects window.__bench.
 // Usage: node run.mjs [--runtimes webvlm,wllama,tfjs-wasm,tfjs-webgpu] [--reps 2] [--max 48] [--threads 2]
+//        node run.mjs --runtimes webvlm-vlm --reps 2 --out ../results/browser-smolvlm.json   (the image path)
 //                     [--prompts N] [--out ../results/browser-smollm2.json] [--merge]
 // --merge keeps the other runtimes' entries of an existing --out file (rerun one runtime, keep the rest).
 // Greedy texts are compared with transformers (prompts.json, from tests/fixtures/real/smollm2_reference.json): every
@@ -31,7 +32,8 @@ const prompts = allPrompts.slice(0, Number(arg('prompts', allPrompts.length)));
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm' };
 const ROUTES = [['/pkg/', path.join(ROOT, 'pkg')], ['/node_modules/', path.join(HERE, 'node_modules')],
-  ['/models/smollm2-onnx/', onnxDir], ['/models/', path.join(ROOT, 'models')], ['/', HERE]];
+  ['/models/smollm2-onnx/', onnxDir], ['/models/', path.join(ROOT, 'models')],
+  ['/fixtures/', path.join(ROOT, 'tests/fixtures')], ['/', HERE]];
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
   const headers = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'cache-control': 'no-store' };
@@ -105,6 +107,8 @@ for (const rt of runtimes) {
       decode_tok_s: median(r.results.map((x) => x.decode_tok_s)),
       same_text_as_transformers: `${r.results.filter((x) => x.same_text_as_transformers).length}/${r.results.length}`,
       safe_prefix_reproduced: `${checked.filter((x) => x.safe_prefix_ok).length}/${checked.length}`,
+      image_encode_ms: median((r.image_results || []).map((x) => x.image_encode_ms)),
+      image_prefill_tok_s: median((r.image_results || []).map((x) => x.prompt_tokens / (x.prefill_ms / 1000))),
       gpu_peak_mb: r.memory?.gpuPeakBytes ? r.memory.gpuPeakBytes / 1e6 : null,
       page_mb_after_runs: r.memory?.after_runs?.pageBytes ? r.memory.after_runs.pageBytes / 1e6 : null,
     };
@@ -128,5 +132,10 @@ console.log(`\n| runtime | device | load s | TTFT ms | prefill tok/s | decode to
 for (const r of report.runtimes) {
   if (r.error) console.log(`| ${r.runtime} | – | – | – | – | – | error: ${r.error.split('\n')[0].slice(0, 80)} | | | |`);
   else console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.ttft_ms, 0)} | ${fmt(r.summary.prefill_tok_s)} | ${fmt(r.summary.decode_tok_s)} | ${r.summary.safe_prefix_reproduced} | ${r.summary.same_text_as_transformers} | ${fmt(r.summary.gpu_peak_mb)} | ${fmt(r.summary.page_mb_after_runs)} |`);
+}
+const withImages = report.runtimes.filter((r) => r.summary?.image_encode_ms);
+if (withImages.length) {
+  console.log(`\n| runtime (image path) | device | load s | image encode ms | prefill (image + text) tok/s | GPU peak MB |\n|---|---|---|---|---|---|`);
+  for (const r of withImages) console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.image_encode_ms, 0)} | ${fmt(r.summary.image_prefill_tok_s)} | ${fmt(r.summary.gpu_peak_mb)} |`);
 }
 console.log(`wrote ${path.relative(process.cwd(), out)}`);

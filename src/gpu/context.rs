@@ -16,10 +16,8 @@ pub struct GpuOptions {
     pub allow_subgroups: bool,
     pub allow_timestamps: bool,
     pub power_preference: wgpu::PowerPreference,
-    /// The adapter is SwiftShader (a CPU emulation whose workgroup barriers are expensive): `linear` then sends
-    /// prefill-sized inputs (≤ 64 rows) through the barrier-free GEMV, 4 rows per weight pass, instead of the
-    /// tiled GEMM — measured 1.35 × faster time to first token on SwiftShader (docs/benchmarks.md). wgpu does not
-    /// name web adapters, so the browser bindings detect it from `GPUAdapterInfo`.
+    /// The adapter is SwiftShader, a CPU emulation (see [`Caps::cpu_adapter`]). wgpu does not name web adapters,
+    /// so the browser bindings detect it from `GPUAdapterInfo`; natively the adapter's name tells.
     pub swiftshader: bool,
 }
 
@@ -52,9 +50,11 @@ pub struct Caps {
     pub max_workgroup_storage: u32,
     pub max_storage_buffers_per_stage: u32,
     pub min_uniform_align: u32,
-    /// `linear` uses the GEMV for inputs of at most this many rows (4, or 64 on SwiftShader: see
-    /// [`GpuOptions::swiftshader`]).
-    pub gemv_max_m: u32,
+    /// A CPU emulation of a GPU (lavapipe / llvmpipe, SwiftShader): invocations run as SIMD lanes of CPU threads,
+    /// per-lane loads are gathers and workgroup barriers are expensive, so `linear` takes the barrier-free GEMM
+    /// there (`matmul_direct.wgsl`: 2–2.7 × the tiled one on lavapipe, time to first token 5.7 → 3.4 s on
+    /// SwiftShader; docs/benchmarks.md).
+    pub cpu_adapter: bool,
 }
 
 /// One GPU device with its caches. Cheap to share (`Arc`).
@@ -71,6 +71,9 @@ pub struct GpuContext {
     pub(crate) submitted: std::sync::atomic::AtomicU64,
     /// GPU time per kernel while profiling (see [`start_profiling`](Self::start_profiling)).
     pub(crate) profiler: Mutex<super::profile::Profiler>,
+    /// Parameter (uniform) buffers of finished recordings, by size (powers of two), for the next ones: a decode
+    /// step's parameters (~100 KB at 256-byte alignment) would otherwise be a new buffer per token.
+    uniform_buffers: Mutex<Vec<wgpu::Buffer>>,
 }
 
 impl GpuContext {
@@ -159,7 +162,8 @@ impl GpuContext {
         }
 
         let caps = Caps {
-            gemv_max_m: if opts.swiftshader || info.name.to_lowercase().contains("swiftshader") { 64 } else { 4 },
+            cpu_adapter: opts.swiftshader
+                || ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|s| info.name.to_lowercase().contains(s)),
             adapter_name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
@@ -186,6 +190,7 @@ impl GpuContext {
             lost,
             submitted: std::sync::atomic::AtomicU64::new(0),
             profiler: Mutex::default(),
+            uniform_buffers: Mutex::default(),
         }))
     }
 
@@ -234,7 +239,36 @@ impl GpuContext {
 
     /// Frees the activation buffers parked in the pool (after loading, or under memory pressure).
     pub fn trim_pool(&self) {
-        self.pool.trim()
+        self.pool.trim();
+        for b in self.uniform_buffers.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            b.destroy();
+        }
+    }
+
+    /// A uniform buffer of at least `bytes` (a power of two ≥ 4 KiB): a parked one, or a new one.
+    pub(crate) fn take_uniform_buffer(&self, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.next_power_of_two().max(4096);
+        let mut parked = self.uniform_buffers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = parked.iter().position(|b| b.size() == size) {
+            return parked.swap_remove(i);
+        }
+        drop(parked);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Parks a uniform buffer for the next recording (at most a few; the rest are destroyed).
+    pub(crate) fn return_uniform_buffer(&self, b: wgpu::Buffer) {
+        let mut parked = self.uniform_buffers.lock().unwrap_or_else(|p| p.into_inner());
+        if parked.len() < 8 {
+            parked.push(b);
+        } else {
+            b.destroy();
+        }
     }
 
     /// Number of compiled pipelines in the cache.

@@ -243,12 +243,7 @@ impl<'a> Recorder<'a> {
         let uniform_buf = if self.uniforms.is_empty() {
             None
         } else {
-            let b = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("params"),
-                size: self.uniforms.len() as u64,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+            let b = ctx.take_uniform_buffer(self.uniforms.len() as u64);
             ctx.queue.write_buffer(&b, 0, &self.uniforms);
             Some(b)
         };
@@ -339,6 +334,10 @@ impl<'a> Recorder<'a> {
         });
         let idx = ctx.queue.submit([encoder.finish()]);
         ctx.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = uniform_buf {
+            // the next submission's parameter write is queued after this one: the buffer can be reused at once
+            ctx.return_uniform_buffer(b);
+        }
         ctx.take_error()?;
         if let Some(p) = pending {
             ctx.profile_collect(p)?;

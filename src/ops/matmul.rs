@@ -1,9 +1,12 @@
-//! Matrix products (`shaders/gemv.wgsl`, `shaders/matmul.wgsl`): [`linear`] (`y = x·wᵀ + b` with the weight in
-//! F32, F16, Q8_0, Q4_0 or Q4_1, dequantized inside the kernels) and the general f32 [`matmul`], with the CPU
-//! reference [`cpu_linear`] and the weight upload helpers the loader uses ([`upload_weight`], [`upload_ggml`]).
+//! Matrix products (`shaders/gemv.wgsl`, `shaders/matmul.wgsl`, `shaders/matmul_direct.wgsl`): [`linear`]
+//! (`y = x·wᵀ + b` with the weight in F32, F16, Q8_0, Q4_0 or Q4_1, dequantized inside the kernels) and the
+//! general f32 [`matmul`], with the CPU reference [`cpu_linear`] and the weight upload helpers the loader uses
+//! ([`upload_weight`], [`upload_ggml`]).
 //!
 //! Kernel choice in [`linear`]: decode (M ≤ [`GEMV_MAX_M`] rows of x) is memory-bound, so it goes to a GEMV that
-//! reads each weight byte once and dots it with all M rows; everything else goes to the 64×64-tiled GEMM.
+//! reads each weight byte once and dots it with all M rows; everything else goes to the 64×64-tiled GEMM on GPUs
+//! and to the barrier-free direct GEMM on CPU adapters ([`Caps::cpu_adapter`]), where workgroup barriers and
+//! per-lane loads are what costs.
 //! On adapters with subgroups the GEMV gives each output row a subgroup (coalesced loads + `subgroupAdd`);
 //! without, one invocation per row (no barriers: they are expensive on lavapipe and SwiftShader).
 
@@ -77,11 +80,9 @@ pub fn use_subgroup_gemv(caps: &Caps) -> bool {
     caps.subgroups && !cpu_adapter(caps)
 }
 
-/// A CPU emulation of a GPU (lavapipe / llvmpipe, SwiftShader): invocations run as SIMD lanes of CPU threads,
-/// per-lane loads are gathers and workgroup barriers are expensive.
+/// A CPU emulation of a GPU ([`Caps::cpu_adapter`]).
 pub fn cpu_adapter(caps: &Caps) -> bool {
-    let name = caps.adapter_name.to_ascii_lowercase();
-    caps.gemv_max_m > GEMV_MAX_M as u32 || ["llvmpipe", "lavapipe", "swiftshader"].iter().any(|s| name.contains(s))
+    caps.cpu_adapter
 }
 
 /// Whether the GEMV can read weight rows of length `k` of `dtype` as whole vec4 words.
@@ -138,8 +139,7 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
         return Ok(out);
     }
     let use_gemv = match path {
-        // SwiftShader: up to caps.gemv_max_m rows (see GpuOptions::swiftshader), in passes of GEMV_MAX_M rows
-        Path::Auto => m <= (rec.ctx().caps.gemv_max_m as usize).max(GEMV_MAX_M) && gemv_supports(w.dtype, k),
+        Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
         Path::Gemv | Path::GemvSubgroups => {
             if path == Path::GemvSubgroups && !rec.ctx().caps.subgroups {
                 return Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() });

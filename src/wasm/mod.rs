@@ -99,8 +99,8 @@ export interface WasmPipelineResult {
 export interface WasmAdapterInfo {
   adapter: string; backend: string; driver: string; shaderF16: boolean; subgroups: boolean;
   maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeInvocationsPerWorkgroup: number;
-  /** Inputs of up to this many rows go through the GEMV (64 on SwiftShader, where barriers are expensive; else 4). */
-  gemvMaxM: number;
+  /** A CPU emulation of a GPU (SwiftShader, lavapipe): matrix products take the barrier-free kernel. */
+  cpuAdapter: boolean;
 }
 export interface WasmLoadReport {
   /** Bytes of weights read (= uploaded). */
@@ -778,7 +778,7 @@ fn caps_object(ctx: &GpuContext) -> JsValue {
     set(&o, "maxStorageBufferBindingSize", c.max_storage_binding as f64);
     set(&o, "maxBufferSize", c.max_buffer_size as f64);
     set(&o, "maxComputeInvocationsPerWorkgroup", c.max_workgroup_invocations as f64);
-    set(&o, "gemvMaxM", c.gemv_max_m as f64);
+    set(&o, "cpuAdapter", c.cpu_adapter);
     o.into()
 }
 

@@ -48,7 +48,7 @@ async function exercise(engine, label, out) {
     out[`${label}.aborted`] = { name: e.name, isCancelled: e instanceof CancelledError };
   }
   out[`${label}.adapter`] = engine.adapterInfo().adapter;
-  out[`${label}.gemvMaxM`] = engine.adapterInfo().gemvMaxM;
+  out[`${label}.cpuAdapter`] = engine.adapterInfo().cpuAdapter;
   const a = await navigator.gpu.requestAdapter();
   out.adapterInfo = [a.info.vendor, a.info.architecture, a.info.description].join(' ').toLowerCase();
   out[`${label}.loadReport`] = engine.loadReport();
