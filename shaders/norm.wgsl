@@ -1,6 +1,7 @@
 // Row normalization: RMSNorm (Llama) and LayerNorm (ViT). One workgroup per row; each invocation strides over
 // the row, then a workgroup tree reduction. Statistics are accumulated in f32.
-// bindings: 1 x (rows, cols), 2 weight (cols), [3 bias (cols) for LAYER], last: out (rows, cols)
+// bindings: 1 x (rows, cols), 2 weight (cols), [3 bias (cols) for LAYER], then out (rows, cols);
+// RESIDUAL (RMSNorm of x + r, the decoder's residual add fused in): 4 r (rows, cols), 5 sum = x + r (written).
 
 override WG: u32 = 64u;
 
@@ -20,7 +21,20 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 #else
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#ifdef RESIDUAL
+@group(0) @binding(4) var<storage, read> r: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sum: array<f32>;
 #endif
+#endif
+
+// The row element to normalize: x, or x + r under RESIDUAL.
+fn elem(i: u32) -> f32 {
+#ifdef RESIDUAL
+    return x[i] + r[i];
+#else
+    return x[i];
+#endif
+}
 
 var<workgroup> red: array<vec2<f32>, WG>;
 
@@ -58,12 +72,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #else
     var ss = 0.0;
-    for (var i = lid; i < p.cols; i += WG) { let a = x[base + i]; ss += a * a; }
+    for (var i = lid; i < p.cols; i += WG) {
+        let a = elem(base + i);
+#ifdef RESIDUAL
+        sum[base + i] = a;
+#endif
+        ss += a * a;
+    }
     let ms = reduce(lid, vec2<f32>(ss, 0.0)).x / f32(p.cols);
     let inv = inverseSqrt(ms + p.eps);
     let off = f32(p.add_unit_offset);
     for (var i = lid; i < p.cols; i += WG) {
-        out[base + i] = x[base + i] * inv * (weight[i] + off);
+        out[base + i] = elem(base + i) * inv * (weight[i] + off);
     }
 #endif
 }

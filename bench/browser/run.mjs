@@ -30,7 +30,8 @@ const out = path.resolve(HERE, arg('out', '../results/browser-smollm2.json'));
 const allPrompts = JSON.parse(readFileSync(path.join(HERE, 'prompts.json'), 'utf8'));
 const prompts = allPrompts.slice(0, Number(arg('prompts', allPrompts.length)));
 
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm' };
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm',
+  '.png': 'image/png', '.jpg': 'image/jpeg', '.webp': 'image/webp' };
 const ROUTES = [['/pkg/', path.join(ROOT, 'pkg')], ['/node_modules/', path.join(HERE, 'node_modules')],
   ['/models/smollm2-onnx/', onnxDir], ['/models/', path.join(ROOT, 'models')],
   ['/fixtures/', path.join(ROOT, 'tests/fixtures')], ['/', HERE]];

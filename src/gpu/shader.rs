@@ -35,7 +35,7 @@ pub static SHADERS: &[ShaderFile] = &[
     shader!("copy", [&[]]),
     shader!("matmul_direct", [&[]]),
     shader!("elementwise", [&[], &["BINARY"]]),
-    shader!("norm", [&[], &["LAYER"]]),
+    shader!("norm", [&[], &["LAYER"], &["RESIDUAL"]]),
     shader!("softmax", [&[]]),
     shader!("rope", [&[], &["INTERLEAVED"]]),
     shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),

@@ -250,8 +250,17 @@ impl Llama {
             if self.cfg.interleaved_rope { rope::RopeLayout::Interleaved } else { rope::RopeLayout::RotateHalf };
         let scale = 1.0 / (hd as f32).sqrt();
         let mut x = x.clone();
+        // the residual stream is x + pending: each residual add is fused into the RMSNorm that follows it
+        let mut pending: Option<Tensor> = None;
         for (i, l) in self.layers.iter().enumerate().take(stop_after.unwrap_or(usize::MAX)) {
-            let h = l.input_norm.forward(rec, &x)?;
+            let h = match pending.take() {
+                Some(r) => {
+                    let (s, h) = l.input_norm.forward_residual(rec, &x, &r)?;
+                    x = s;
+                    h
+                }
+                None => l.input_norm.forward(rec, &x)?,
+            };
             let q = l.q.forward(rec, &h)?.reshape(&[t, nh, hd])?;
             let k = l.k.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
             let v = l.v.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
@@ -262,13 +271,15 @@ impl Llama {
             let p = attention::AttnParams { causal: true, scale, kv_len: pos0 + t, q_pos0: pos0 };
             let a = attention::attention(rec, &q, &cache.k[i], &cache.v[i], &p)?.reshape(&[t, nh * hd])?;
             let o = l.o.forward(rec, &a)?;
-            x = elementwise::add(rec, &x, &o)?;
-            let h = l.post_norm.forward(rec, &x)?;
+            let (s, h) = l.post_norm.forward_residual(rec, &x, &o)?;
+            x = s;
             let g = l.gate.forward(rec, &h)?;
             let u = l.up.forward(rec, &h)?;
             let m = elementwise::binary(rec, elementwise::Binary::SwiGlu, &g, &u)?;
-            let dn = l.down.forward(rec, &m)?;
-            x = elementwise::add(rec, &x, &dn)?;
+            pending = Some(l.down.forward(rec, &m)?);
+        }
+        if let Some(r) = pending {
+            x = elementwise::add(rec, &x, &r)?;
         }
         if stop_after.is_none() {
             cache.len = pos0 + t;

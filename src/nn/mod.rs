@@ -46,6 +46,10 @@ impl RmsNorm {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         norm::rms_norm(rec, x, &self.w, self.eps)
     }
+    /// `(x + r, norm(x + r))` in one dispatch (a residual add followed by this norm).
+    pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, r: &Tensor) -> Result<(Tensor, Tensor)> {
+        norm::add_rms_norm(rec, x, r, &self.w, self.eps)
+    }
 }
 
 pub struct LayerNorm {

@@ -34,6 +34,25 @@ pub fn rms_norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, eps: f32) -> Result<
     Ok(out)
 }
 
+/// The residual add and the RMSNorm after it in one dispatch: returns `(s, rms_norm(s, w))` with `s = x + r`.
+pub fn add_rms_norm(rec: &mut Recorder, x: &Tensor, r: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    check("add_rms_norm", x, w)?;
+    expect_dtype("add_rms_norm", r, DType::F32)?;
+    if r.shape != x.shape {
+        return Err(Error::Shape {
+            op: "add_rms_norm",
+            detail: format!("addend {:?} vs input {:?}", r.shape, x.shape),
+        });
+    }
+    let sum = rec.empty(&x.shape, DType::F32)?;
+    let out = rec.empty(&x.shape, DType::F32)?;
+    let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, eps, add_unit_offset: 0 };
+    let key = PipelineKey::new("norm", "main").define("RESIDUAL").constant("WG", 64);
+    let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);
+    rec.dispatch(&key, &params(&p), &[x.into(), w.into(), (&out).into(), r.into(), (&sum).into()], grid)?;
+    Ok((sum, out))
+}
+
 /// `(x - mean) / sqrt(var + eps) * w + b` over the last dim (biased variance, like PyTorch).
 pub fn layer_norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
     check("layer_norm", x, w)?;
