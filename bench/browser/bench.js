@@ -69,17 +69,26 @@ async function timedStream(start, iterate) {
 // the same rendered prompt everywhere: the system prompt SmolLM2's template would insert, given explicitly
 const chat = (p) => [{ role: 'system', content: p.system }, { role: 'user', content: p.prompt }];
 
+// webvlm's npm package: load timing, adapter description and its own memory report
+async function loadWebvlm(model) {
+  const { createEngine } = await import('/pkg/index.js');
+  const t0 = performance.now();
+  const engine = await createEngine(model, { cache: false, maxContext: 512 });
+  const loadMs = performance.now() - t0;
+  const info = engine.adapterInfo();
+  return {
+    engine,
+    loadMs,
+    device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups}, CPU adapter ${info.cpuAdapter})`,
+    memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
+  };
+}
+
 const runtimes = {
   async webvlm() {
-    const { createEngine } = await import('/pkg/index.js');
-    const t0 = performance.now();
-    const engine = await createEngine(GGUF, { cache: false, maxContext: 512 });
-    const loadMs = performance.now() - t0;
-    const info = engine.adapterInfo();
+    const { engine, ...common } = await loadWebvlm(GGUF);
     return {
-      loadMs,
-      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups}, CPU adapter ${info.cpuAdapter})`,
-      memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
+      ...common,
       async run(p) {
         return timedStream(null, async (_, on) => {
           let usage = null;
@@ -96,15 +105,9 @@ const runtimes = {
   // the image path: a SmolVLM-256M-shaped checkpoint with random weights (scripts/make_smolvlm256m_random.py),
   // one 512 x 512 tile per image; each run a different file, so none comes from the image cache
   async 'webvlm-vlm'() {
-    const { createEngine } = await import('/pkg/index.js');
-    const t0 = performance.now();
-    const engine = await createEngine('/models/smolvlm-256m-random/', { cache: false, maxContext: 512 });
-    const loadMs = performance.now() - t0;
-    const info = engine.adapterInfo();
+    const { engine, ...common } = await loadWebvlm('/models/smolvlm-256m-random/');
     return {
-      loadMs,
-      device: `WebGPU (shader-f16 ${info.shaderF16}, subgroups ${info.subgroups}, CPU adapter ${info.cpuAdapter})`,
-      memory: () => ({ wasmHeapBytes: engine.loadReport().wasmMemoryAfter, gpuWeightBytes: engine.loadReport().weightBytes }),
+      ...common,
       async image(url) {
         const t = performance.now();
         const r = await engine.chat.completions.create({

@@ -528,23 +528,19 @@ mod native {
             ids.extend_from_within(..ids.len().min(prompt_tokens - ids.len()));
         }
         ids.truncate(prompt_tokens.max(1));
-        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-        for _ in 0..runs.max(1) {
+        // one generation from the prompt ids, with no stop tokens: exactly `decode_tokens` tokens
+        let run = |on_token: &mut dyn FnMut(u32) -> bool| -> Result<webvlm::generation::GenerationOutput> {
             let mut rec = Recorder::new(&ctx);
             let x = engine.model.embed_prompt(&mut rec, &ids, &[])?;
             rec.submit()?;
             let mut cache = engine.model.lm.new_cache(&ctx)?;
-            // no stop tokens: every run decodes exactly `decode_tokens`
             let cfg = GenerationConfig { max_new_tokens: decode_tokens, ..Default::default() };
-            let out = pollster::block_on(generate(
-                &ctx,
-                &engine.model,
-                &mut cache,
-                &x,
-                &cfg,
-                &CancelToken::default(),
-                |_| true,
-            ))?;
+            let cancel = CancelToken::default();
+            Ok(pollster::block_on(generate(&ctx, &engine.model, &mut cache, &x, &cfg, &cancel, on_token))?)
+        };
+        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+        for _ in 0..runs.max(1) {
+            let out = run(&mut |_| true)?;
             prefill.push(out.stats.prefill_tok_s());
             decode.push(out.stats.decode_tok_s());
         }
@@ -568,29 +564,16 @@ mod native {
         // GPU time per kernel: one more run, profiled from the start to its first token (prefill) and from there
         // to the end (decode steps)
         let profile_report = if profile {
-            let mut rec = Recorder::new(&ctx);
-            let x = engine.model.embed_prompt(&mut rec, &ids, &[])?;
-            rec.submit()?;
-            let mut cache = engine.model.lm.new_cache(&ctx)?;
-            let cfg = GenerationConfig { max_new_tokens: decode_tokens, ..Default::default() };
             ctx.start_profiling()?;
             let mut prefill_profile = None;
-            let out = pollster::block_on(generate(
-                &ctx,
-                &engine.model,
-                &mut cache,
-                &x,
-                &cfg,
-                &CancelToken::default(),
-                |_| {
-                    if prefill_profile.is_none() {
-                        prefill_profile = Some(ctx.stop_profiling());
-                        ctx.start_profiling().is_ok()
-                    } else {
-                        true
-                    }
-                },
-            ))?;
+            let out = run(&mut |_| {
+                if prefill_profile.is_none() {
+                    prefill_profile = Some(ctx.stop_profiling());
+                    ctx.start_profiling().is_ok()
+                } else {
+                    true
+                }
+            })?;
             let decode_profile = ctx.stop_profiling();
             let prefill_profile = prefill_profile.unwrap_or_default();
             let image_profile = match image {

@@ -69,6 +69,20 @@ pub enum Path {
     Direct,
 }
 
+impl GemvParams {
+    /// The parameter block of `gemv.wgsl` and `matmul_direct.wgsl` (same layout).
+    fn new(op: &'static str, m: usize, n: usize, k: usize, w: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        Ok(GemvParams {
+            m: u32_dim(op, "M", m)?,
+            n: u32_dim(op, "N", n)?,
+            k: u32_dim(op, "K", k)?,
+            scales_offset: w.scales_offset,
+            has_bias: bias.is_some() as u32,
+            _pad: [0; 3],
+        })
+    }
+}
+
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Shape { op, detail: format!("{what} = {v} does not fit in u32") })
 }
@@ -201,14 +215,7 @@ fn gemm_direct(
         DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
     };
     let key = PipelineKey::new("matmul_direct", "main").constant("WG", WG).constant("FMT", fmt);
-    let p = GemvParams {
-        m: u32_dim(OP, "M", m)?,
-        n: u32_dim(OP, "N", n)?,
-        k: u32_dim(OP, "K", k)?,
-        scales_offset: w.scales_offset,
-        has_bias: bias.is_some() as u32,
-        _pad: [0; 3],
-    };
+    let p = GemvParams::new(OP, m, n, k, w, bias)?;
     let b: Binding = bias.unwrap_or(x).into();
     let grid = [(n as u32).div_ceil(4 * WG), (m as u32).div_ceil(8), 1];
     rec.dispatch(&key, &params(&p), &[x.into(), w.into(), b, out.into(), w.into()], grid)
@@ -259,14 +266,7 @@ fn gemv(
         .constant("ROWS", rows_per_wg)
         .constant("MR", mr as u32)
         .constant("RPT", rpt);
-    let p = GemvParams {
-        m: mr as u32,
-        n: u32_dim(OP, "N", n)?,
-        k: u32_dim(OP, "K", k)?,
-        scales_offset: w.scales_offset,
-        has_bias: bias.is_some() as u32,
-        _pad: [0; 3],
-    };
+    let p = GemvParams::new(OP, mr, n, k, w, bias)?;
     let xs = row_chunk(rec, x, m0, mr, k)?;
     // Output rows m0.. are a separate chunk when m0 > 0: write them to a small buffer and copy back.
     let ys = if m0 == 0 { out.clone() } else { rec.empty(&[mr, n], DType::F32)? };
