@@ -117,3 +117,29 @@ fn a_submission_recycles_the_activations_it_no_longer_names() {
     let want: Vec<f32> = x.iter().map(|v| v * 2f32.powi(-9)).collect();
     webvlm::testing::check_close("kept", &got, &want, 0.0, 0.0).unwrap();
 }
+
+/// A recycled buffer handed out but never bound (an empty result, an op that failed after allocating) must not
+/// reach the context's pool before the submission: an upload there (`queue.write_buffer`, which lands before the
+/// whole submission) would be overwritten by the earlier command that wrote the buffer.
+#[test]
+fn an_unbound_recycled_buffer_stays_out_of_the_pool_until_the_submission() {
+    let ctx = pollster::block_on(common::ctx());
+    let n = 64;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let a = ctx.upload_f32(&x, &[n]).unwrap();
+    ctx.trim_pool();
+    let mut rec = Recorder::new(&ctx);
+    let b = ew::scale(&mut rec, &a, 2.0).unwrap(); // writes b
+    let c = ew::scale(&mut rec, &b, 3.0).unwrap(); // reads b
+    drop(b);
+    let unused = rec.empty(&[n], DType::F32).unwrap(); // b's buffer again, never bound
+    assert_eq!(rec.reissued(), 1);
+    drop(unused);
+    let u = ctx.upload_f32(&[9.0; 64], &[n]).unwrap();
+    let d = ew::scale(&mut rec, &u, 1.0).unwrap();
+    rec.submit().unwrap();
+    let got = |t| pollster::block_on(ctx.read_f32(t)).unwrap();
+    assert_eq!(got(&u), vec![9.0; 64], "the upload was overwritten by an earlier command of the recording");
+    assert_eq!(got(&d), vec![9.0; 64]);
+    assert_eq!(got(&c), x.iter().map(|v| v * 6.0).collect::<Vec<_>>());
+}

@@ -98,7 +98,11 @@ impl<'a> Recorder<'a> {
         match self.recycled.get_mut(&size_class(bytes)).and_then(Vec::pop) {
             Some(b) => {
                 self.reissued += 1;
-                Ok(Tensor { buf: Arc::new(b.reissue(bytes)), shape: shape.to_vec(), dtype, scales_offset: 0 })
+                // held at once: if the caller drops it unbound (an empty result, an op that failed), it comes
+                // back here, never to the context's pool while earlier commands of this recording still use it
+                let buf = Arc::new(b.reissue(bytes));
+                self.hold(&buf);
+                Ok(Tensor { buf, shape: shape.to_vec(), dtype, scales_offset: 0 })
             }
             None => self.ctx.empty(shape, dtype),
         }
