@@ -2,7 +2,8 @@
 // Unary (default):  out[i] = f(a[i])                    bindings: 1 a (n), 2 out (n)
 // BINARY:           out[i] = f(a[i], b[i % b_len])      bindings: 1 a (n), 2 b (b_len), 3 out (n)
 // b_len < n broadcasts b over rows (a bias or a per-channel scale of length cols).
-// The SwiGLU gate is binary: out = silu(a) * b with a = gate, b = up (same length).
+// The SwiGLU gate is binary: out = silu(a) * b with a = gate, b = up (same length); swiglu_halves is unary over
+// rows [gate | up] of 2 * b_len values: out[r, j] = silu(a[r, j]) * a[r, b_len + j] (n = rows * b_len).
 
 override WG: u32 = 256u;
 
@@ -99,5 +100,14 @@ fn silu_fn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
     out[i] = silu(a[i]);
+}
+
+@compute @workgroup_size(WG)
+fn swiglu_halves(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let j = i % p.b_len;
+    let g = 2u * (i - j) + j; // row r = i / b_len: element j of its gate half at 2 r b_len + j
+    out[i] = silu(a[g]) * a[g + p.b_len];
 }
 #endif

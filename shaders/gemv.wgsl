@@ -1,6 +1,9 @@
 // GEMV for decode: y[m, n] = sum_k x[m, k] * w[n, k] + bias[n] for MR <= 4 rows of x, reading every weight
 // byte once (each weight word is decoded once and dotted with all MR rows of x).
 // One entry point per weight dtype: gemv_f32, gemv_f16, gemv_q8_0, gemv_q4_0, gemv_q4_1.
+// SWIGLU: the weight is an MLP's [gate; up] stacked (2N rows, N = p.n outputs) and
+//   y[m, n] = silu(x_m · gate_n + bias[n]) * (x_m · up_n + bias[N + n]):
+// the gate and up projections and the SwiGLU product in one pass over x, with no gate/up tensors in memory.
 //
 // Work split (measured on lavapipe; see docs/benchmarks.md):
 // - default: one invocation per output row, no barriers and no workgroup memory (barriers are expensive on
@@ -153,13 +156,34 @@ fn row_dot(fmt: u32, row: u32, lane: u32, stride: u32) -> vec4<f32> {
     return acc;
 }
 
-fn store(row: u32, acc: vec4<f32>) {
-    var b = 0.0;
-    if (p.has_bias != 0u) { b = bias[row]; }
-    y[row] = acc.x + b;
-    if (MR > 1u) { y[p.n + row] = acc.y + b; }
-    if (MR > 2u) { y[2u * p.n + row] = acc.z + b; }
-    if (MR > 3u) { y[3u * p.n + row] = acc.w + b; }
+fn bias_at(row: u32) -> f32 {
+    if (p.has_bias != 0u) { return bias[row]; }
+    return 0.0;
+}
+
+fn silu4(v: vec4<f32>) -> vec4<f32> {
+    return v / (vec4<f32>(1.0) + exp(-v));
+}
+
+// The up row's partial dot products for output row `row` (SWIGLU), else nothing.
+fn up_dot(fmt: u32, row: u32, lane: u32, stride: u32) -> vec4<f32> {
+#ifdef SWIGLU
+    return row_dot(fmt, p.n + row, lane, stride);
+#else
+    return vec4<f32>(0.0);
+#endif
+}
+
+// y[m, row] for the MR rows of x from the gate (or only) dot products `g` and the up ones `u` (SWIGLU).
+fn store(row: u32, g: vec4<f32>, u: vec4<f32>) {
+    var v = g + vec4<f32>(bias_at(row));
+#ifdef SWIGLU
+    v = silu4(v) * (u + vec4<f32>(bias_at(p.n + row)));
+#endif
+    y[row] = v.x;
+    if (MR > 1u) { y[p.n + row] = v.y; }
+    if (MR > 2u) { y[2u * p.n + row] = v.z; }
+    if (MR > 3u) { y[3u * p.n + row] = v.w; }
 }
 
 // ---- MR == 1 without subgroups: RPT = 4 rows per invocation --------------------------------------------------
@@ -211,9 +235,9 @@ fn blk_dot(fmt: u32, b: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     return q4_1_blk(b, xs, xsum);
 }
 
-// y[row0 + r] for r in 0..4, as one vec4.
-fn rows4_dot(fmt: u32, row0: u32) -> vec4<f32> {
-    let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+// y[row0 + r] for r in 0..4, as one vec4, from weight rows off + row0 + r (off: p.n for SWIGLU's up rows).
+fn rows4_dot(fmt: u32, row0: u32, off: u32) -> vec4<f32> {
+    let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u)) + vec4<u32>(off);
     var acc = vec4<f32>(0.0);
     if (fmt == FMT_F32) {
         let k4 = p.k / 4u;
@@ -259,8 +283,9 @@ fn gemv(fmt: u32, wg: u32, sid: u32, nsg: u32, lane: u32, sg_size: u32) {
     for (var r = sid; r < ROWS; r += nsg) {
         let row = wg * ROWS + r;
         if (row >= p.n) { return; }
-        let acc = subgroupAdd(row_dot(fmt, row, lane, sg_size));
-        if (lane == 0u) { store(row, acc); }
+        let g = subgroupAdd(row_dot(fmt, row, lane, sg_size));
+        let u = subgroupAdd(up_dot(fmt, row, lane, sg_size));
+        if (lane == 0u) { store(row, g, u); }
     }
 }
 
@@ -300,13 +325,14 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
         // MR == 1: ROWS == 4 * WG
         let row0 = wg * ROWS + 4u * li;
         if (row0 >= p.n) { return; }
-        let acc = rows4_dot(fmt, row0);
-        var b = vec4<f32>(0.0);
-        if (p.has_bias != 0u) {
-            let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-            b = vec4<f32>(bias[r.x], bias[r.y], bias[r.z], bias[r.w]);
-        }
-        let v = acc + b;
+        let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+        var v = rows4_dot(fmt, row0, 0u);
+        if (p.has_bias != 0u) { v += vec4<f32>(bias[r.x], bias[r.y], bias[r.z], bias[r.w]); }
+#ifdef SWIGLU
+        var u = rows4_dot(fmt, row0, p.n);
+        if (p.has_bias != 0u) { u += vec4<f32>(bias[p.n + r.x], bias[p.n + r.y], bias[p.n + r.z], bias[p.n + r.w]); }
+        v = silu4(v) * u;
+#endif
         for (var i = 0u; i < 4u; i++) {
             if (row0 + i < p.n) { y[row0 + i] = v[i]; }
         }
@@ -314,7 +340,7 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
     }
     let row = wg * ROWS + li;
     if (li >= ROWS || row >= p.n) { return; }
-    store(row, row_dot(fmt, row, 0u, 1u));
+    store(row, row_dot(fmt, row, 0u, 1u), up_dot(fmt, row, 0u, 1u));
 }
 
 @compute @workgroup_size(WG)

@@ -26,6 +26,25 @@ fn gamma(n: usize) -> f64 {
     n as f64 * U / (1.0 - n as f64 * U)
 }
 
+/// The accumulation error bound of the module docs for `y[i, j]` (`want` the reference value).
+#[allow(clippy::too_many_arguments)]
+fn bound(x: &[f32], k: usize, w: &[f32], bias: Option<&[f32]>, quant: bool, i: usize, j: usize, want: f32) -> f64 {
+    let mut mag: f64 = bias.map_or(0.0, |b| b[j].abs() as f64);
+    for t in 0..k {
+        mag += (x[i * k + t] as f64 * w[j * k + t] as f64).abs();
+    }
+    if quant {
+        // The Q4 GEMV applies the block offset once per block (Σ(q−8)x = Σqx − 8Σx, Σ(qd+m)x = dΣqx + mΣx),
+        // so its intermediate sums reach Σ|x|·3·max|w| over the block (|qd| ≤ 2·max|w|, |m|, |8d| ≤ max|w|).
+        for blk in 0..k / 32 {
+            let r = &w[j * k + blk * 32..j * k + blk * 32 + 32];
+            let amax = r.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
+            mag += x[i * k + blk * 32..i * k + blk * 32 + 32].iter().map(|v| v.abs() as f64).sum::<f64>() * 3.0 * amax;
+        }
+    }
+    gamma(k + 8) * mag + U * want.abs() as f64 + 1e-30
+}
+
 /// Checks `got` against `cpu_linear` with the per-element accumulation bound from the module docs.
 #[allow(clippy::too_many_arguments)]
 fn check_linear(
@@ -43,35 +62,96 @@ fn check_linear(
     if got.len() != want.len() {
         return Err(format!("{what}: {} outputs, expected {}", got.len(), want.len()));
     }
-    let g = gamma(k + 8);
     for i in 0..m {
         for j in 0..n {
-            let mut mag: f64 = bias.map_or(0.0, |b| b[j].abs() as f64);
-            for t in 0..k {
-                mag += (x[i * k + t] as f64 * w[j * k + t] as f64).abs();
-            }
-            if quant {
-                // The Q4 GEMV applies the block offset once per block (Σ(q−8)x = Σqx − 8Σx, Σ(qd+m)x = dΣqx + mΣx),
-                // so its intermediate sums reach Σ|x|·3·max|w| over the block (|qd| ≤ 2·max|w|, |m|, |8d| ≤ max|w|).
-                for blk in 0..k / 32 {
-                    let r = &w[j * k + blk * 32..j * k + blk * 32 + 32];
-                    let amax = r.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
-                    mag += x[i * k + blk * 32..i * k + blk * 32 + 32].iter().map(|v| v.abs() as f64).sum::<f64>()
-                        * 3.0
-                        * amax;
-                }
-            }
             let (gv, wv) = (got[i * n + j], want[i * n + j]);
-            let tol = g * mag + U * wv.abs() as f64 + 1e-30;
+            let tol = bound(x, k, w, bias, quant, i, j, wv);
             let err = (gv as f64 - wv as f64).abs();
             if !(err <= tol) {
+                return Err(format!("{what}: y[{i}, {j}] = {gv}, want {wv} (|err| {err:e} > bound {tol:e})"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `linear_swiglu` with the stacked weight `[gate; up]` (`2f` rows) against `silu(g)·u` of the reference
+/// products (in f64). The bound: the products' accumulation bounds `eg`, `eu` carried through (|silu'| ≤ 1.1), plus
+/// the GPU's `exp` and the two roundings (a few ulps of the result).
+async fn run_swiglu(
+    ctx: &Arc<GpuContext>,
+    rng: &mut Rng,
+    dtype: DType,
+    (m, k, f): (usize, usize, usize),
+    path: Path,
+    with_bias: bool,
+) -> Result<(), String> {
+    let what = format!("swiglu {dtype} {path:?} M={m} K={k} F={f} bias={with_bias}");
+    let x = rng.vec(m * k, -1.0, 1.0);
+    let w = rng.vec(2 * f * k, -1.0, 1.0);
+    let b = rng.vec(2 * f, -1.0, 1.0);
+    let bias = with_bias.then_some(&b[..]);
+    let w_deq = mm::cpu_roundtrip(&w, dtype).map_err(|e| format!("{what}: {e}"))?;
+    let tw = mm::upload_weight(ctx, &w, &[2 * f, k], dtype).map_err(|e| format!("{what}: {e}"))?;
+    let tx = ctx.upload_f32(&x, &[m, k]).map_err(|e| e.to_string())?;
+    let tb = ctx.upload_f32(&b, &[2 * f]).map_err(|e| e.to_string())?;
+    let mut rec = Recorder::new(ctx);
+    let y = mm::linear_swiglu_with(&mut rec, &tx, &tw, with_bias.then_some(&tb), path)
+        .map_err(|e| format!("{what}: {e}"))?;
+    rec.submit().map_err(|e| format!("{what}: {e}"))?;
+    if y.shape != [m, f] {
+        return Err(format!("{what}: output shape {:?}", y.shape));
+    }
+    let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
+    let full = mm::cpu_linear(&x, m, k, &w_deq, 2 * f, bias);
+    for i in 0..m {
+        for j in 0..f {
+            let (g, u) = (full[i * 2 * f + j] as f64, full[i * 2 * f + f + j] as f64);
+            let silu = g / (1.0 + (-g).exp());
+            let want = silu * u;
+            let eg = bound(&x, k, &w_deq, bias, dtype.is_quantized(), i, j, g as f32);
+            let eu = bound(&x, k, &w_deq, bias, dtype.is_quantized(), i, f + j, u as f32);
+            let tol = 1.1 * eg * u.abs() + silu.abs() * eu + 8.0 * U * (want.abs() + g.abs() * u.abs()) + 1e-30;
+            let gv = got[i * f + j] as f64;
+            if !((gv - want).abs() <= tol) {
                 return Err(format!(
-                    "{what}: y[{i}, {j}] = {gv}, want {wv} (|err| {err:e} > bound {tol:e}; Σ|x·w| = {mag:e})"
+                    "{what}: y[{i}, {j}] = {gv}, want {want} (|err| {:e} > {tol:e})",
+                    (gv - want).abs()
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// The SwiGLU products for every dtype: the fused GEMV (1–4 rows, and 9 rows in passes), subgroups where the
+/// adapter has them, and the GEMM paths followed by `swiglu_halves`.
+async fn linear_swiglu() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(13);
+    for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for (i, &f) in [1usize, 7, 65].iter().enumerate() {
+            for (j, &k) in [32usize, 96].iter().enumerate() {
+                let m = [1, 2, 3, 4][(i + j) % 4];
+                run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::Gemv, (i + j) % 2 == 0).await?;
+                run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::Auto, (i + j) % 2 == 1).await?;
+                if ctx.caps.subgroups {
+                    run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
+                }
+                run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Gemm, j % 2 == 0).await?;
+                run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Direct, j % 2 == 1).await?;
+            }
+        }
+        run_swiglu(&ctx, &mut rng, dtype, (9, 64, 33), Path::Gemv, true).await?;
+        run_swiglu(&ctx, &mut rng, dtype, (9, 64, 33), Path::Auto, false).await?;
+    }
+    // an odd number of stacked rows is not [gate; up]
+    let tw = mm::upload_weight(&ctx, &[0.0; 3 * 32], &[3, 32], DType::F32).map_err(|e| e.to_string())?;
+    let tx = ctx.upload_f32(&[0.0; 32], &[1, 32]).map_err(|e| e.to_string())?;
+    match mm::linear_swiglu(&mut Recorder::new(&ctx), &tx, &tw, None) {
+        Err(Error::Shape { .. }) => Ok(()),
+        other => Err(format!("odd stacked rows: expected a shape error, got {other:?}")),
+    }
 }
 
 async fn run_linear(
@@ -280,6 +360,85 @@ async fn dequant_matches_gguf_fixtures() -> Result<(), String> {
     Ok(())
 }
 
+/// A safetensors file of `(name, dtype, shape, bytes)`.
+fn safetensors(tensors: &[(&str, &str, [usize; 2], Vec<u8>)]) -> Vec<u8> {
+    let (mut header, mut data) = (serde_json::Map::new(), Vec::new());
+    for (name, dtype, shape, bytes) in tensors {
+        let span = [data.len(), data.len() + bytes.len()];
+        header.insert(name.to_string(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": span}));
+        data.extend_from_slice(bytes);
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    [(h.len() as u64).to_le_bytes().as_slice(), &h, &data].concat()
+}
+
+/// `VarBuilder::matrix_stack` (q/k/v, gate/up as one weight): the same products as the parts loaded apart, in the
+/// file's dtype and quantized at load; `None` (load apart) when the parts end up in different dtypes.
+async fn stacked_weights_equal_their_parts() -> Result<(), String> {
+    use webvlm::loader::safetensors::ShardedSafetensors;
+    use webvlm::nn::{LoadOptions, VarBuilder};
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(14);
+    let k = 64;
+    let (a, b) = (rng.vec(3 * k, -1.0, 1.0), rng.vec(5 * k, -1.0, 1.0));
+    let c: Vec<u8> = rng.vec(2 * k, -1.0, 1.0).iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+    let file = safetensors(&[
+        ("a", "F32", [3, k], bytemuck::cast_slice(&a).to_vec()),
+        ("b", "F32", [5, k], bytemuck::cast_slice(&b).to_vec()),
+        ("c", "F16", [2, k], c),
+    ]);
+    let st = ShardedSafetensors::single("t.safetensors", Box::new(file)).map_err(|e| e.to_string())?;
+    let x = ctx.upload_f32(&rng.vec(2 * k, -1.0, 1.0), &[2, k]).map_err(|e| e.to_string())?;
+    for dtype in [None, Some(DType::Q8_0), Some(DType::Q4_1)] {
+        let vb = VarBuilder::new(&st, &ctx, LoadOptions { dtype, ..Default::default() });
+        let what = format!("stack as {dtype:?}");
+        let stacked = vb.matrix_stack(&["a", "b"], k, &[3, 5]).map_err(|e| format!("{what}: {e}"))?;
+        let stacked = stacked.ok_or(format!("{what}: two f32 matrices were not stacked"))?;
+        let (ta, tb) =
+            (vb.matrix("a", [3, k]).map_err(|e| e.to_string())?, vb.matrix("b", [5, k]).map_err(|e| e.to_string())?);
+        if stacked.shape != [8, k] || stacked.dtype != ta.dtype {
+            return Err(format!("{what}: {stacked:?}, parts {ta:?}"));
+        }
+        let mut rec = Recorder::new(&ctx);
+        let (ys, ya, yb) = (
+            mm::linear(&mut rec, &x, &stacked, None).map_err(|e| e.to_string())?,
+            mm::linear(&mut rec, &x, &ta, None).map_err(|e| e.to_string())?,
+            mm::linear(&mut rec, &x, &tb, None).map_err(|e| e.to_string())?,
+        );
+        rec.submit().map_err(|e| e.to_string())?;
+        let (ys, ya, yb) = (
+            ctx.read_f32(&ys).await.map_err(|e| e.to_string())?,
+            ctx.read_f32(&ya).await.map_err(|e| e.to_string())?,
+            ctx.read_f32(&yb).await.map_err(|e| e.to_string())?,
+        );
+        for r in 0..2 {
+            // row r of x: [x·aᵀ | x·bᵀ], bit for bit (each output row is the same computation)
+            let want: Vec<f32> = ya[r * 3..r * 3 + 3].iter().chain(&yb[r * 5..r * 5 + 5]).copied().collect();
+            if ys[r * 8..r * 8 + 8] != want[..] {
+                return Err(format!("{what}: row {r}: stacked {:?} vs parts {want:?}", &ys[r * 8..r * 8 + 8]));
+            }
+        }
+    }
+    let vb = VarBuilder::new(&st, &ctx, LoadOptions::default());
+    match vb.matrix_stack(&["a", "c"], k, &[3, 2]) {
+        Ok(None) => {}
+        other => return Err(format!("f32 + f16: expected None (load apart), got {other:?}")),
+    }
+    // quantized at load, f32 and f16 parts both become Q8_0: stacked
+    let vb = VarBuilder::new(&st, &ctx, LoadOptions { dtype: Some(DType::Q8_0), ..Default::default() });
+    if !matches!(vb.matrix_stack(&["a", "c"], k, &[3, 2]), Ok(Some(_))) {
+        return Err("f32 + f16 quantized at load to Q8_0: not stacked".into());
+    }
+    match vb.matrix_stack(&["a", "b"], k, &[3, 4]) {
+        Err(Error::BadTensor { .. }) => {}
+        other => return Err(format!("wrong shape: expected BadTensor, got {other:?}")),
+    }
+    match vb.matrix_stack(&["a", "nope"], k, &[3, 5]) {
+        Err(Error::MissingTensor { .. }) => Ok(()),
+        other => Err(format!("missing part: expected MissingTensor, got {other:?}")),
+    }
+}
+
 async fn typed_errors() -> Result<(), String> {
     let ctx = common::ctx().await;
     let x = ctx.upload_f32(&[0.0; 2 * 64], &[2, 64]).map_err(|e| e.to_string())?;
@@ -392,6 +551,8 @@ mod run {
     crate::gpu_tests!(
         chunked_upload_equals_whole,
         linear_float,
+        linear_swiglu,
+        stacked_weights_equal_their_parts,
         linear_quant,
         linear_plain_context,
         linear_keeps_leading_dims,

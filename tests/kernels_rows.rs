@@ -102,6 +102,68 @@ async fn rope_both_layouts() -> Result<(), String> {
     }
 }
 
+/// The fused q/k/v kernel: q rotated like `rope`, k rotated and v copied into the cache rows pos0.., every other
+/// cache row left as it was.
+async fn rope_qkv_into_cache() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(7);
+    for &(t, h, hkv, d, pos0) in
+        &[(1usize, 1usize, 1usize, 2usize, 0usize), (1, 9, 3, 64, 37), (5, 4, 2, 8, 3), (17, 3, 3, 16, 0)]
+    {
+        let tmax = pos0 + t + 3;
+        let inv = rope::inv_freq(10000.0, d);
+        let table = rope::cos_sin_table(&ctx, &inv, tmax).map_err(e)?;
+        let w = (h + 2 * hkv) * d;
+        let qkv = rng.vec(t * w, -2.0, 2.0);
+        let tqkv = ctx.upload_f32(&qkv, &[t, w]).map_err(e)?;
+        let part = |from: usize, len: usize| -> Vec<f32> {
+            (0..t).flat_map(|r| qkv[r * w + from..r * w + from + len].to_vec()).collect()
+        };
+        let (q, k, v) = (part(0, h * d), part(h * d, hkv * d), part((h + hkv) * d, hkv * d));
+        for layout in [rope::RopeLayout::RotateHalf, rope::RopeLayout::Interleaved] {
+            let what = format!("rope_qkv {layout:?} t={t} h={h} hkv={hkv} d={d} pos0={pos0}");
+            let (k0, v0) = (rng.vec(tmax * hkv * d, -9.0, 9.0), rng.vec(tmax * hkv * d, -9.0, 9.0));
+            let kc = ctx.upload_f32(&k0, &[tmax, hkv, d]).map_err(e)?;
+            let vc = ctx.upload_f32(&v0, &[tmax, hkv, d]).map_err(e)?;
+            let mut rec = Recorder::new(&ctx);
+            let qr = rope::rope_qkv(&mut rec, &tqkv, &table, pos0, layout, h, &kc, &vc).map_err(e)?;
+            rec.submit().map_err(e)?;
+            if qr.shape != [t, h, d] {
+                return Err(format!("{what}: q shape {:?}", qr.shape));
+            }
+            let got = ctx.read_f32(&qr).await.map_err(e)?;
+            check_close(&format!("{what}: q"), &got, &rope::cpu_rope(&q, t, h, d, &inv, pos0, layout), 1e-6, 1e-6)?;
+            let (row, span) = (hkv * d, pos0 * hkv * d..(pos0 + t) * hkv * d);
+            let mut want_k = k0.clone();
+            want_k[span.clone()].copy_from_slice(&rope::cpu_rope(&k, t, hkv, d, &inv, pos0, layout));
+            let mut want_v = v0.clone();
+            want_v[span].copy_from_slice(&v);
+            check_close(
+                &format!("{what}: k cache ({row} per row)"),
+                &ctx.read_f32(&kc).await.map_err(e)?,
+                &want_k,
+                1e-6,
+                1e-6,
+            )?;
+            check_close(&format!("{what}: v cache"), &ctx.read_f32(&vc).await.map_err(e)?, &want_v, 0.0, 0.0)?;
+        }
+    }
+    // typed errors: past the cache, and a row width that is not (H + 2 Hkv) D
+    let table = rope::cos_sin_table(&ctx, &rope::inv_freq(10000.0, 8), 16).map_err(e)?;
+    let kc = ctx.upload_f32(&[0.0; 4 * 8], &[4, 1, 8]).map_err(e)?;
+    let vc = ctx.upload_f32(&[0.0; 4 * 8], &[4, 1, 8]).map_err(e)?;
+    let tx = ctx.upload_f32(&[0.0; 2 * 24], &[2, 24]).map_err(e)?;
+    let mut rec = Recorder::new(&ctx);
+    match rope::rope_qkv(&mut rec, &tx, &table, 3, rope::RopeLayout::RotateHalf, 1, &kc, &vc) {
+        Err(webvlm::Error::ContextOverflow { .. }) => {}
+        other => return Err(format!("past the cache: expected ContextOverflow, got {other:?}")),
+    }
+    match rope::rope_qkv(&mut rec, &tx, &table, 0, rope::RopeLayout::RotateHalf, 2, &kc, &vc) {
+        Err(webvlm::Error::Shape { .. }) => Ok(()),
+        other => Err(format!("wrong width: expected a shape error, got {other:?}")),
+    }
+}
+
 async fn embedding_all_dtypes() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(6);
@@ -139,5 +201,5 @@ async fn embedding_all_dtypes() -> Result<(), String> {
 }
 
 mod run {
-    crate::gpu_tests!(norms, softmax_rows, rope_both_layouts, embedding_all_dtypes);
+    crate::gpu_tests!(norms, softmax_rows, rope_both_layouts, rope_qkv_into_cache, embedding_all_dtypes);
 }

@@ -84,6 +84,20 @@ async fn llama_tied() -> Result<(), String> {
     llama_checks(&ctx, "llama", &model, &g).await
 }
 
+/// The same checks with q/k/v and gate/up loaded as separate weights (the path of checkpoints whose projections
+/// differ in dtype): both layouts of the decoder must match the goldens.
+async fn llama_separate_projections() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let f = files(&[
+        ("config.json", fixture!("llama", "config.json")),
+        ("model.safetensors", fixture!("llama", "model.safetensors")),
+    ]);
+    let opts = LoadOptions { separate_projections: true, ..Default::default() };
+    let model = Model::load_hf(&ctx, &f, opts, 256).map_err(e)?;
+    let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
+    llama_checks(&ctx, "llama (separate projections)", &model, &g).await
+}
+
 async fn llama_untied_llama3_rope() -> Result<(), String> {
     let ctx = common::ctx().await;
     let f = files(&[
@@ -212,7 +226,7 @@ async fn llama_quantized_at_load() -> Result<(), String> {
         ("config.json", fixture!("llama", "config.json")),
         ("model.safetensors", fixture!("llama", "model.safetensors")),
     ]);
-    let opts = LoadOptions { dtype: Some(webvlm::gpu::DType::Q8_0) };
+    let opts = LoadOptions { dtype: Some(webvlm::gpu::DType::Q8_0), ..Default::default() };
     let model = Model::load_hf(&ctx, &f, opts, 256).map_err(e)?;
     let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
     let ids = g.ids("input_ids");
@@ -239,6 +253,7 @@ async fn llama_quantized_at_load() -> Result<(), String> {
 mod run {
     crate::gpu_tests!(
         llama_tied,
+        llama_separate_projections,
         llama_untied_llama3_rope,
         idefics3_safetensors,
         idefics3_gguf,

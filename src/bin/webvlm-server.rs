@@ -83,7 +83,7 @@ mod native {
             return Ok(None);
         };
         let (mmproj, context) = (cli.mmproj.clone(), cli.context);
-        let opts = LoadOptions { dtype: parse_dtype(&cli.dtype)? };
+        let opts = LoadOptions { dtype: parse_dtype(&cli.dtype)?, ..Default::default() };
         let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
         eprintln!("loading {} …", model.display());
         let service = ChatService::start_with_limit(name, cli.max_pending, move || {

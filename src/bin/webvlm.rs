@@ -121,6 +121,10 @@ mod native {
             /// adapter must offer TIMESTAMP_QUERY) and report GPU ms per token by kernel.
             #[arg(long)]
             profile: bool,
+            /// Load q/k/v and gate/up as separate weights (one kernel each) instead of stacked: the A/B baseline of
+            /// the stacked projections.
+            #[arg(long)]
+            separate_projections: bool,
         },
         /// Visual question answering accuracy: answer each `{image, question, answer}` line of a JSONL file
         /// (greedy), score the first word of the answer against `answer`, print per-item JSONL to --out and a
@@ -367,19 +371,29 @@ mod native {
             }
             Cmd::Ask(args) => ask(args),
             Cmd::Eval(args) => eval_cmd(args),
-            Cmd::Bench { model, mmproj, image, prompt_tokens, decode_tokens, runs, dtype, copy_mib, profile } => {
-                bench_cmd(
-                    &model,
-                    mmproj.as_deref(),
-                    image.as_deref(),
-                    prompt_tokens,
-                    decode_tokens,
-                    runs,
-                    &dtype,
-                    copy_mib,
-                    profile,
-                )
-            }
+            Cmd::Bench {
+                model,
+                mmproj,
+                image,
+                prompt_tokens,
+                decode_tokens,
+                runs,
+                dtype,
+                copy_mib,
+                profile,
+                separate_projections,
+            } => bench_cmd(
+                &model,
+                mmproj.as_deref(),
+                image.as_deref(),
+                prompt_tokens,
+                decode_tokens,
+                runs,
+                &dtype,
+                copy_mib,
+                profile,
+                separate_projections,
+            ),
             Cmd::OfflineVlm { onnx, gguf, assets, out } => offline_vlm(&onnx, &gguf, &assets, &out),
             Cmd::Vqa { model, mmproj, data, limit, no_image, max_tokens, dtype, out } => {
                 vqa(&model, mmproj.as_deref(), &data, limit, no_image, max_tokens, &dtype, out.as_deref())
@@ -459,17 +473,17 @@ mod native {
         dtype: &str,
         context: usize,
     ) -> Result<(std::sync::Arc<GpuContext>, Engine)> {
-        load_engine_with(model, mmproj, dtype, context, GpuOptions::default())
+        let opts = LoadOptions { dtype: parse_dtype(dtype)?, ..Default::default() };
+        load_engine_with(model, mmproj, opts, context, GpuOptions::default())
     }
 
     fn load_engine_with(
         model: &std::path::Path,
         mmproj: Option<&std::path::Path>,
-        dtype: &str,
+        opts: LoadOptions,
         context: usize,
         gpu: GpuOptions,
     ) -> Result<(std::sync::Arc<GpuContext>, Engine)> {
-        let opts = LoadOptions { dtype: parse_dtype(dtype)? };
         let ctx = GpuContext::new_blocking(gpu)?;
         eprintln!("GPU: {} ({}), loading {} …", ctx.caps.adapter_name, ctx.caps.backend, model.display());
         let engine = if model.is_dir() {
@@ -502,12 +516,14 @@ mod native {
         dtype: &str,
         copy_mib: usize,
         profile: bool,
+        separate_projections: bool,
     ) -> Result<()> {
         use webvlm::generation::generate;
         use webvlm::gpu::{bench, Recorder};
         let t0 = Instant::now();
         let gpu = GpuOptions { allow_timestamps: profile, ..GpuOptions::default() };
-        let (ctx, engine) = load_engine_with(model, mmproj, dtype, prompt_tokens + decode_tokens + 8, gpu)?;
+        let opts = LoadOptions { dtype: parse_dtype(dtype)?, separate_projections };
+        let (ctx, engine) = load_engine_with(model, mmproj, opts, prompt_tokens + decode_tokens + 8, gpu)?;
         let load_s = t0.elapsed().as_secs_f64();
         if profile && !ctx.caps.timestamps {
             bail!("--profile: {} offers no timestamp queries", ctx.caps.adapter_name);
@@ -619,7 +635,7 @@ mod native {
         let roofline = copy_best * 1e9 / weight_bytes.max(1) as f64;
         let report = serde_json::json!({
             "adapter": ctx.caps.adapter_name, "backend": ctx.caps.backend.to_string(),
-            "model": model.display().to_string(), "dtype": dtype,
+            "model": model.display().to_string(), "dtype": dtype, "projections": if separate_projections { "separate" } else { "stacked" },
             "load_s": load_s,
             "prompt_tokens": ids.len(), "decode_tokens": decode_tokens, "runs": runs.max(1),
             "prefill_tok_s": bench::median(prefill.clone()), "prefill_tok_s_runs": prefill,

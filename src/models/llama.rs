@@ -156,14 +156,79 @@ impl LlamaConfig {
 
 struct Layer {
     input_norm: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Qkv,
     o: Linear,
     post_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
+    gate_up: GateUp,
     down: Linear,
+}
+
+/// The attention's input projections: one stacked `[q; k; v]` weight (one GEMV/GEMM, then one kernel that rotates
+/// q and k and writes k and v into the cache) when their weights share a GPU dtype, else three.
+enum Qkv {
+    Stacked(Linear),
+    Split { q: Linear, k: Linear, v: Linear },
+}
+
+/// The MLP's gate and up projections: stacked `[gate; up]` (in decode one GEMV computes both and the SwiGLU), or
+/// apart when their dtypes differ.
+enum GateUp {
+    Stacked(Linear),
+    Split { gate: Linear, up: Linear },
+}
+
+impl Qkv {
+    fn load(vb: &VarBuilder, d: usize, outs: [usize; 3], bias: bool) -> Result<Self> {
+        let names = ["q_proj", "k_proj", "v_proj"];
+        if !vb.options().separate_projections {
+            if let Some(l) = Linear::load_stacked(vb, &names, d, &outs, bias)? {
+                return Ok(Self::Stacked(l));
+            }
+        }
+        Ok(Self::Split {
+            q: Linear::load(vb, names[0], d, outs[0], bias)?,
+            k: Linear::load(vb, names[1], d, outs[1], bias)?,
+            v: Linear::load(vb, names[2], d, outs[2], bias)?,
+        })
+    }
+
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Self::Stacked(l) => vec![l],
+            Self::Split { q, k, v } => vec![q, k, v],
+        }
+    }
+}
+
+impl GateUp {
+    fn load(vb: &VarBuilder, d: usize, ff: usize, bias: bool) -> Result<Self> {
+        let names = ["gate_proj", "up_proj"];
+        if !vb.options().separate_projections {
+            if let Some(l) = Linear::load_stacked(vb, &names, d, &[ff, ff], bias)? {
+                return Ok(Self::Stacked(l));
+            }
+        }
+        Ok(Self::Split { gate: Linear::load(vb, names[0], d, ff, bias)?, up: Linear::load(vb, names[1], d, ff, bias)? })
+    }
+
+    /// `silu(gate(h)) * up(h)`.
+    fn forward(&self, rec: &mut Recorder, h: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Stacked(l) => crate::ops::matmul::linear_swiglu(rec, h, &l.w, l.b.as_ref()),
+            Self::Split { gate, up } => {
+                let g = gate.forward(rec, h)?;
+                let u = up.forward(rec, h)?;
+                elementwise::binary(rec, elementwise::Binary::SwiGlu, &g, &u)
+            }
+        }
+    }
+
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Self::Stacked(l) => vec![l],
+            Self::Split { gate, up } => vec![gate, up],
+        }
+    }
 }
 
 /// The decoder. Weight names are Hugging Face's under a prefix (`model.` for LlamaForCausalLM,
@@ -194,13 +259,10 @@ impl Llama {
             let m = l.pp("mlp");
             layers.push(Layer {
                 input_norm: RmsNorm::load(&l, "input_layernorm", d, eps)?,
-                q: Linear::load(&a, "q_proj", d, nh * hd, cfg.attention_bias)?,
-                k: Linear::load(&a, "k_proj", d, nkv * hd, cfg.attention_bias)?,
-                v: Linear::load(&a, "v_proj", d, nkv * hd, cfg.attention_bias)?,
+                qkv: Qkv::load(&a, d, [nh * hd, nkv * hd, nkv * hd], cfg.attention_bias)?,
                 o: Linear::load(&a, "o_proj", nh * hd, d, cfg.attention_bias)?,
                 post_norm: RmsNorm::load(&l, "post_attention_layernorm", d, eps)?,
-                gate: Linear::load(&m, "gate_proj", d, ff, cfg.mlp_bias)?,
-                up: Linear::load(&m, "up_proj", d, ff, cfg.mlp_bias)?,
+                gate_up: GateUp::load(&m, d, ff, cfg.mlp_bias)?,
                 down: Linear::load(&m, "down_proj", ff, d, cfg.mlp_bias)?,
             });
         }
@@ -261,21 +323,28 @@ impl Llama {
                 }
                 None => l.input_norm.forward(rec, &x)?,
             };
-            let q = l.q.forward(rec, &h)?.reshape(&[t, nh, hd])?;
-            let k = l.k.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
-            let v = l.v.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
-            let q = rope::rope(rec, &q, &self.rope_table, pos0, layout)?;
-            let k = rope::rope(rec, &k, &self.rope_table, pos0, layout)?;
-            attention::write_kv(rec, &cache.k[i], &k, pos0)?;
-            attention::write_kv(rec, &cache.v[i], &v, pos0)?;
+            let q = match &l.qkv {
+                Qkv::Stacked(w) => {
+                    let qkv = w.forward(rec, &h)?;
+                    rope::rope_qkv(rec, &qkv, &self.rope_table, pos0, layout, nh, &cache.k[i], &cache.v[i])?
+                }
+                Qkv::Split { q, k, v } => {
+                    let q = q.forward(rec, &h)?.reshape(&[t, nh, hd])?;
+                    let k = k.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
+                    let v = v.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
+                    let q = rope::rope(rec, &q, &self.rope_table, pos0, layout)?;
+                    let k = rope::rope(rec, &k, &self.rope_table, pos0, layout)?;
+                    attention::write_kv(rec, &cache.k[i], &k, pos0)?;
+                    attention::write_kv(rec, &cache.v[i], &v, pos0)?;
+                    q
+                }
+            };
             let p = attention::AttnParams { causal: true, scale, kv_len: pos0 + t, q_pos0: pos0 };
             let a = attention::attention(rec, &q, &cache.k[i], &cache.v[i], &p)?.reshape(&[t, nh * hd])?;
             let o = l.o.forward(rec, &a)?;
             let (s, h) = l.post_norm.forward_residual(rec, &x, &o)?;
             x = s;
-            let g = l.gate.forward(rec, &h)?;
-            let u = l.up.forward(rec, &h)?;
-            let m = elementwise::binary(rec, elementwise::Binary::SwiGlu, &g, &u)?;
+            let m = l.gate_up.forward(rec, &h)?;
             pending = Some(l.down.forward(rec, &m)?);
         }
         if let Some(r) = pending {
@@ -307,8 +376,8 @@ impl Llama {
     pub fn weight_bytes(&self) -> u64 {
         let mut b = self.embed.bytes() + self.norm.w.bytes() + self.lm_head.as_ref().map_or(0, |t| t.bytes());
         for l in &self.layers {
-            for lin in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
-                b += lin.w.bytes() + lin.b.as_ref().map_or(0, |t| t.bytes());
+            for lin in l.qkv.linears().into_iter().chain(l.gate_up.linears()).chain([&l.o, &l.down]) {
+                b += lin.bytes();
             }
             b += l.input_norm.w.bytes() + l.post_norm.w.bytes();
         }

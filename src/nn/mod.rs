@@ -25,6 +25,23 @@ impl Linear {
         Ok(Self { w, b })
     }
 
+    /// Linear layers over the same input (`names` under `vb`, `[outs[i], in]` each) as one, their weights and
+    /// biases stacked: one kernel reads x once for all (the attention's q, k, v; the MLP's gate and up). `None`
+    /// when the weights do not share a GPU dtype (see [`VarBuilder::matrix_stack`]).
+    pub fn load_stacked(
+        vb: &VarBuilder,
+        names: &[&str],
+        in_dim: usize,
+        outs: &[usize],
+        bias: bool,
+    ) -> Result<Option<Self>> {
+        let field = |f: &str| names.iter().map(|n| format!("{n}.{f}")).collect::<Vec<_>>();
+        let (weights, biases) = (field("weight"), field("bias"));
+        let Some(w) = vb.matrix_stack(&strs(&weights), in_dim, outs)? else { return Ok(None) };
+        let b = if bias { Some(vb.f32_stacked(&strs(&biases), outs)?) } else { None };
+        Ok(Some(Self { w, b }))
+    }
+
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         matmul::linear(rec, x, &self.w, self.b.as_ref())
     }
@@ -32,6 +49,15 @@ impl Linear {
     pub fn out_dim(&self) -> usize {
         self.w.shape[0]
     }
+
+    /// Bytes of the weight and bias on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.w.bytes() + self.b.as_ref().map_or(0, |b| b.bytes())
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 pub struct RmsNorm {

@@ -84,6 +84,9 @@ pub struct LoadOptions {
     /// Dtype for the matrices of linear layers and embeddings. `None` keeps the file's dtype (BF16 becomes F32).
     /// A float weight is quantized at load (ggml's reference quantizer); an already quantized weight is kept as is.
     pub dtype: Option<DType>,
+    /// Keep linear layers that read the same input (q/k/v, gate/up) as separate weights, one kernel each, instead
+    /// of stacking them ([`crate::nn::Linear::load_stacked`]); for A/B tests and benchmarks.
+    pub separate_projections: bool,
 }
 
 /// Scoped access to a [`WeightStore`] (`vb.pp("model").pp("layers").pp(3).linear("self_attn.q_proj", false)`).
@@ -109,6 +112,10 @@ impl<'a> VarBuilder<'a> {
 
     pub fn ctx(&self) -> &'a GpuContext {
         self.ctx
+    }
+
+    pub fn options(&self) -> LoadOptions {
+        self.opts
     }
 
     /// A sub-scope: `prefix.name`.
@@ -164,6 +171,17 @@ impl<'a> VarBuilder<'a> {
         Ok(t)
     }
 
+    /// Vectors `names` (`[lens[i]]` each, e.g. the biases of stacked linear layers) as one f32 tensor.
+    pub fn f32_stacked(&self, names: &[&str], lens: &[usize]) -> Result<Tensor> {
+        let mut data = Vec::with_capacity(lens.iter().sum());
+        for (name, &len) in names.iter().zip(lens) {
+            data.extend(self.cpu_f32(name, &[len])?);
+        }
+        let t = self.ctx.upload_words(bytemuck::cast_slice(&data), &[data.len()], DType::F32, 0, false)?;
+        self.report(&t);
+        Ok(t)
+    }
+
     /// A matrix for `linear` or an embedding table, in the dtype of [`LoadOptions`]: `[rows, cols]`.
     pub fn matrix(&self, name: &str, shape: [usize; 2]) -> Result<Tensor> {
         self.matrix_as(name, &shape, shape)
@@ -178,6 +196,71 @@ impl<'a> VarBuilder<'a> {
         if stored.iter().product::<usize>() != shape[0] * shape[1] {
             return Err(Error::BadTensor { name: full, detail: format!("{stored:?} cannot be viewed as {shape:?}") });
         }
+        let target = self.target_dtype(&meta, shape[1]);
+        let t = match Part::new(&full, &meta, shape[1], target) {
+            Some(part) => {
+                let chunk = part.chunk_bytes();
+                matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
+                    let row = part.dst_row;
+                    part.read(self.store, off / row, len / row).map(Cow::Owned)
+                })
+            }
+            None => {
+                // rows that are not whole blocks of the stored dtype cannot be split: the whole tensor at once
+                let data = quant::dequantize(meta.dtype, &self.store.bytes(&full)?, shape[0] * shape[1])?;
+                matmul::upload_weight(self.ctx, &data, &shape, target)
+            }
+        }
+        .map_err(|e| weight_limit(e, &full))?;
+        self.report(&t);
+        Ok(t)
+    }
+
+    /// Matrices `names` (each `[outs[i], in_dim]`) stacked into one `[Σ outs, in_dim]` weight, for layers that
+    /// read the same input (the attention's q, k, v; the MLP's gate and up): one kernel then reads x once for all.
+    /// `None` when they do not end up in one GPU dtype (a GGUF that quantized them differently), or a stored
+    /// dtype cannot be read in rows: the caller loads them apart.
+    pub fn matrix_stack(&self, names: &[&str], in_dim: usize, outs: &[usize]) -> Result<Option<Tensor>> {
+        assert_eq!(names.len(), outs.len(), "matrix_stack: one output size per name");
+        let mut parts = Vec::with_capacity(names.len());
+        for (name, &out) in names.iter().zip(outs) {
+            let full = self.path(name);
+            let meta = self.meta(&full)?;
+            check_shape(&full, &meta.shape, &[out, in_dim])?;
+            let target = self.target_dtype(&meta, in_dim);
+            let Some(part) = Part::new(&full, &meta, in_dim, target) else { return Ok(None) };
+            if parts.first().is_some_and(|p: &(Part, usize)| p.0.target != target) {
+                return Ok(None);
+            }
+            parts.push((part, out));
+        }
+        let Some(first) = parts.first() else { return Ok(None) };
+        let (target, row, chunk) = (first.0.target, first.0.dst_row, first.0.chunk_bytes());
+        let shape = [outs.iter().sum(), in_dim];
+        let t = matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
+            // rows r0 .. r0 + n of the stack, gathered from the parts they fall in
+            let (mut r0, mut n) = (off / row, len / row);
+            let mut bytes = Vec::with_capacity(len as usize);
+            let mut base = 0u64;
+            for (part, rows) in &parts {
+                let rows = *rows as u64;
+                if n > 0 && r0 < base + rows {
+                    let take = n.min(base + rows - r0);
+                    bytes.extend_from_slice(&part.read(self.store, r0 - base, take)?);
+                    r0 += take;
+                    n -= take;
+                }
+                base += rows;
+            }
+            Ok(Cow::Owned(bytes))
+        })
+        .map_err(|e| weight_limit(e, &names.iter().map(|n| self.path(n)).collect::<Vec<_>>().join(" + ")))?;
+        self.report(&t);
+        Ok(Some(t))
+    }
+
+    /// The GPU dtype a stored matrix with rows of `cols` gets under [`LoadOptions`].
+    fn target_dtype(&self, meta: &TensorMeta, cols: usize) -> DType {
         let file_gpu = match meta.dtype {
             FileDType::F32 | FileDType::BF16 => DType::F32,
             FileDType::F16 => DType::F16,
@@ -185,59 +268,70 @@ impl<'a> VarBuilder<'a> {
             FileDType::Q4_0 => DType::Q4_0,
             FileDType::Q4_1 => DType::Q4_1,
         };
-        let mut target = match self.opts.dtype {
+        let target = match self.opts.dtype {
             Some(d) if !file_gpu.is_quantized() => d,
             _ => file_gpu,
         };
-        if target.is_quantized() && shape[1] % DType::QK != 0 {
-            target = DType::F32; // rows that are not whole blocks stay float
-        }
-        let t = if target == file_gpu && meta.dtype != FileDType::BF16 {
-            // in row chunks: memory while loading is bounded by the chunk, not the tensor
-            matmul::upload_ggml_chunked(self.ctx, &shape, target, matmul::UPLOAD_CHUNK_BYTES, &mut |off, len| {
-                self.store.bytes_range(&full, off, len).map(Cow::Owned)
-            })
+        if target.is_quantized() && cols % DType::QK != 0 {
+            DType::F32 // rows that are not whole blocks stay float
         } else {
-            self.convert_chunked(&full, &meta, shape, target)
+            target
         }
-        .map_err(|e| match e {
-            Error::LimitExceeded { limit, needed, offered, .. } => {
-                Error::LimitExceeded { what: format!("weight `{full}`"), limit, needed, offered }
-            }
-            e => e,
-        })?;
-        self.report(&t);
-        Ok(t)
     }
 }
 
-impl VarBuilder<'_> {
-    /// Uploads a tensor converted to `target` (bf16 → f32, f32/f16 → f16 or quantized at load), a few rows at a
-    /// time: each chunk is read, decoded to f32 (at most [`matmul::UPLOAD_CHUNK_BYTES`] of them) and converted as
-    /// ggml does, so the memory this needs does not grow with the tensor.
-    fn convert_chunked(&self, full: &str, meta: &TensorMeta, shape: [usize; 2], target: DType) -> Result<Tensor> {
-        let [rows, cols] = shape;
-        let to = FileDType::try_from(target)?;
-        let (Some(src_row), Some(dst_row)) = (meta.dtype.n_bytes(cols as u64), to.n_bytes(cols as u64)) else {
-            // rows that are not whole blocks of the stored dtype cannot be split: the whole tensor at once
-            let data = quant::dequantize(meta.dtype, &self.store.bytes(full)?, rows * cols)?;
-            return matmul::upload_weight(self.ctx, &data, &shape, target);
-        };
-        if target.is_quantized() && cols % DType::QK != 0 {
-            return Err(Error::Shape {
-                op: "upload_weight",
-                detail: format!("{target} needs the last dim to be a multiple of 32, got {shape:?}"),
-            });
+/// One stored matrix read in rows and converted to its GPU dtype's ggml bytes (bf16 → f32, f32/f16 → f16 or
+/// quantized at load, as ggml does), a few rows at a time: the memory this needs does not grow with the tensor.
+struct Part {
+    name: String,
+    src: FileDType,
+    target: DType,
+    cols: usize,
+    src_row: u64,
+    dst_row: u64,
+}
+
+impl Part {
+    /// `None` when rows of `cols` are not whole blocks of the stored or the target dtype.
+    fn new(name: &str, meta: &TensorMeta, cols: usize, target: DType) -> Option<Self> {
+        let to = FileDType::try_from(target).ok()?;
+        let (src_row, dst_row) = (meta.dtype.n_bytes(cols as u64)?, to.n_bytes(cols as u64)?);
+        Some(Self { name: name.to_string(), src: meta.dtype, target, cols, src_row, dst_row })
+    }
+
+    /// Whether the stored bytes already are the target's.
+    fn verbatim(&self) -> bool {
+        FileDType::try_from(self.target).is_ok_and(|t| t == self.src)
+    }
+
+    /// Bytes of the file read per upload step: a fixed budget, or (when converting) a fixed budget of f32 values.
+    fn chunk_bytes(&self) -> usize {
+        if self.verbatim() {
+            matmul::UPLOAD_CHUNK_BYTES
+        } else {
+            let f32_rows = (matmul::UPLOAD_CHUNK_BYTES as u64 / (4 * self.cols.max(1) as u64)).max(1);
+            (f32_rows * self.dst_row) as usize
         }
-        let f32_rows = (matmul::UPLOAD_CHUNK_BYTES as u64 / (4 * cols.max(1) as u64)).max(1);
-        let chunk = (f32_rows * dst_row) as usize;
-        matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
-            let (r0, r) = (off / dst_row, len / dst_row);
-            let bytes = self.store.bytes_range(full, r0 * src_row, r * src_row)?;
-            let values = quant::dequantize(meta.dtype, &bytes, r as usize * cols)?;
-            drop(bytes);
-            quant::quantize(to, &values).map(Cow::Owned)
-        })
+    }
+
+    /// Rows `r0 .. r0 + n` in the target's bytes.
+    fn read(&self, store: &dyn WeightStore, r0: u64, n: u64) -> Result<Vec<u8>> {
+        let bytes = store.bytes_range(&self.name, r0 * self.src_row, n * self.src_row)?;
+        if self.verbatim() {
+            return Ok(bytes);
+        }
+        let values = quant::dequantize(self.src, &bytes, n as usize * self.cols)?;
+        drop(bytes);
+        quant::quantize(FileDType::try_from(self.target)?, &values)
+    }
+}
+
+fn weight_limit(e: Error, name: &str) -> Error {
+    match e {
+        Error::LimitExceeded { limit, needed, offered, .. } => {
+            Error::LimitExceeded { what: format!("weight `{name}`"), limit, needed, offered }
+        }
+        e => e,
     }
 }
 

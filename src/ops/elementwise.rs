@@ -83,6 +83,29 @@ pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor) -> Result<
     Ok(out)
 }
 
+/// `silu(gate) * up` for rows `[gate | up]`: `a [.., 2F]` → `[.., F]` (the MLP after one product with the gate
+/// and up weights stacked).
+pub fn swiglu_halves(rec: &mut Recorder, a: &Tensor) -> Result<Tensor> {
+    expect_dtype("swiglu_halves", a, DType::F32)?;
+    if a.shape.is_empty() || a.cols() % 2 != 0 {
+        return Err(Error::Shape {
+            op: "swiglu_halves",
+            detail: format!("rows must be [gate | up] of even length, got {:?}", a.shape),
+        });
+    }
+    let half = a.cols() / 2;
+    let mut shape = a.shape.clone();
+    *shape.last_mut().unwrap() = half;
+    let out = rec.empty(&shape, DType::F32)?;
+    let n = a.numel() / 2;
+    if n == 0 {
+        return Ok(out);
+    }
+    let p = Params { n: n as u32, b_len: half as u32, alpha: 0.0, _pad: 0 };
+    launch(rec, "swiglu_halves", false, p, &[a.into(), (&out).into()])?;
+    Ok(out)
+}
+
 pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, Binary::Add, a, b)
 }

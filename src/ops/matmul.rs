@@ -121,37 +121,66 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
 
 /// [`linear`] with the kernel chosen by the caller.
 pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, path: Path) -> Result<Tensor> {
-    const OP: &str = "linear";
-    expect_dtype(OP, x, DType::F32)?;
+    product(rec, "linear", x, w, bias, path, false)
+}
+
+/// The SwiGLU MLP's first half: `silu(x·gateᵀ + b_g) ∘ (x·upᵀ + b_u)` for `w = [gate; up]` stacked (`[2F, K]`,
+/// bias `[2F]`) → `[.., F]`. For M ≤ [`GEMV_MAX_M`] rows (decode) one GEMV pass computes both products and the
+/// gate; otherwise the GEMM of [`linear`] over the stacked weight, then [`elementwise::swiglu_halves`].
+///
+/// [`elementwise::swiglu_halves`]: super::elementwise::swiglu_halves
+pub fn linear_swiglu(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_swiglu_with(rec, x, w, bias, Path::Auto)
+}
+
+/// [`linear_swiglu`] with the kernel chosen by the caller (GEMV paths fuse the gate, GEMM paths do not).
+pub fn linear_swiglu_with(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    path: Path,
+) -> Result<Tensor> {
+    product(rec, "linear_swiglu", x, w, bias, path, true)
+}
+
+/// `linear` and `linear_swiglu`: checks, then the kernel for `path`.
+fn product(
+    rec: &mut Recorder,
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    path: Path,
+    swiglu: bool,
+) -> Result<Tensor> {
+    expect_dtype(op, x, DType::F32)?;
     let (n, k) = match w.shape[..] {
         [n, k] => (n, k),
-        _ => return Err(Error::Shape { op: OP, detail: format!("weight must be [N, K], got {:?}", w.shape) }),
+        _ => return Err(Error::Shape { op, detail: format!("weight must be [N, K], got {:?}", w.shape) }),
     };
     if x.shape.is_empty() || x.cols() != k {
         return Err(Error::Shape {
-            op: OP,
+            op,
             detail: format!("x {:?} has K = {} but the weight {:?} has K = {k}", x.shape, x.cols(), w.shape),
         });
     }
+    if swiglu && n % 2 != 0 {
+        return Err(Error::Shape { op, detail: format!("the weight must be [gate; up] (even N), got {:?}", w.shape) });
+    }
     if w.dtype == DType::U32 {
-        return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() });
+        return Err(Error::UnsupportedDtype { op, dtype: w.dtype.to_string() });
     }
     if w.dtype.is_quantized() && k % DType::QK != 0 {
-        return Err(Error::Shape { op: OP, detail: format!("{} weights need K % 32 == 0, got K = {k}", w.dtype) });
+        return Err(Error::Shape { op, detail: format!("{} weights need K % 32 == 0, got K = {k}", w.dtype) });
     }
     if let Some(b) = bias {
-        expect_dtype(OP, b, DType::F32)?;
+        expect_dtype(op, b, DType::F32)?;
         if b.numel() != n {
-            return Err(Error::Shape { op: OP, detail: format!("bias {:?} does not match N = {n}", b.shape) });
+            return Err(Error::Shape { op, detail: format!("bias {:?} does not match N = {n}", b.shape) });
         }
     }
     let m = x.rows();
-    let mut out_shape = x.shape.clone();
-    *out_shape.last_mut().unwrap() = n;
-    let out = rec.empty(&out_shape, DType::F32)?;
-    if m == 0 || n == 0 {
-        return Ok(out);
-    }
     let use_gemv = match path {
         Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
         Path::Gemv | Path::GemvSubgroups => {
@@ -160,7 +189,7 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
             }
             if !gemv_supports(w.dtype, k) {
                 return Err(Error::Shape {
-                    op: OP,
+                    op,
                     detail: format!("the GEMV needs vec4-aligned {} rows, K = {k}", w.dtype),
                 });
             }
@@ -168,11 +197,23 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
         }
         Path::Gemm | Path::Direct => false,
     };
+    if swiglu && !use_gemv {
+        let full = product(rec, op, x, w, bias, path, false)?;
+        return super::elementwise::swiglu_halves(rec, &full);
+    }
+    // outputs per row of x: the SwiGLU GEMV writes one per gate/up pair
+    let n_out = if swiglu { n / 2 } else { n };
+    let mut out_shape = x.shape.clone();
+    *out_shape.last_mut().unwrap() = n_out;
+    let out = rec.empty(&out_shape, DType::F32)?;
+    if m == 0 || n == 0 {
+        return Ok(out);
+    }
     let direct = match path {
         Path::Auto => cpu_adapter(&rec.ctx().caps) && gemv_supports(w.dtype, k),
         Path::Direct if !gemv_supports(w.dtype, k) => {
             return Err(Error::Shape {
-                op: OP,
+                op,
                 detail: format!("the direct GEMM needs vec4-aligned {} rows, K = {k}", w.dtype),
             })
         }
@@ -180,9 +221,9 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Ten
     };
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
+        let kernel = Gemv { w, bias, n: n_out, k, force_subgroups: path == Path::GemvSubgroups, swiglu };
         for m0 in (0..m).step_by(GEMV_MAX_M) {
-            let mr = (m - m0).min(GEMV_MAX_M);
-            gemv(rec, x, m0, mr, w, bias, &out, n, k, path == Path::GemvSubgroups)?;
+            kernel.run(rec, x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
         }
     } else if direct {
         gemm_direct(rec, x, w, bias, &out, m, n, k)?;
@@ -233,51 +274,54 @@ fn row_chunk(rec: &mut Recorder, t: &Tensor, m0: usize, rows: usize, cols: usize
     Ok(chunk)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn gemv(
-    rec: &mut Recorder,
-    x: &Tensor,
-    m0: usize,
-    mr: usize,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    out: &Tensor,
+/// One GEMV over weight `w` (`n` outputs per row of x; with `swiglu`, `w` holds 2n rows [gate; up]).
+struct Gemv<'a> {
+    w: &'a Tensor,
+    bias: Option<&'a Tensor>,
     n: usize,
     k: usize,
     force_subgroups: bool,
-) -> Result<()> {
-    const OP: &str = "gemv";
-    let ctx = rec.ctx();
-    let subgroups = force_subgroups || use_subgroup_gemv(&ctx.caps);
-    let entry = match w.dtype {
-        DType::F32 => "gemv_f32",
-        DType::F16 => "gemv_f16",
-        DType::Q8_0 => "gemv_q8_0",
-        DType::Q4_0 => "gemv_q4_0",
-        DType::Q4_1 => "gemv_q4_1",
-        DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
-    };
-    // rows per invocation without subgroups: 4 for a single x row (each x load serves 4 weight rows)
-    let rpt = if !subgroups && mr == 1 { 4 } else { 1 };
-    let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG * rpt };
-    let key = PipelineKey::new("gemv", entry)
-        .define_if(subgroups, "SUBGROUPS")
-        .constant("WG", GEMV_WG)
-        .constant("ROWS", rows_per_wg)
-        .constant("MR", mr as u32)
-        .constant("RPT", rpt);
-    let p = GemvParams::new(OP, mr, n, k, w, bias)?;
-    let xs = row_chunk(rec, x, m0, mr, k)?;
-    // Output rows m0.. are a separate chunk when m0 > 0: write them to a small buffer and copy back.
-    let ys = if m0 == 0 { out.clone() } else { rec.empty(&[mr, n], DType::F32)? };
-    // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
-    let b: Binding = bias.unwrap_or(&xs).into();
-    let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
-    rec.dispatch(&key, &params(&p), &[(&xs).into(), w.into(), b, (&ys).into(), w.into()], grid)?;
-    if m0 > 0 {
-        rec.copy(&ys, 0, out, (m0 * n * 4) as u64, (mr * n * 4) as u64)?;
+    swiglu: bool,
+}
+
+impl Gemv<'_> {
+    /// Rows `m0 .. m0 + mr` (mr ≤ [`GEMV_MAX_M`]) of x into the same rows of `out`.
+    fn run(&self, rec: &mut Recorder, x: &Tensor, m0: usize, mr: usize, out: &Tensor) -> Result<()> {
+        const OP: &str = "gemv";
+        let (w, n, k) = (self.w, self.n, self.k);
+        let ctx = rec.ctx();
+        let subgroups = self.force_subgroups || use_subgroup_gemv(&ctx.caps);
+        let entry = match w.dtype {
+            DType::F32 => "gemv_f32",
+            DType::F16 => "gemv_f16",
+            DType::Q8_0 => "gemv_q8_0",
+            DType::Q4_0 => "gemv_q4_0",
+            DType::Q4_1 => "gemv_q4_1",
+            DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
+        };
+        // rows per invocation without subgroups: 4 for a single x row (each x load serves 4 weight rows)
+        let rpt = if !subgroups && mr == 1 { 4 } else { 1 };
+        let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG * rpt };
+        let key = PipelineKey::new("gemv", entry)
+            .define_if(subgroups, "SUBGROUPS")
+            .define_if(self.swiglu, "SWIGLU")
+            .constant("WG", GEMV_WG)
+            .constant("ROWS", rows_per_wg)
+            .constant("MR", mr as u32)
+            .constant("RPT", rpt);
+        let p = GemvParams::new(OP, mr, n, k, w, self.bias)?;
+        let xs = row_chunk(rec, x, m0, mr, k)?;
+        // Output rows m0.. are a separate chunk when m0 > 0: write them to a small buffer and copy back.
+        let ys = if m0 == 0 { out.clone() } else { rec.empty(&[mr, n], DType::F32)? };
+        // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
+        let b: Binding = self.bias.unwrap_or(&xs).into();
+        let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
+        rec.dispatch(&key, &params(&p), &[(&xs).into(), w.into(), b, (&ys).into(), w.into()], grid)?;
+        if m0 > 0 {
+            rec.copy(&ys, 0, out, (m0 * n * 4) as u64, (mr * n * 4) as u64)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

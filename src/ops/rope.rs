@@ -23,7 +23,8 @@ struct Params {
     dim: u32,
     pos0: u32,
     max_pos: u32,
-    _p: [u32; 3],
+    kv_heads: u32,
+    _p: [u32; 2],
 }
 
 /// The table for `max_pos` positions: `[cos (max_pos, D/2) | sin (max_pos, D/2)]`.
@@ -63,13 +64,94 @@ pub fn rope(rec: &mut Recorder, x: &Tensor, table: &Tensor, pos0: usize, layout:
         return Err(Error::ContextOverflow { tokens: pos0 + t, context: max_pos });
     }
     let out = rec.empty(&x.shape, DType::F32)?;
-    let p =
-        Params { t: t as u32, heads: h as u32, dim: d as u32, pos0: pos0 as u32, max_pos: max_pos as u32, _p: [0; 3] };
+    let p = Params {
+        t: t as u32,
+        heads: h as u32,
+        dim: d as u32,
+        pos0: pos0 as u32,
+        max_pos: max_pos as u32,
+        kv_heads: 0,
+        _p: [0; 2],
+    };
     let key = PipelineKey::new("rope", "main")
         .define_if(layout == RopeLayout::Interleaved, "INTERLEAVED")
         .constant("WG", 256);
     let grid = grid_1d(((t * h * half) as u32).div_ceil(256), rec.ctx().caps.max_workgroups_per_dim);
     rec.dispatch(&key, &params(&p), &[x.into(), table.into(), (&out).into()], grid)?;
+    Ok(out)
+}
+
+/// The attention's inputs from one fused q/k/v projection: `qkv [T, (H + 2·Hkv)·D]` (rows `[q | k | v]`) at
+/// positions `pos0..pos0+T`. Returns q rotated (`[T, H, D]`); k rotated and v as they are go straight into the
+/// caches `[Tmax, Hkv, D]` at rows `pos0..` (what [`rope`] twice and two `write_kv` copies do, in one kernel).
+#[allow(clippy::too_many_arguments)]
+pub fn rope_qkv(
+    rec: &mut Recorder,
+    qkv: &Tensor,
+    table: &Tensor,
+    pos0: usize,
+    layout: RopeLayout,
+    heads: usize,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "rope_qkv";
+    for t in [qkv, table, k_cache, v_cache] {
+        expect_dtype(OP, t, DType::F32)?;
+    }
+    let [tmax, kv_heads, d] = k_cache.shape[..] else {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!("k cache must be [Tmax, Hkv, D], got {:?}", k_cache.shape),
+        });
+    };
+    if v_cache.shape != k_cache.shape {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!("v cache {:?} vs k cache {:?}", v_cache.shape, k_cache.shape),
+        });
+    }
+    let width = (heads + 2 * kv_heads) * d;
+    if qkv.shape.len() != 2 || qkv.cols() != width {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "qkv must be [T, {width}] ({heads} q + 2 × {kv_heads} kv heads of {d}), got {:?}",
+                qkv.shape
+            ),
+        });
+    }
+    let [2, max_pos, half] = table.shape[..] else {
+        return Err(Error::Shape { op: OP, detail: format!("table must be [2, P, D/2], got {:?}", table.shape) });
+    };
+    if d % 2 != 0 || half * 2 != d {
+        return Err(Error::Shape { op: OP, detail: format!("head dim {d} vs table half-dim {half}") });
+    }
+    let t = qkv.rows();
+    if pos0 + t > max_pos.min(tmax) {
+        return Err(Error::ContextOverflow { tokens: pos0 + t, context: max_pos.min(tmax) });
+    }
+    let out = rec.empty(&[t, heads, d], DType::F32)?;
+    if t == 0 {
+        return Ok(out);
+    }
+    let p = Params {
+        t: t as u32,
+        heads: heads as u32,
+        dim: d as u32,
+        pos0: pos0 as u32,
+        max_pos: max_pos as u32,
+        kv_heads: kv_heads as u32,
+        _p: [0; 2],
+    };
+    let key = PipelineKey::new("rope", "qkv")
+        .define("QKV")
+        .define_if(layout == RopeLayout::Interleaved, "INTERLEAVED")
+        .constant("WG", 256);
+    let pairs = t * (heads + 2 * kv_heads) * half;
+    let grid = grid_1d((pairs as u32).div_ceil(256), rec.ctx().caps.max_workgroups_per_dim);
+    let bindings = [qkv.into(), table.into(), (&out).into(), k_cache.into(), v_cache.into()];
+    rec.dispatch(&key, &params(&p), &bindings, grid)?;
     Ok(out)
 }
 

@@ -415,7 +415,7 @@ fn meter_for(opts: &Option<LoadOpts>, total: u64) -> Rc<Meter> {
 fn options(opts: &Option<LoadOpts>) -> Result<(LoadOptions, usize)> {
     let dtype = parse_dtype(opts.as_ref().and_then(|o| o.dtype()))?;
     let ctx = opts.as_ref().and_then(|o| o.max_context()).map(|c| c.max(16.0) as usize).unwrap_or(DEFAULT_CONTEXT);
-    Ok((LoadOptions { dtype }, ctx))
+    Ok((LoadOptions { dtype, ..Default::default() }, ctx))
 }
 
 #[wasm_bindgen]
