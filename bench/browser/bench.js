@@ -175,6 +175,111 @@ for (const device of ['webgpu', 'wasm']) {
   };
 }
 
+// transformers.js on the image path: the same checkpoint as webvlm-vlm (models/smolvlm-256m-random) as three f32
+// ONNX graphs (scripts/export_smolvlm_onnx.sh -> models/smolvlm-onnx: vision_encoder, embed_tokens,
+// decoder_model_merged), the same images, prompt and number of tokens. Each ONNX session's run() is wrapped, so
+// image encode = the vision_encoder run and prefill = the first decoder run (image + text tokens), as webvlm reports
+// them; TTFT = request -> first generated token (image fetch/decode, preprocessing, encode, prefill);
+// decode tok/s = (tokens - 1) / (last - first token). The greedy ids are checked against transformers
+// (reference.json, written by the export script).
+const VLM_TOKENS = 4; // as webvlm-vlm
+const VLM_DIR = '/models/smolvlm-onnx/';
+window.__partial = {}; // what run.mjs reads back when a run times out (a lower bound instead of nothing)
+for (const device of ['wasm', 'webgpu']) {
+  runtimes[`tfjs-vlm-${device}`] = async () => {
+    const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.js');
+    tf.env.allowRemoteModels = false;
+    tf.env.allowLocalModels = true;
+    tf.env.localModelPath = '/models/';
+    tf.env.backends.onnx.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
+    tf.env.backends.onnx.wasm.numThreads = threads;
+    window.__partial = { phase: 'load', phase_start_ms: performance.now() };
+    const t0 = performance.now();
+    const processor = await tf.AutoProcessor.from_pretrained('smolvlm-onnx');
+    const model = await tf.Idefics3ForConditionalGeneration.from_pretrained('smolvlm-onnx', { device, dtype: 'fp32' });
+    const loadMs = performance.now() - t0;
+    window.__partial.load_ms = loadMs;
+    let calls = [];
+    for (const [name, session] of Object.entries(model.sessions)) {
+      const run = session.run.bind(session);
+      session.run = async (...args) => {
+        const t = performance.now();
+        Object.assign(window.__partial, { phase: name, phase_start_ms: t });
+        const out = await run(...args);
+        calls.push({ name, ms: performance.now() - t });
+        return out;
+      };
+    }
+    const ref = await (await fetch(`${VLM_DIR}reference.json`)).json();
+    const messages = [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Describe this image.' }] }];
+    const text = processor.apply_chat_template(messages, { add_generation_prompt: true });
+    // greedy generation with per-token times; the first put() of a streamer is the prompt
+    async function generate(inputs) {
+      const times = [];
+      let prompt = true;
+      const streamer = { put() { if (prompt) prompt = false; else times.push(performance.now()); }, end() {} };
+      const out = await model.generate({ ...inputs, max_new_tokens: VLM_TOKENS, do_sample: false, streamer });
+      const n = inputs.input_ids.dims.at(-1);
+      const ids = Array.from(out.tolist()[0].slice(n), Number);
+      return { ids, times };
+    }
+    // the python reference of each image file (reference.json "images"; the PNG's also at the top level)
+    const refOf = (url) => ref.images?.[url] ?? (url === ref.image ? ref : null);
+    const sameIds = (ids, r = ref) => ids.every((x, i) => x === r.greedy_ids[i]);
+    const pixels = async (r) => new Float32Array(await (await fetch(VLM_DIR + r.pixel_values_file)).arrayBuffer());
+    return {
+      loadMs,
+      device: device === 'webgpu' ? 'WebGPU (ONNX Runtime Web)' : `wasm CPU (ONNX Runtime Web), ${threads} threads`,
+      memory: () => ({}),
+      async image(url) {
+        calls = [];
+        const t = performance.now();
+        const image = await tf.RawImage.read(url);
+        const inputs = await processor(text, image);
+        const { ids, times } = await generate(inputs);
+        const total = performance.now() - t;
+        const enc = calls.filter((c) => c.name === 'vision_encoder');
+        const dec = calls.filter((c) => c.name === 'decoder_model_merged');
+        const promptIds = Array.from(inputs.input_ids.data, Number);
+        const r = refOf(url);
+        let pixelDiff = null;
+        if (r) {
+          const py = await pixels(r);
+          pixelDiff = 0;
+          inputs.pixel_values.data.forEach((v, i) => { pixelDiff = Math.max(pixelDiff, Math.abs(v - py[i])); });
+        }
+        return {
+          total_ms: total, image_encode_ms: enc.reduce((a, c) => a + c.ms, 0), prefill_ms: dec[0]?.ms ?? NaN,
+          ttft_ms: times[0] - t, decode_tok_s: times.length > 1 ? (times.length - 1) / ((times.at(-1) - times[0]) / 1000) : null,
+          decode_step_ms: dec.slice(1).map((c) => c.ms), embed_tokens_ms: calls.filter((c) => c.name === 'embed_tokens').map((c) => c.ms),
+          prompt_tokens: promptIds.length, completion_tokens: ids.length, greedy_ids: ids,
+          reference_greedy_ids: r ? r.greedy_ids.slice(0, ids.length) : null,
+          same_prompt_ids_as_transformers: r ? promptIds.length === r.input_ids.length && promptIds.every((x, i) => x === r.input_ids[i]) : null,
+          same_greedy_ids_as_transformers: r ? sameIds(ids, r) : null,
+          // the browser's resize (canvas drawImage) is not PIL's Lanczos: how far its pixels are from python's
+          pixel_max_abs_diff_vs_python: pixelDiff,
+        };
+      },
+      // the graphs on exactly the python processor's input ids and pixel values (no resize difference): ids must
+      // equal transformers'. Not timed. Skipped (check=0) where an image encode takes minutes.
+      async check() {
+        if (q.get('check') === '0') return null;
+        const py = await pixels(ref);
+        const n = ref.input_ids.length;
+        const inputs = {
+          input_ids: new tf.Tensor('int64', BigInt64Array.from(ref.input_ids, BigInt), [1, n]),
+          attention_mask: new tf.Tensor('int64', new BigInt64Array(n).fill(1n), [1, n]),
+          pixel_values: new tf.Tensor('float32', py, ref.pixel_values_shape),
+          pixel_attention_mask: new tf.Tensor('bool', new Uint8Array(py.length / 3).fill(1), [1, 1, ...ref.pixel_values_shape.slice(-2)]),
+        };
+        const { ids } = await generate(inputs);
+        return { input: 'python processor input_ids + pixel_values (reference.json)', greedy_ids: ids, reference_greedy_ids: ref.greedy_ids.slice(0, ids.length),
+          same_greedy_ids_as_transformers: sameIds(ids) };
+      },
+    };
+  };
+}
+
 const median = (xs) => {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
@@ -198,8 +303,10 @@ try {
   for (const url of r.image ? IMAGES.slice(0, reps) : []) {
     const x = await r.image(url);
     imageResults.push({ image: url, ...x });
-    log(`${rt}: ${url}: encode ${x.image_encode_ms.toFixed(0)} ms, prefill of ${x.prompt_tokens} tokens ${x.prefill_ms.toFixed(0)} ms`);
+    log(`${rt}: ${url}: encode ${x.image_encode_ms.toFixed(0)} ms, prefill of ${x.prompt_tokens} tokens ${x.prefill_ms.toFixed(0)} ms${x.greedy_ids ? `, ids ${x.greedy_ids}` : ''}`);
   }
+  const checks = r.check ? await r.check() : null;
+  if (checks) log(`${rt}: check on the python inputs: ids ${checks.greedy_ids}, same as transformers: ${checks.same_greedy_ids_as_transformers}`);
   for (const p of r.run ? prompts : []) {
     const runs = [];
     for (let i = 0; i < reps; i++) {
@@ -228,7 +335,7 @@ try {
     note: 'pageBytes: performance.measureUserAgentSpecificMemory() (JS + wasm of the page and its workers); gpu*: GPUDevice.createBuffer sizes minus destroyed buffers',
   };
   window.__bench = { runtime: rt, device: r.device, webgpu_adapter: adapter, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory,
-    crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results, image_results: imageResults };
+    crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results, image_results: imageResults, ...(checks ? { checks } : {}) };
 } catch (e) {
   log(`${rt}: ${e.stack || e}`);
   window.__bench = { runtime: rt, error: String(e.stack || e) };

