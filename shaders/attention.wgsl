@@ -64,6 +64,23 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid.x;
 }
 
+#ifdef TRANSPOSE_V
+// TRANSPOSE_V (entry `transpose_v`): vt (Hkv, D, kv_len) from the first kv_len rows of v (Tmax, Hkv, D), so each
+// (head, dim) row of vt runs over the keys: the weight layout of the p·v product when bidirectional attention runs
+// as GEMMs (src/ops/attention.rs, attention_gemm). One invocation per element, writes contiguous.
+// bindings: 1 v, 2 vt
+@group(0) @binding(1) var<storage, read> v_rows: array<f32>;
+@group(0) @binding(2) var<storage, read_write> vt: array<f32>;
+
+@compute @workgroup_size(WG)
+fn transpose_v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = linear_id(wid, nwg, lid);
+    if (g >= p.kv_len * p.hkv * D) { return; }
+    let t = g % p.kv_len;
+    let hd = g / p.kv_len;      // head * D + d
+    vt[g] = v_rows[t * p.hkv * D + hd];
+}
+#else
 #ifdef COMBINE
 @group(0) @binding(1) var<storage, read> part_o: array<f32>;         // (n_split, Hq, Tq, D)
 @group(0) @binding(2) var<storage, read> part_ml: array<vec2<f32>>;  // (n_split, Hq, Tq): (max, sum)
@@ -344,4 +361,5 @@ fn attn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     store_acc((i * p.hq + h) * D4, 1.0 / l);
 #endif
 }
+#endif
 #endif

@@ -9,6 +9,11 @@
 //
 // Weights in webvlm's GPU layouts (src/gpu/tensor.rs), FMT: 0 f32, 1 f16, 2 q8_0, 3 q4_0, 4 q4_1. K % 4 == 0
 // (f32), K % 8 == 0 (f16), K % 32 == 0 (quantized). Rows past N and M are clamped on load and not stored.
+//
+// Strided and batched (the matrices of attention, read in place from [T, H, D] tensors): batch b = wid.z reads row
+// r of x at x_off + b * x_batch + r * x_stride (vec4 units), row c of an f32 w likewise, and writes y[m, n] at
+// y_off + b * y_batch + m * y_stride + n; y = alpha * x·wᵀ + bias. For linear layers the strides are the
+// contiguous ones, the offsets 0 and alpha 1.
 
 override WG: u32 = 64u;
 override FMT: u32 = 0u;
@@ -19,24 +24,37 @@ struct Params {
     k: u32,
     scales_offset: u32, // in u32 words
     has_bias: u32,
+    alpha: f32,
+    x_off: u32,         // vec4 units
+    x_stride: u32,
+    x_batch: u32,
+    w_off: u32,         // vec4 units, f32 weights only
+    w_stride: u32,
+    w_batch: u32,
+    y_off: u32,         // elements
+    y_stride: u32,
+    y_batch: u32,
     _p0: u32,
-    _p1: u32,
-    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;   // (M, K)
 @group(0) @binding(2) var<storage, read> w4: array<vec4<u32>>;  // (N, K), f32 as vec4 words
 @group(0) @binding(3) var<storage, read> bias: array<f32>;      // (N); x again when there is no bias
+#ifdef Y4
+// y_off, y_stride, y_batch and N multiples of 4: each row's 4 outputs are one aligned vec4 store
+@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+#else
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;   // (M, N)
+#endif
 @group(0) @binding(5) var<storage, read> w: array<u32>;         // the weight buffer again, as words
 
 #include quant
 
-// Elements 4i .. 4i+3 of weight row `c`.
-fn chunk(c: u32, i: u32) -> vec4<f32> {
+// Elements 4i .. 4i+3 of weight row `c` (`wb`: the batch's first f32 weight row, in vec4 units).
+fn chunk(wb: u32, c: u32, i: u32) -> vec4<f32> {
     if (FMT == 0u) {
-        return bitcast<vec4<f32>>(w4[c * (p.k / 4u) + i]);
+        return bitcast<vec4<f32>>(w4[wb + c * p.w_stride + i]);
     }
     if (FMT == 1u) {
         let base = c * (p.k / 2u) + 2u * i;
@@ -65,9 +83,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n0 = (wid.x * WG + li) * 4u;
     let m0 = wid.y * 8u;
     let k4 = p.k / 4u;
+    let wb = p.w_off + wid.z * p.w_batch;
+    let xb = vec4<u32>(p.x_off + wid.z * p.x_batch);
     let c = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-    let ra = min(vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * k4;
-    let rb = min(vec4<u32>(m0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.m - 1u)) * k4;
+    let ra = min(vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.x_stride + xb;
+    let rb = min(vec4<u32>(m0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.m - 1u)) * p.x_stride + xb;
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
@@ -77,10 +97,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var a6 = vec4<f32>(0.0);
     var a7 = vec4<f32>(0.0);
     for (var i = 0u; i < k4; i++) {
-        let w0 = chunk(c.x, i);
-        let w1 = chunk(c.y, i);
-        let w2 = chunk(c.z, i);
-        let w3 = chunk(c.w, i);
+        let w0 = chunk(wb, c.x, i);
+        let w1 = chunk(wb, c.y, i);
+        let w2 = chunk(wb, c.z, i);
+        let w3 = chunk(wb, c.w, i);
         a0 += dots(x[ra.x + i], w0, w1, w2, w3);
         a1 += dots(x[ra.y + i], w0, w1, w2, w3);
         a2 += dots(x[ra.z + i], w0, w1, w2, w3);
@@ -94,15 +114,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (p.has_bias != 0u) {
         b = vec4<f32>(bias[c.x], bias[c.y], bias[c.z], bias[c.w]);
     }
-    let acc = array<vec4<f32>, 8>(a0 + b, a1 + b, a2 + b, a3 + b, a4 + b, a5 + b, a6 + b, a7 + b);
+    let al = p.alpha;
+    let acc = array<vec4<f32>, 8>(al * a0 + b, al * a1 + b, al * a2 + b, al * a3 + b,
+                                  al * a4 + b, al * a5 + b, al * a6 + b, al * a7 + b);
+    let yb = p.y_off + wid.z * p.y_batch;
+#ifdef Y4
+    if (n0 >= p.n) { return; }
+    for (var j = 0u; j < 8u; j++) {
+        if (m0 + j < p.m) {
+            y4[(yb + (m0 + j) * p.y_stride + n0) / 4u] = acc[j];
+        }
+    }
+#else
     for (var j = 0u; j < 8u; j++) {
         let m = m0 + j;
         if (m < p.m) {
             for (var e = 0u; e < 4u; e++) {
                 if (n0 + e < p.n) {
-                    y[m * p.n + n0 + e] = acc[j][e];
+                    y[yb + m * p.y_stride + n0 + e] = acc[j][e];
                 }
             }
         }
     }
+#endif
 }

@@ -19,6 +19,17 @@ fn e(x: impl std::fmt::Display) -> String {
     x.to_string()
 }
 
+/// Which attention implementation a case runs.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    /// `attention`: what the adapter gets by default.
+    Auto,
+    /// The flash kernel with about this many key splits.
+    Splits(usize),
+    /// `attention_gemm` (bidirectional, as strided GEMMs + softmax).
+    Gemm,
+}
+
 /// Runs one case against the reference. The cache has `tmax > kv_len` rows; rows past kv_len hold NaN so any
 /// read beyond the valid part poisons the output.
 #[allow(clippy::too_many_arguments)]
@@ -32,7 +43,7 @@ async fn case(
     tmax: usize,
     causal: bool,
     q_pos0: usize,
-    plan: Option<usize>,
+    kernel: Kernel,
 ) -> Result<(), String> {
     let q = rng.normal_vec(tq * hq * d, 1.0);
     let mut k = rng.normal_vec(tmax * hkv * d, 1.0);
@@ -45,9 +56,10 @@ async fn case(
     let tk = ctx.upload_f32(&k, &[tmax, hkv, d]).map_err(e)?;
     let tv = ctx.upload_f32(&v, &[tmax, hkv, d]).map_err(e)?;
     let mut rec = Recorder::new(ctx);
-    let out = match plan {
-        None => at::attention(&mut rec, &tqg, &tk, &tv, &p),
-        Some(n) => at::attention_with_plan(&mut rec, &tqg, &tk, &tv, &p, AttnPlan::with_splits(kv_len, n)),
+    let out = match kernel {
+        Kernel::Auto => at::attention(&mut rec, &tqg, &tk, &tv, &p),
+        Kernel::Splits(n) => at::attention_with_plan(&mut rec, &tqg, &tk, &tv, &p, AttnPlan::with_splits(kv_len, n)),
+        Kernel::Gemm => at::attention_gemm(&mut rec, &tqg, &tk, &tv, &p),
     }
     .map_err(e)?;
     assert_eq!(out.shape, vec![tq, hq, d]);
@@ -56,7 +68,7 @@ async fn case(
     let want = at::cpu_attention(&q, &k, &v, tq, hq, hkv, d, &p);
     let what = format!(
         "attention tq={tq} hq={hq} hkv={hkv} d={d} kv_len={kv_len} tmax={tmax} causal={causal} q_pos0={q_pos0} \
-         splits={plan:?}"
+         {kernel:?}"
     );
     check_close(&what, &got, &want, 2e-5, 2e-4)?;
     Ok(())
@@ -79,9 +91,9 @@ async fn attention_matches_reference() -> Result<(), String> {
                     if kv < tq {
                         continue;
                     }
-                    case(&ctx, &mut rng, tq, heads, d, kv, kv + 7, true, kv - tq, None).await?;
+                    case(&ctx, &mut rng, tq, heads, d, kv, kv + 7, true, kv - tq, Kernel::Auto).await?;
                 } else {
-                    case(&ctx, &mut rng, tq, heads, d, kv, kv, false, 0, None).await?;
+                    case(&ctx, &mut rng, tq, heads, d, kv, kv, false, 0, Kernel::Auto).await?;
                 }
             }
         }
@@ -102,15 +114,41 @@ async fn attention_split_and_single_pass_agree() -> Result<(), String> {
     ] {
         let q_pos0 = if causal { kv - tq } else { 0 };
         for splits in [1, 2, 3, 7, 64] {
-            case(&ctx, &mut rng, tq, heads, d, kv, kv + 1, causal, q_pos0, Some(splits)).await?;
+            case(&ctx, &mut rng, tq, heads, d, kv, kv + 1, causal, q_pos0, Kernel::Splits(splits)).await?;
         }
     }
     // long rows in one invocation (lavapipe ends loops past 65535 iterations in total) and past MAX_CHUNK
-    case(&ctx, &mut rng, 1, (2, 1), 128, 8192, 8192, false, 0, Some(1)).await?;
-    case(&ctx, &mut rng, 1, (2, 1), 8, 20000, 20000, true, 19999, Some(1)).await?;
+    case(&ctx, &mut rng, 1, (2, 1), 128, 8192, 8192, false, 0, Kernel::Splits(1)).await?;
+    case(&ctx, &mut rng, 1, (2, 1), 8, 20000, 20000, true, 19999, Kernel::Splits(1)).await?;
     // the model shapes: SmolLM2 decode (9 q heads, 3 kv heads, D 64) and a SigLIP-like ViT block
-    case(&ctx, &mut rng, 1, (9, 3), 64, 2049, 4096, true, 2048, None).await?;
-    case(&ctx, &mut rng, 64, (12, 12), 64, 64, 64, false, 0, None).await?;
+    case(&ctx, &mut rng, 1, (9, 3), 64, 2049, 4096, true, 2048, Kernel::Auto).await?;
+    case(&ctx, &mut rng, 64, (12, 12), 64, 64, 64, false, 0, Kernel::Auto).await?;
+    Ok(())
+}
+
+/// Bidirectional attention as GEMMs (what CPU adapters run for the ViT): odd Tq, head groups that split the
+/// score budget, a cache with NaN rows past kv_len, head dims 4..128; and what it refuses.
+async fn attention_as_gemms() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(14);
+    for (tq, h, d, kv, tmax) in [(1, 1, 4, 4, 4), (17, 3, 8, 36, 40), (64, 12, 64, 64, 64), (33, 2, 128, 100, 101)] {
+        case(&ctx, &mut rng, tq, (h, h), d, kv, tmax, false, 0, Kernel::Gemm).await?;
+    }
+    // 1024 × 1024 scores per head: 4 heads per 16 MiB group, so 5 heads take two groups
+    case(&ctx, &mut rng, 1024, (5, 5), 8, 1024, 1024, false, 0, Kernel::Gemm).await?;
+    let t = |shape: &[usize]| ctx.zeros(shape, webvlm::gpu::DType::F32).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    let refused = [
+        ("causal", t(&[8, 2, 8]), t(&[8, 2, 8]), AttnParams { causal: true, scale: 1.0, kv_len: 8, q_pos0: 0 }),
+        ("grouped heads", t(&[8, 4, 8]), t(&[8, 2, 8]), AttnParams { causal: false, scale: 1.0, kv_len: 8, q_pos0: 0 }),
+        ("kv_len % 4", t(&[8, 2, 8]), t(&[8, 2, 8]), AttnParams { causal: false, scale: 1.0, kv_len: 7, q_pos0: 0 }),
+    ];
+    for (what, q, kv, p) in refused {
+        match at::attention_gemm(&mut rec, &q, &kv, &kv, &p) {
+            Err(webvlm::Error::Shape { .. }) => {}
+            other => return Err(format!("{what}: expected a shape error, got {other:?}")),
+        }
+    }
     Ok(())
 }
 
@@ -202,6 +240,7 @@ mod run {
         attention_matches_reference,
         attention_split_and_single_pass_agree,
         kv_cache_prefill_then_decode,
+        attention_as_gemms,
         attention_errors_are_typed
     );
 }

@@ -204,6 +204,8 @@ async fn float_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Direct, j % 2 == 0).await?;
             }
         }
+        // N a multiple of 4: the direct GEMM's vec4 stores
+        run_linear(&ctx, &mut rng, dtype, (17, 96, 64), Path::Direct, true).await?;
         // Auto with a ragged K falls back to the GEMM even for M = 1.
         run_linear(&ctx, &mut rng, dtype, (1, 37, 9), Path::Auto, true).await?;
         // More rows than one GEMV pass handles: chunks of 4 rows.
@@ -231,6 +233,7 @@ async fn quant_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
             }
         }
         run_linear(&ctx, &mut rng, dtype, (9, 64, 33), Path::Auto, true).await?;
+        run_linear(&ctx, &mut rng, dtype, (17, 96, 64), Path::Direct, false).await?;
     }
     Ok(())
 }

@@ -58,14 +58,18 @@ async fn norms() -> Result<(), String> {
 async fn softmax_rows() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(4);
-    for &(r, c) in &[(1usize, 1usize), (3, 5), (4, 77), (2, 1031), (1, 49152)] {
+    for &(r, c) in &[(1usize, 1usize), (3, 5), (4, 77), (2, 1031), (1, 49152), (130, 64)] {
         let x = rng.vec(r * c, -20.0, 20.0);
         let tx = ctx.upload_f32(&x, &[r, c]).map_err(e)?;
-        let mut rec = Recorder::new(&ctx);
-        let y = softmax::softmax(&mut rec, &tx).map_err(e)?;
-        rec.submit().map_err(e)?;
-        let got = ctx.read_f32(&y).await.map_err(e)?;
-        check_close(&format!("softmax [{r},{c}]"), &got, &softmax::cpu_softmax(&x, c), 1e-7, 1e-5)?;
+        // both kernels: a workgroup per row (GPUs) and an invocation per row (CPU adapters)
+        for per_invocation in [false, true] {
+            let mut rec = Recorder::new(&ctx);
+            let y = softmax::softmax_with(&mut rec, &tx, per_invocation).map_err(e)?;
+            rec.submit().map_err(e)?;
+            let got = ctx.read_f32(&y).await.map_err(e)?;
+            let what = format!("softmax [{r},{c}] invocation per row: {per_invocation}");
+            check_close(&what, &got, &softmax::cpu_softmax(&x, c), 1e-7, 1e-5)?;
+        }
     }
     Ok(())
 }

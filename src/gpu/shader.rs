@@ -33,11 +33,11 @@ macro_rules! shader {
 pub static SHADERS: &[ShaderFile] = &[
     shader!("quant", []), // library: validated inside its includers
     shader!("copy", [&[]]),
-    shader!("matmul_direct", [&[]]),
+    shader!("matmul_direct", [&[], &["Y4"]]),
     shader!("elementwise", [&[], &["BINARY"]]),
     shader!("norm", [&[], &["LAYER"], &["RESIDUAL"]]),
-    shader!("softmax", [&[]]),
-    shader!("rope", [&[], &["INTERLEAVED"]]),
+    shader!("softmax", [&[], &["ROWS"]]),
+    shader!("rope", [&[], &["INTERLEAVED"], &["QKV"], &["QKV", "INTERLEAVED"]]),
     shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
     shader!(
         "matmul",
@@ -50,8 +50,8 @@ pub static SHADERS: &[ShaderFile] = &[
             &["QUANT", "Q4_1"]
         ]
     ),
-    shader!("gemv", [&[], &["SUBGROUPS"]]),
-    shader!("attention", [&[], &["SPLIT"], &["COMBINE"]]),
+    shader!("gemv", [&[], &["SUBGROUPS"], &["SWIGLU"], &["SUBGROUPS", "SWIGLU"]]),
+    shader!("attention", [&[], &["SPLIT"], &["COMBINE"], &["TRANSPOSE_V"]]),
     shader!("vision", [&["UNFOLD"], &["SHUFFLE"]]),
     shader!(
         "sample",

@@ -11,7 +11,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, DType, PipelineKey, Recorder, Tensor};
 
-use super::{expect_dtype, params};
+use super::matmul::{matmul_strided, Strided};
+use super::{expect_dtype, params, softmax};
 
 const WG: u32 = 64;
 /// Keys per online-softmax block in the shader (`BK`); split chunks are multiples of it.
@@ -125,8 +126,81 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttnParams) -> Result<(usize, u
 /// `softmax(q kᵀ · scale + mask) v` per head. See the module docs for layouts; returns `[Tq, Hq, D]`.
 pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p: &AttnParams) -> Result<Tensor> {
     let (tq, hq, hkv, _, _) = check(q, k, v, p)?;
+    if rec.ctx().caps.cpu_adapter && gemm_supports(tq, hq, hkv, p) && tq * p.kv_len >= GEMM_MIN_SCORES {
+        return attention_gemm(rec, q, k, v, p);
+    }
     let plan = AttnPlan::auto(tq, hq, hkv, p.kv_len);
     attention_with_plan(rec, q, k, v, p, plan)
+}
+
+/// Fewest scores per head (Tq · kv_len) for which [`attention`] takes [`attention_gemm`] on CPU adapters: the ViT
+/// (1024 × 1024 for SmolVLM's 512-pixel tiles), not decode or short prompts.
+const GEMM_MIN_SCORES: usize = 64 * 64;
+/// Bytes of scores [`attention_gemm`] holds at once: heads go in groups that fit.
+const GEMM_SCORE_BYTES: usize = 16 << 20;
+
+/// Whether [`attention_gemm`] handles this: bidirectional, one kv head per query head, vec4-aligned key count.
+fn gemm_supports(_tq: usize, hq: usize, hkv: usize, p: &AttnParams) -> bool {
+    !p.causal && p.q_pos0 == 0 && hq == hkv && p.kv_len % 4 == 0
+}
+
+/// Bidirectional attention as matrix products, for CPU adapters (lavapipe, SwiftShader), where the flash kernel's
+/// per-query loop cannot reuse a loaded key across queries and the barrier-free GEMM's 8 × 4 register tile can:
+/// per group of heads, `s = scale · q kᵀ` and `o = softmax(s) · v` with [`matmul_strided`] reading the heads in
+/// place (v transposed once per call), and the row softmax between them. The scores exist in memory, a group of
+/// heads at a time (at most [`GEMM_SCORE_BYTES`]). Needs no causal mask, Hq = Hkv and kv_len % 4 == 0.
+pub fn attention_gemm(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p: &AttnParams) -> Result<Tensor> {
+    let (tq, hq, hkv, d, _) = check(q, k, v, p)?;
+    if !gemm_supports(tq, hq, hkv, p) {
+        return Err(Error::Shape {
+            op: "attention_gemm",
+            detail: format!(
+                "needs bidirectional attention from position 0, Hq = Hkv and kv_len % 4 == 0; got causal {}, q_pos0 {}, {hq}/{hkv} heads, kv_len {}",
+                p.causal, p.q_pos0, p.kv_len
+            ),
+        });
+    }
+    let out = rec.empty(&[tq, hq, d], DType::F32)?;
+    if tq == 0 {
+        return Ok(out);
+    }
+    let kv = p.kv_len;
+    let vt = rec.empty(&[hkv, d, kv], DType::F32)?;
+    let prm = Params {
+        tq: tq as u32,
+        hq: hq as u32,
+        hkv: hkv as u32,
+        kv_len: kv as u32,
+        q_pos0: 0,
+        causal: 0,
+        n_split: 1,
+        chunk: 0,
+        scale: p.scale,
+        _pad: [0; 3],
+    };
+    let key = PipelineKey::new("attention", "transpose_v")
+        .define("TRANSPOSE_V")
+        .define_value("HEAD_DIM", d)
+        .constant("WG", WG);
+    let grid = grid_1d((kv * hkv * d).div_ceil(WG as usize) as u32, rec.ctx().caps.max_workgroups_per_dim);
+    rec.dispatch(&key, &params(&prm), &[v.into(), (&vt).into()], grid)?;
+    let per_head = tq * kv;
+    let group = (GEMM_SCORE_BYTES / (4 * per_head)).clamp(1, hq);
+    for h0 in (0..hq).step_by(group) {
+        let hc = group.min(hq - h0);
+        let s = rec.empty(&[hc, tq, kv], DType::F32)?;
+        let qs = Strided { t: q, off: h0 * d, stride: hq * d, batch: d };
+        let ks = Strided { t: k, off: h0 * d, stride: hkv * d, batch: d };
+        let ss = Strided { t: &s, off: 0, stride: kv, batch: per_head };
+        matmul_strided(rec, qs, ks, ss, (tq, kv, d), hc, p.scale)?;
+        let pr = softmax::softmax(rec, &s)?;
+        drop(s);
+        let ps = Strided { t: &pr, off: 0, stride: kv, batch: per_head };
+        let vs = Strided { t: &vt, off: h0 * d * kv, stride: kv, batch: d * kv };
+        let os = Strided { t: &out, off: h0 * d, stride: hq * d, batch: d };
+        matmul_strided(rec, ps, vs, os, (tq, d, kv), hc, 1.0)?;
+    }
+    Ok(out)
 }
 
 /// [`attention`] with an explicit key split (tests and the benchmark use it to cover and time both paths).

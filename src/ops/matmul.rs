@@ -69,8 +69,24 @@ pub enum Path {
     Direct,
 }
 
+/// The parameter block of `matmul_direct.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DirectParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    scales_offset: u32,
+    has_bias: u32,
+    alpha: f32,
+    x: [u32; 3], // offset, row stride, batch stride (vec4 units)
+    w: [u32; 3], // the same for f32 weights
+    y: [u32; 3], // the same in elements
+    _pad: u32,
+}
+
 impl GemvParams {
-    /// The parameter block of `gemv.wgsl` and `matmul_direct.wgsl` (same layout).
+    /// The parameter block of `gemv.wgsl`.
     fn new(op: &'static str, m: usize, n: usize, k: usize, w: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
         Ok(GemvParams {
             m: u32_dim(op, "M", m)?,
@@ -255,11 +271,91 @@ fn gemm_direct(
         DType::Q4_1 => 4,
         DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
     };
-    let key = PipelineKey::new("matmul_direct", "main").constant("WG", WG).constant("FMT", fmt);
-    let p = GemvParams::new(OP, m, n, k, w, bias)?;
+    // whole rows of vec4 outputs: aligned vec4 stores (scattered scalar stores cost CPU adapters more than the
+    // products of a short K)
+    let key =
+        PipelineKey::new("matmul_direct", "main").define_if(n % 4 == 0, "Y4").constant("WG", WG).constant("FMT", fmt);
+    let g = GemvParams::new(OP, m, n, k, w, bias)?;
+    let k4 = g.k / 4;
+    let p = DirectParams {
+        m: g.m,
+        n: g.n,
+        k: g.k,
+        scales_offset: g.scales_offset,
+        has_bias: g.has_bias,
+        alpha: 1.0,
+        x: [0, k4, 0],
+        w: [0, k4, 0],
+        y: [0, g.n, 0],
+        _pad: 0,
+    };
     let b: Binding = bias.unwrap_or(x).into();
     let grid = [(n as u32).div_ceil(4 * WG), (m as u32).div_ceil(8), 1];
     rec.dispatch(&key, &params(&p), &[x.into(), w.into(), b, out.into(), w.into()], grid)
+}
+
+/// A matrix inside an f32 tensor: element `off`, rows `stride` elements apart, batch `b` at `off + b · batch`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided<'a> {
+    pub t: &'a Tensor,
+    pub off: usize,
+    pub stride: usize,
+    pub batch: usize,
+}
+
+/// `y_b = alpha · x_b · w_bᵀ` for `batches` f32 matrix pairs read in place (x_b `[M, K]`, w_b `[N, K]`, y_b
+/// `[M, N]`, each [`Strided`]) with the barrier-free GEMM of CPU adapters: attention's `q·kᵀ` and `p·v` per head
+/// without copying heads out of `[T, H, D]` tensors. Offsets and strides of x and w must be multiples of 4 (vec4
+/// loads), K too; every matrix must lie inside its tensor.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_strided(
+    rec: &mut Recorder,
+    x: Strided,
+    w: Strided,
+    y: Strided,
+    (m, n, k): (usize, usize, usize),
+    batches: usize,
+    alpha: f32,
+) -> Result<()> {
+    const OP: &str = "matmul_strided";
+    for (what, s, rows, cols) in [("x", &x, m, k), ("w", &w, n, k), ("y", &y, m, n)] {
+        expect_dtype(OP, s.t, DType::F32)?;
+        if what != "y" && (s.off % 4 != 0 || s.stride % 4 != 0 || s.batch % 4 != 0 || k % 4 != 0) {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("{what}: offset, strides and K must be multiples of 4: {s:?}, K = {k}"),
+            });
+        }
+        if rows == 0 || cols == 0 || batches == 0 {
+            return Ok(());
+        }
+        let last = s.off + (batches - 1) * s.batch + (rows - 1) * s.stride + cols;
+        if last > s.t.numel() || (rows > 1 && s.stride < cols) {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("{what}: {batches} × [{rows}, {cols}] at {s:?} does not fit {:?}", s.t.shape),
+            });
+        }
+    }
+    let u = |v: usize| u32_dim(OP, "offset/stride", v);
+    let p = DirectParams {
+        m: u(m)?,
+        n: u(n)?,
+        k: u(k)?,
+        scales_offset: 0,
+        has_bias: 0,
+        alpha,
+        x: [u(x.off / 4)?, u(x.stride / 4)?, u(x.batch / 4)?],
+        w: [u(w.off / 4)?, u(w.stride / 4)?, u(w.batch / 4)?],
+        y: [u(y.off)?, u(y.stride)?, u(y.batch)?],
+        _pad: 0,
+    };
+    // a narrow N (attention's p·v: N = head dim) gets a small workgroup: lanes past N would idle
+    let wg: u32 = if n <= 64 { 16 } else { 64 };
+    let y4 = [y.off, y.stride, y.batch, n].iter().all(|v| v % 4 == 0);
+    let key = PipelineKey::new("matmul_direct", "main").define_if(y4, "Y4").constant("WG", wg).constant("FMT", 0);
+    let grid = [(n as u32).div_ceil(4 * wg), (m as u32).div_ceil(8), u(batches)?];
+    rec.dispatch(&key, &params(&p), &[x.t.into(), w.t.into(), x.t.into(), y.t.into(), w.t.into()], grid)
 }
 
 /// A storage binding of rows `m0 .. m0 + rows` of a row-major f32 matrix with `cols` columns, or the whole

@@ -14,13 +14,21 @@ struct Params {
     _p: [u32; 2],
 }
 
-/// Softmax over the last dim of x [.., C].
+/// Softmax over the last dim of x [.., C]: on CPU adapters an invocation per row (no barriers), on GPUs a
+/// workgroup per row (tree reductions).
 pub fn softmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    let rows_per_invocation = rec.ctx().caps.cpu_adapter;
+    softmax_with(rec, x, rows_per_invocation)
+}
+
+/// [`softmax`] with the kernel variant chosen by the caller (tests cover both on any adapter).
+pub fn softmax_with(rec: &mut Recorder, x: &Tensor, rows_per_invocation: bool) -> Result<Tensor> {
     expect_dtype("softmax", x, DType::F32)?;
     let out = rec.empty(&x.shape, DType::F32)?;
     let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, _p: [0; 2] };
-    let key = PipelineKey::new("softmax", "main").constant("WG", 64);
-    let grid = grid_1d(p.rows, rec.ctx().caps.max_workgroups_per_dim);
+    let key = PipelineKey::new("softmax", "main").define_if(rows_per_invocation, "ROWS").constant("WG", 64);
+    let groups = if rows_per_invocation { p.rows.div_ceil(64) } else { p.rows };
+    let grid = grid_1d(groups, rec.ctx().caps.max_workgroups_per_dim);
     rec.dispatch(&key, &params(&p), &[x.into(), (&out).into()], grid)?;
     Ok(out)
 }
