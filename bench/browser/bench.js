@@ -106,6 +106,23 @@ const runtimes = {
   // one 512 x 512 tile per image; each run a different file, so none comes from the image cache
   async 'webvlm-vlm'() {
     const { engine, ...common } = await loadWebvlm('/models/smolvlm-256m-random/');
+    // transformers' greedy ids per image file (scripts/export_smolvlm_onnx.sh writes them), decoded with the
+    // checkpoint's tokenizer (through transformers.js) to compare with webvlm's text; null without the export
+    let reference = null;
+    try {
+      const ref = await (await fetch('/models/smolvlm-onnx/reference.json')).json();
+      const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.js');
+      tf.env.allowRemoteModels = false;
+      tf.env.allowLocalModels = true;
+      tf.env.localModelPath = '/models/';
+      const tok = await tf.AutoTokenizer.from_pretrained('smolvlm-onnx');
+      reference = (url, n) => {
+        const r = ref.images?.[url] ?? (url === ref.image ? ref : null);
+        return r ? tok.decode(r.greedy_ids.slice(0, n), { skip_special_tokens: true }) : null;
+      };
+    } catch (e) {
+      log(`webvlm-vlm: no transformers reference (${e})`);
+    }
     return {
       ...common,
       async image(url) {
@@ -113,8 +130,14 @@ const runtimes = {
         const r = await engine.chat.completions.create({
           messages: [{ role: 'user', content: [{ type: 'image', image: url }, { type: 'text', text: 'Describe this image.' }] }],
           max_tokens: 4, temperature: 0 });
-        return { total_ms: performance.now() - t, image_encode_ms: r.webvlm.imageEncodeMs, prefill_ms: r.webvlm.prefillMs,
-          prompt_tokens: r.usage.prompt_tokens, images_from_cache: r.webvlm.imagesFromCache };
+        const total = performance.now() - t;
+        const text = r.choices[0].message.content;
+        const want = reference ? reference(url, r.usage.completion_tokens) : null;
+        return { total_ms: total, image_encode_ms: r.webvlm.imageEncodeMs, prefill_ms: r.webvlm.prefillMs,
+          // request -> first token: everything but the decode steps after it
+          ttft_ms: total - r.webvlm.decodeMs, decode_tok_s: r.webvlm.decodeTokensPerSecond,
+          prompt_tokens: r.usage.prompt_tokens, completion_tokens: r.usage.completion_tokens, images_from_cache: r.webvlm.imagesFromCache,
+          text, reference_text: want, same_greedy_text_as_transformers: want === null ? null : text.trim() === want.trim() };
       },
     };
   },

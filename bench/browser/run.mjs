@@ -83,6 +83,9 @@ const imageSummary = (r) => {
       image_same_greedy_ids_as_transformers: `${xs.filter((x) => x.same_greedy_ids_as_transformers).length}/${xs.length}`,
       image_same_prompt_ids_as_transformers: `${xs.filter((x) => x.same_prompt_ids_as_transformers).length}/${xs.length}`,
     } : {}),
+    ...(xs.some((x) => x.same_greedy_text_as_transformers != null) ? {
+      image_same_greedy_text_as_transformers: `${xs.filter((x) => x.same_greedy_text_as_transformers).length}/${xs.length}`,
+    } : {}),
     ...(r.checks ? { python_inputs_same_greedy_ids_as_transformers: r.checks.same_greedy_ids_as_transformers } : {}),
   };
 };
@@ -175,7 +178,7 @@ if (withImages.length) {
   console.log(`\n| runtime (image path) | device | load s | total ms | image encode ms | prefill ms (tok/s) | TTFT ms | decode tok/s | greedy ids = transformers | GPU peak MB | page MB |\n|---|---|---|---|---|---|---|---|---|---|---|`);
   for (const r of withImages) {
     const s = r.summary;
-    console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(s.image_total_ms, 0)} | ${fmt(s.image_encode_ms, 0)} | ${fmt(s.image_prefill_ms, 0)} (${fmt(s.image_prefill_tok_s)}) | ${fmt(s.image_ttft_ms, 0)} | ${fmt(s.image_decode_tok_s, 2)} | ${s.image_same_greedy_ids_as_transformers ?? '–'} | ${fmt(s.gpu_peak_mb)} | ${fmt(s.page_mb_after_runs)} |`);
+    console.log(`| ${r.runtime} | ${r.device} | ${fmt(r.load_ms / 1000)} | ${fmt(s.image_total_ms, 0)} | ${fmt(s.image_encode_ms, 0)} | ${fmt(s.image_prefill_ms, 0)} (${fmt(s.image_prefill_tok_s)}) | ${fmt(s.image_ttft_ms, 0)} | ${fmt(s.image_decode_tok_s, 2)} | ${s.image_same_greedy_ids_as_transformers ?? (s.image_same_greedy_text_as_transformers ? `text ${s.image_same_greedy_text_as_transformers}` : '–')} | ${fmt(s.gpu_peak_mb)} | ${fmt(s.page_mb_after_runs)} |`);
   }
 }
 for (const r of report.runtimes.filter((r) => r.lower_bound)) console.log(`${r.runtime}: ${r.lower_bound}`);
