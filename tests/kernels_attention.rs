@@ -142,6 +142,14 @@ async fn attention_as_gemms() -> Result<(), String> {
         ("causal", t(&[8, 2, 8]), t(&[8, 2, 8]), AttnParams { causal: true, scale: 1.0, kv_len: 8, q_pos0: 0 }),
         ("grouped heads", t(&[8, 4, 8]), t(&[8, 2, 8]), AttnParams { causal: false, scale: 1.0, kv_len: 8, q_pos0: 0 }),
         ("kv_len % 4", t(&[8, 2, 8]), t(&[8, 2, 8]), AttnParams { causal: false, scale: 1.0, kv_len: 7, q_pos0: 0 }),
+        // one head's scores past the 16 MiB budget, and rows longer than one invocation's loops may walk
+        (
+            "scores",
+            t(&[2100, 1, 4]),
+            t(&[2100, 1, 4]),
+            AttnParams { causal: false, scale: 1.0, kv_len: 2100, q_pos0: 0 },
+        ),
+        ("keys", t(&[1, 1, 4]), t(&[16388, 1, 4]), AttnParams { causal: false, scale: 1.0, kv_len: 16388, q_pos0: 0 }),
     ];
     for (what, q, kv, p) in refused {
         match at::attention_gemm(&mut rec, &q, &kv, &kv, &p) {

@@ -491,6 +491,24 @@ async fn typed_errors() -> Result<(), String> {
         Err(Error::Shape { .. }) => {}
         other => return Err(format!("matmul K mismatch: expected Error::Shape, got {other:?}")),
     }
+    // matmul_strided: matrices outside their tensors, overlapping output batches, y aliasing x, K = 0
+    use webvlm::ops::matmul::Strided;
+    let a = ctx.upload_f32(&[0.0; 64], &[8, 8]).map_err(|e| e.to_string())?;
+    let y = ctx.upload_f32(&[0.0; 64], &[8, 8]).map_err(|e| e.to_string())?;
+    let st = |t, off, stride, batch| Strided { t, off, stride, batch };
+    let cases = [
+        ("x past its tensor", st(&a, 4, 8, 0), st(&a, 0, 8, 0), st(&y, 0, 8, 0), (8, 8, 8), 1),
+        ("overlapping y batches", st(&a, 0, 8, 0), st(&a, 0, 8, 0), st(&y, 0, 8, 4), (2, 8, 8), 2),
+        ("y aliasing x", st(&a, 0, 8, 0), st(&y, 0, 8, 0), st(&a, 0, 8, 0), (8, 8, 8), 1),
+        ("K = 0", st(&a, 0, 8, 0), st(&a, 0, 8, 0), st(&y, 0, 8, 0), (8, 8, 0), 1),
+        ("unaligned x offset", st(&a, 2, 8, 0), st(&a, 0, 8, 0), st(&y, 0, 8, 0), (4, 4, 4), 1),
+    ];
+    for (what, x, w, yy, mnk, b) in cases {
+        match mm::matmul_strided(&mut rec, x, w, yy, mnk, b, 1.0) {
+            Err(Error::Shape { .. }) => {}
+            other => return Err(format!("matmul_strided {what}: expected Error::Shape, got {other:?}")),
+        }
+    }
     Ok(())
 }
 

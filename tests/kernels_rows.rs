@@ -58,11 +58,11 @@ async fn norms() -> Result<(), String> {
 async fn softmax_rows() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(4);
-    for &(r, c) in &[(1usize, 1usize), (3, 5), (4, 77), (2, 1031), (1, 49152), (130, 64)] {
+    for &(r, c) in &[(1usize, 1usize), (3, 5), (4, 77), (2, 1031), (1, 49152), (130, 64), (2, softmax::ROWS_MAX_COLS)] {
         let x = rng.vec(r * c, -20.0, 20.0);
         let tx = ctx.upload_f32(&x, &[r, c]).map_err(e)?;
         // both kernels: a workgroup per row (GPUs) and an invocation per row (CPU adapters)
-        for per_invocation in [false, true] {
+        for per_invocation in [false, true].into_iter().filter(|&p| !p || c <= softmax::ROWS_MAX_COLS) {
             let mut rec = Recorder::new(&ctx);
             let y = softmax::softmax_with(&mut rec, &tx, per_invocation).map_err(e)?;
             rec.submit().map_err(e)?;
@@ -70,6 +70,12 @@ async fn softmax_rows() -> Result<(), String> {
             let what = format!("softmax [{r},{c}] invocation per row: {per_invocation}");
             check_close(&what, &got, &softmax::cpu_softmax(&x, c), 1e-7, 1e-5)?;
         }
+    }
+    // rows too long for one invocation's loops: a typed error, not a silently truncated row
+    let tx = ctx.upload_f32(&vec![0.0; softmax::ROWS_MAX_COLS + 4], &[1, softmax::ROWS_MAX_COLS + 4]).map_err(e)?;
+    match softmax::softmax_with(&mut Recorder::new(&ctx), &tx, true) {
+        Err(webvlm::Error::Shape { .. }) => {}
+        other => return Err(format!("long row per invocation: expected a shape error, got {other:?}")),
     }
     Ok(())
 }

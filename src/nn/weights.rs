@@ -218,8 +218,8 @@ impl<'a> VarBuilder<'a> {
 
     /// Matrices `names` (each `[outs[i], in_dim]`) stacked into one `[Σ outs, in_dim]` weight, for layers that
     /// read the same input (the attention's q, k, v; the MLP's gate and up): one kernel then reads x once for all.
-    /// `None` when they do not end up in one GPU dtype (a GGUF that quantized them differently), or a stored
-    /// dtype cannot be read in rows: the caller loads them apart.
+    /// `None` when they do not end up in one GPU dtype (a GGUF that quantized them differently), a stored dtype
+    /// cannot be read in rows, or the stack would exceed the adapter's binding limit: the caller loads them apart.
     pub fn matrix_stack(&self, names: &[&str], in_dim: usize, outs: &[usize]) -> Result<Option<Tensor>> {
         assert_eq!(names.len(), outs.len(), "matrix_stack: one output size per name");
         let mut parts = Vec::with_capacity(names.len());
@@ -235,8 +235,14 @@ impl<'a> VarBuilder<'a> {
             parts.push((part, out));
         }
         let Some(first) = parts.first() else { return Ok(None) };
-        let (target, row, chunk) = (first.0.target, first.0.dst_row, first.0.chunk_bytes());
+        // the smallest step of the parts: a converting part's memory bound holds for the whole stack
+        let chunk = parts.iter().map(|p| p.0.chunk_bytes()).min().unwrap_or(matmul::UPLOAD_CHUNK_BYTES);
+        let (target, row) = (first.0.target, first.0.dst_row);
         let shape = [outs.iter().sum(), in_dim];
+        // a stack past the adapter's binding limit loads apart (each part may still fit)
+        if self.ctx.check_binding("weight", target.storage_bytes(shape[0] * shape[1])).is_err() {
+            return Ok(None);
+        }
         let t = matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
             // rows r0 .. r0 + n of the stack, gathered from the parts they fall in
             let (mut r0, mut n) = (off / row, len / row);

@@ -139,9 +139,19 @@ const GEMM_MIN_SCORES: usize = 64 * 64;
 /// Bytes of scores [`attention_gemm`] holds at once: heads go in groups that fit.
 const GEMM_SCORE_BYTES: usize = 16 << 20;
 
-/// Whether [`attention_gemm`] handles this: bidirectional, one kv head per query head, vec4-aligned key count.
-fn gemm_supports(_tq: usize, hq: usize, hkv: usize, p: &AttnParams) -> bool {
-    !p.causal && p.q_pos0 == 0 && hq == hkv && p.kv_len % 4 == 0
+/// Most keys [`attention_gemm`] takes: its softmax walks a row in one invocation, and llvmpipe ends an
+/// invocation's loops past 65535 iterations (see [`MAX_CHUNK`]).
+const GEMM_MAX_KEYS: usize = 16384;
+
+/// Whether [`attention_gemm`] handles this: bidirectional, one kv head per query head, a vec4-aligned key count of
+/// at most [`GEMM_MAX_KEYS`], and one head's scores within [`GEMM_SCORE_BYTES`].
+fn gemm_supports(tq: usize, hq: usize, hkv: usize, p: &AttnParams) -> bool {
+    !p.causal
+        && p.q_pos0 == 0
+        && hq == hkv
+        && p.kv_len % 4 == 0
+        && p.kv_len <= GEMM_MAX_KEYS
+        && tq.saturating_mul(p.kv_len).saturating_mul(4) <= GEMM_SCORE_BYTES
 }
 
 /// Bidirectional attention as matrix products, for CPU adapters (lavapipe, SwiftShader), where the flash kernel's
@@ -155,7 +165,7 @@ pub fn attention_gemm(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p:
         return Err(Error::Shape {
             op: "attention_gemm",
             detail: format!(
-                "needs bidirectional attention from position 0, Hq = Hkv and kv_len % 4 == 0; got causal {}, q_pos0 {}, {hq}/{hkv} heads, kv_len {}",
+                "needs bidirectional attention from position 0, Hq = Hkv, kv_len % 4 == 0, kv_len ≤ {GEMM_MAX_KEYS} and Tq · kv_len · 4 ≤ {GEMM_SCORE_BYTES} bytes; got causal {}, q_pos0 {}, {hq}/{hkv} heads, Tq {tq}, kv_len {}",
                 p.causal, p.q_pos0, p.kv_len
             ),
         });

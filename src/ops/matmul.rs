@@ -11,6 +11,7 @@
 //! without, one invocation per row (no barriers: they are expensive on lavapipe and SwiftShader).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Binding, Caps, DType, GpuContext, PipelineKey, Recorder, Tensor};
@@ -318,24 +319,41 @@ pub fn matmul_strided(
     alpha: f32,
 ) -> Result<()> {
     const OP: &str = "matmul_strided";
+    let err = |detail: String| Error::Shape { op: OP, detail };
+    if m == 0 || n == 0 || batches == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        return Err(err(format!("K = 0 (M = {m}, N = {n})")));
+    }
+    if Arc::ptr_eq(&y.t.buf, &x.t.buf) || Arc::ptr_eq(&y.t.buf, &w.t.buf) {
+        return Err(err("y must not share its buffer with x or w".into()));
+    }
     for (what, s, rows, cols) in [("x", &x, m, k), ("w", &w, n, k), ("y", &y, m, n)] {
         expect_dtype(OP, s.t, DType::F32)?;
         if what != "y" && (s.off % 4 != 0 || s.stride % 4 != 0 || s.batch % 4 != 0 || k % 4 != 0) {
-            return Err(Error::Shape {
-                op: OP,
-                detail: format!("{what}: offset, strides and K must be multiples of 4: {s:?}, K = {k}"),
-            });
+            return Err(err(format!("{what}: offset, strides and K must be multiples of 4: {s:?}, K = {k}")));
         }
-        if rows == 0 || cols == 0 || batches == 0 {
-            return Ok(());
+        // one past the last element read or written, in checked arithmetic (usize is 32 bits on wasm)
+        let last = (batches - 1)
+            .checked_mul(s.batch)
+            .and_then(|b| (rows - 1).checked_mul(s.stride).and_then(|r| r.checked_add(b)))
+            .and_then(|v| v.checked_add(s.off))
+            .and_then(|v| v.checked_add(cols));
+        if last.is_none_or(|l| l > s.t.numel()) || (rows > 1 && s.stride < cols) {
+            return Err(err(format!("{what}: {batches} × [{rows}, {cols}] at {s:?} does not fit {:?}", s.t.shape)));
         }
-        let last = s.off + (batches - 1) * s.batch + (rows - 1) * s.stride + cols;
-        if last > s.t.numel() || (rows > 1 && s.stride < cols) {
-            return Err(Error::Shape {
-                op: OP,
-                detail: format!("{what}: {batches} × [{rows}, {cols}] at {s:?} does not fit {:?}", s.t.shape),
-            });
-        }
+    }
+    // the batches of y must not overlap (each output element has one writer): one after another, or side by side
+    // within each row (heads of a [T, H, D] tensor)
+    let stacked = y.batch >= (m - 1) * y.stride + n;
+    let side_by_side = y.batch >= n && (batches - 1) * y.batch + n <= y.stride;
+    if batches > 1 && !stacked && !side_by_side {
+        return Err(err(format!("y: batches {:?} overlap ([{m}, {n}] each)", y)));
+    }
+    let max = rec.ctx().caps.max_workgroups_per_dim as usize;
+    if m.div_ceil(8) > max || batches > max {
+        return Err(err(format!("{batches} batches of {m} rows exceed {max} workgroups per dimension")));
     }
     let u = |v: usize| u32_dim(OP, "offset/stride", v);
     let p = DirectParams {

@@ -1,7 +1,7 @@
 //! Numerically stable row softmax (`shaders/softmax.wgsl`). Attention has its own fused online softmax; this one
 //! serves sampling-side probabilities and tests.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, DType, PipelineKey, Recorder, Tensor};
 
 use super::{expect_dtype, params};
@@ -14,16 +14,26 @@ struct Params {
     _p: [u32; 2],
 }
 
-/// Softmax over the last dim of x [.., C]: on CPU adapters an invocation per row (no barriers), on GPUs a
-/// workgroup per row (tree reductions).
+/// Longest row the invocation-per-row variant takes: it walks a row twice in one invocation, and llvmpipe ends an
+/// invocation's loops past 65535 iterations.
+pub const ROWS_MAX_COLS: usize = 16384;
+
+/// Softmax over the last dim of x [.., C]: on CPU adapters an invocation per row (no barriers) for rows of up to
+/// [`ROWS_MAX_COLS`], else (and on GPUs) a workgroup per row (tree reductions).
 pub fn softmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-    let rows_per_invocation = rec.ctx().caps.cpu_adapter;
+    let rows_per_invocation = rec.ctx().caps.cpu_adapter && x.cols() <= ROWS_MAX_COLS;
     softmax_with(rec, x, rows_per_invocation)
 }
 
 /// [`softmax`] with the kernel variant chosen by the caller (tests cover both on any adapter).
 pub fn softmax_with(rec: &mut Recorder, x: &Tensor, rows_per_invocation: bool) -> Result<Tensor> {
     expect_dtype("softmax", x, DType::F32)?;
+    if rows_per_invocation && x.cols() > ROWS_MAX_COLS {
+        return Err(Error::Shape {
+            op: "softmax",
+            detail: format!("an invocation per row takes rows of at most {ROWS_MAX_COLS}, got {:?}", x.shape),
+        });
+    }
     let out = rec.empty(&x.shape, DType::F32)?;
     let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, _p: [0; 2] };
     let key = PipelineKey::new("softmax", "main").define_if(rows_per_invocation, "ROWS").constant("WG", 64);
