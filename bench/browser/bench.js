@@ -84,6 +84,21 @@ async function loadWebvlm(model) {
   };
 }
 
+// transformers.js, offline: local models under /models/, onnxruntime-web's wasm from node_modules, `threads` threads
+async function loadTransformers() {
+  const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.js');
+  tf.env.allowRemoteModels = false;
+  tf.env.allowLocalModels = true;
+  tf.env.localModelPath = '/models/';
+  tf.env.backends.onnx.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
+  tf.env.backends.onnx.wasm.numThreads = threads;
+  return tf;
+}
+
+// transformers' greedy reference for one image file (reference.json of scripts/export_smolvlm_onnx.sh: "images" by
+// URL; the PNG's also at the top level)
+const referenceFor = (ref, url) => ref.images?.[url] ?? (url === ref.image ? ref : null);
+
 const runtimes = {
   async webvlm() {
     const { engine, ...common } = await loadWebvlm(GGUF);
@@ -111,13 +126,10 @@ const runtimes = {
     let reference = null;
     try {
       const ref = await (await fetch('/models/smolvlm-onnx/reference.json')).json();
-      const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.js');
-      tf.env.allowRemoteModels = false;
-      tf.env.allowLocalModels = true;
-      tf.env.localModelPath = '/models/';
+      const tf = await loadTransformers();
       const tok = await tf.AutoTokenizer.from_pretrained('smolvlm-onnx');
       reference = (url, n) => {
-        const r = ref.images?.[url] ?? (url === ref.image ? ref : null);
+        const r = referenceFor(ref, url);
         return r ? tok.decode(r.greedy_ids.slice(0, n), { skip_special_tokens: true }) : null;
       };
     } catch (e) {
@@ -169,12 +181,7 @@ const runtimes = {
 };
 for (const device of ['webgpu', 'wasm']) {
   runtimes[`tfjs-${device}`] = async () => {
-    const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.js');
-    tf.env.allowRemoteModels = false;
-    tf.env.allowLocalModels = true;
-    tf.env.localModelPath = '/models/';
-    tf.env.backends.onnx.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
-    tf.env.backends.onnx.wasm.numThreads = threads;
+    const tf = await loadTransformers();
     const t0 = performance.now();
     const tok = await tf.AutoTokenizer.from_pretrained('smollm2-onnx');
     const model = await tf.AutoModelForCausalLM.from_pretrained('smollm2-onnx', { device, dtype: 'fp32' });
@@ -210,12 +217,7 @@ const VLM_DIR = '/models/smolvlm-onnx/';
 window.__partial = {}; // what run.mjs reads back when a run times out (a lower bound instead of nothing)
 for (const device of ['wasm', 'webgpu']) {
   runtimes[`tfjs-vlm-${device}`] = async () => {
-    const tf = await import('/node_modules/@huggingface/transformers/dist/transformers.js');
-    tf.env.allowRemoteModels = false;
-    tf.env.allowLocalModels = true;
-    tf.env.localModelPath = '/models/';
-    tf.env.backends.onnx.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
-    tf.env.backends.onnx.wasm.numThreads = threads;
+    const tf = await loadTransformers();
     window.__partial = { phase: 'load', phase_start_ms: performance.now() };
     const t0 = performance.now();
     const processor = await tf.AutoProcessor.from_pretrained('smolvlm-onnx');
@@ -247,7 +249,6 @@ for (const device of ['wasm', 'webgpu']) {
       return { ids, times };
     }
     // the python reference of each image file (reference.json "images"; the PNG's also at the top level)
-    const refOf = (url) => ref.images?.[url] ?? (url === ref.image ? ref : null);
     const sameIds = (ids, r = ref) => ids.every((x, i) => x === r.greedy_ids[i]);
     const pixels = async (r) => new Float32Array(await (await fetch(VLM_DIR + r.pixel_values_file)).arrayBuffer());
     return {
@@ -264,7 +265,7 @@ for (const device of ['wasm', 'webgpu']) {
         const enc = calls.filter((c) => c.name === 'vision_encoder');
         const dec = calls.filter((c) => c.name === 'decoder_model_merged');
         const promptIds = Array.from(inputs.input_ids.data, Number);
-        const r = refOf(url);
+        const r = referenceFor(ref, url);
         let pixelDiff = null;
         if (r) {
           const py = await pixels(r);

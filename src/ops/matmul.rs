@@ -308,7 +308,6 @@ pub struct Strided<'a> {
 /// `[M, N]`, each [`Strided`]) with the barrier-free GEMM of CPU adapters: attention's `q·kᵀ` and `p·v` per head
 /// without copying heads out of `[T, H, D]` tensors. Offsets and strides of x and w must be multiples of 4 (vec4
 /// loads), K too; every matrix must lie inside its tensor.
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_strided(
     rec: &mut Recorder,
     x: Strided,
