@@ -18,6 +18,9 @@
 //   (a multiple of 4: qs sections are whole vec4s), read through `ws`: q8_0 / q4_0 two f16 `d` per word, q4_1 one
 //   word (d | m << 16).
 
+#ifdef SUBGROUPS
+#enable subgroups
+#endif
 override WG: u32 = 64u;   // invocations per workgroup
 override ROWS: u32 = 64u; // output rows per workgroup (== WG without subgroups)
 override MR: u32 = 1u;    // rows of x, 1..4

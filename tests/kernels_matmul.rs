@@ -202,10 +202,16 @@ async fn float_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
                 // the barrier-free GEMM of CPU adapters: M not a multiple of its 8 rows, N not of its 4 columns
                 let k = [8usize, 96, 200][(i + j) % 3];
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Direct, j % 2 == 0).await?;
+                if direct_subgroups(&ctx) {
+                    run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::DirectSubgroups, j % 2 == 1).await?;
+                }
             }
         }
         // N a multiple of 4: the direct GEMM's vec4 stores
         run_linear(&ctx, &mut rng, dtype, (17, 96, 64), Path::Direct, true).await?;
+        if direct_subgroups(&ctx) {
+            run_linear(&ctx, &mut rng, dtype, (17, 96, 64), Path::DirectSubgroups, false).await?;
+        }
         // Auto with a ragged K falls back to the GEMM even for M = 1.
         run_linear(&ctx, &mut rng, dtype, (1, 37, 9), Path::Auto, true).await?;
         // More rows than one GEMV pass handles: chunks of 4 rows.
@@ -230,10 +236,16 @@ async fn quant_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
                 let k = [32usize, 96, 576][(i + j) % 3];
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemm, j % 2 == 1).await?;
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Direct, j % 2 == 0).await?;
+                if direct_subgroups(&ctx) {
+                    run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::DirectSubgroups, j % 2 == 1).await?;
+                }
             }
         }
         run_linear(&ctx, &mut rng, dtype, (9, 64, 33), Path::Auto, true).await?;
         run_linear(&ctx, &mut rng, dtype, (17, 96, 64), Path::Direct, false).await?;
+        if direct_subgroups(&ctx) {
+            run_linear(&ctx, &mut rng, dtype, (17, 96, 64), Path::DirectSubgroups, true).await?;
+        }
     }
     Ok(())
 }
@@ -246,9 +258,21 @@ async fn linear_quant() -> Result<(), String> {
     quant_weights(common::ctx().await).await
 }
 
-/// The fallback kernels (no shader-f16, no subgroups) on the same shapes.
+/// Whether the adapter has the direct GEMM's subgroup variant (one subgroup size, 4 or 8).
+fn direct_subgroups(ctx: &GpuContext) -> bool {
+    matches!(ctx.caps.subgroup_size, Some(4 | 8))
+}
+
+/// The fallback kernels (no shader-f16, no subgroups) on the same shapes; the forced subgroup variant of the
+/// direct GEMM is refused there.
 async fn linear_plain_context() -> Result<(), String> {
     let ctx = common::ctx_plain().await;
+    let tw = mm::upload_weight(&ctx, &[0.0; 4 * 32], &[4, 32], DType::F32).map_err(|e| e.to_string())?;
+    let tx = ctx.upload_f32(&[0.0; 32], &[1, 32]).map_err(|e| e.to_string())?;
+    match mm::linear_with(&mut Recorder::new(&ctx), &tx, &tw, None, Path::DirectSubgroups) {
+        Err(Error::MissingFeature { .. }) => {}
+        other => return Err(format!("DirectSubgroups without subgroups: expected MissingFeature, got {other:?}")),
+    }
     float_weights(ctx.clone()).await?;
     quant_weights(ctx).await
 }
@@ -338,12 +362,14 @@ async fn dequant_matches_gguf_fixtures() -> Result<(), String> {
     for (dtype, bytes, deq) in fixtures {
         let want: Vec<f32> = bytemuck::pod_collect_to_vec(deq);
         let tw = mm::upload_ggml(&ctx, bytes, &[rows, cols], dtype).map_err(|e| format!("{dtype}: {e}"))?;
-        let paths: &[Path] = if ctx.caps.subgroups {
-            &[Path::Gemv, Path::GemvSubgroups, Path::Gemm, Path::Direct]
-        } else {
-            &[Path::Gemv, Path::Gemm, Path::Direct]
-        };
-        for &path in paths {
+        let mut paths = vec![Path::Gemv, Path::Gemm, Path::Direct];
+        if ctx.caps.subgroups {
+            paths.push(Path::GemvSubgroups);
+        }
+        if direct_subgroups(&ctx) {
+            paths.push(Path::DirectSubgroups);
+        }
+        for &path in &paths {
             let mut rec = Recorder::new(&ctx);
             let y = mm::linear_with(&mut rec, &tx, &tw, None, path).map_err(|e| format!("{dtype}: {e}"))?;
             rec.submit().map_err(|e| e.to_string())?;

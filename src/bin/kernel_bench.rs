@@ -120,7 +120,11 @@ mod native {
             for dtype in dtypes {
                 let w = weight(ctx, &mut rng, n, k, dtype)?;
                 // the tiled GEMM (workgroup memory) and the barrier-free one `linear` uses on CPU adapters
-                for (variant, path) in [("tiled", Path::Gemm), ("direct", Path::Direct)] {
+                let mut variants = vec![("tiled", Path::Gemm), ("direct", Path::Direct)];
+                if matches!(ctx.caps.subgroup_size, Some(4 | 8)) {
+                    variants.push(("direct_subgroups", Path::DirectSubgroups));
+                }
+                for (variant, path) in variants {
                     let (s, best, count) = time_kernel(ctx, cli, &|rec| {
                         mm::linear_with(rec, &x, &w, None, path)?;
                         Ok(())

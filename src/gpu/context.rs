@@ -41,6 +41,8 @@ pub struct Caps {
     pub driver: String,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// The subgroup size, where subgroups exist and the adapter has only one (SwiftShader: 4, lavapipe: 8).
+    pub subgroup_size: Option<u32>,
     pub timestamps: bool,
     pub max_storage_binding: u64,
     pub max_buffer_size: u64,
@@ -116,7 +118,8 @@ impl GpuContext {
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
-        // wgpu's WebGPU backend never reports SUBGROUP; natively it is real.
+        // wgpu's WebGPU backend neither reports nor requests "subgroups" (its feature table lacks it); there
+        // `web::request_subgroups` adds it to the device request where the browser's adapter offers it.
         let subgroups = opts.allow_subgroups && offered.contains(wgpu::Features::SUBGROUP);
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
@@ -128,17 +131,20 @@ impl GpuContext {
 
         // Ask for everything the adapter offers: the defaults (128 MiB binding, 256 MiB buffer) are far below what
         // real hardware supports and would cap the model size for no reason.
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("webvlm"),
-                required_features: features,
-                required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
-                memory_hints: wgpu::MemoryHints::Performance,
-                trace: wgpu::Trace::Off,
-            })
-            .await
-            .map_err(|e| Error::DeviceRequest(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let patch = opts.allow_subgroups.then(web::request_subgroups);
+        // wgpu calls the browser's requestDevice synchronously here, while the patch is in place
+        let request = adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("webvlm"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        });
+        #[cfg(target_arch = "wasm32")]
+        let subgroups = patch.map_or(subgroups, |p| web::restore(&p));
+        let (device, queue) = request.await.map_err(|e| Error::DeviceRequest(e.to_string()))?;
 
         let uncaptured = Arc::new(Mutex::new(None::<String>));
         {
@@ -169,6 +175,9 @@ impl GpuContext {
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             shader_f16: f16,
             subgroups,
+            // kernels that share data by subgroup broadcasts need the lane count at pipeline creation
+            subgroup_size: (subgroups && info.subgroup_min_size == info.subgroup_max_size)
+                .then_some(info.subgroup_min_size),
             timestamps,
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
@@ -179,7 +188,14 @@ impl GpuContext {
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
             min_uniform_align: limits.min_uniform_buffer_offset_alignment,
         };
-        log::info!("webvlm GPU: {} ({}) f16={} subgroups={}", caps.adapter_name, caps.backend, f16, subgroups);
+        log::info!(
+            "webvlm GPU: {} ({}) f16={} subgroups={} (size {:?})",
+            caps.adapter_name,
+            caps.backend,
+            f16,
+            subgroups,
+            caps.subgroup_size
+        );
         Ok(Arc::new(Self {
             device,
             queue,
@@ -274,5 +290,43 @@ impl GpuContext {
     /// Number of compiled pipelines in the cache.
     pub fn pipeline_count(&self) -> usize {
         self.pipelines.len()
+    }
+}
+
+/// The browser's "subgroups" feature, which wgpu's WebGPU backend cannot request: for the one synchronous
+/// `requestDevice` call wgpu makes, `GPUAdapter.prototype.requestDevice` adds it to the descriptor where the
+/// adapter offers it; [`restore`](web::restore) puts the original back and says whether it was added.
+#[cfg(target_arch = "wasm32")]
+mod web {
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen(inline_js = r#"
+export function requestSubgroups() {
+  const proto = globalThis.GPUAdapter && globalThis.GPUAdapter.prototype;
+  if (!proto || typeof proto.requestDevice !== 'function') return null;
+  const original = proto.requestDevice;
+  const state = { original, added: false };
+  proto.requestDevice = function (desc) {
+    if (this.features && this.features.has('subgroups')) {
+      const features = Array.from((desc && desc.requiredFeatures) || []);
+      if (!features.includes('subgroups')) features.push('subgroups');
+      desc = Object.assign({}, desc, { requiredFeatures: features });
+      state.added = true;
+    }
+    return original.call(this, desc);
+  };
+  return state;
+}
+export function restoreRequestDevice(state) {
+  if (!state) return false;
+  globalThis.GPUAdapter.prototype.requestDevice = state.original;
+  return state.added;
+}
+"#)]
+    extern "C" {
+        #[wasm_bindgen(js_name = requestSubgroups)]
+        pub fn request_subgroups() -> JsValue;
+        #[wasm_bindgen(js_name = restoreRequestDevice)]
+        pub fn restore(state: &JsValue) -> bool;
     }
 }

@@ -3,7 +3,8 @@
 //! Shaders are real `.wgsl` files under `shaders/`, compiled into the binary with `include_str!`. Variants are
 //! made by `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif` (nestable) on lines of their own; defines are
 //! names (set) with optional values substituted where `{{NAME}}` appears. `#include NAME` pastes a library file
-//! (functions only, e.g. the quantized-block decoders in `quant.wgsl`). Numeric tuning knobs that do not
+//! (functions only, e.g. the quantized-block decoders in `quant.wgsl`). `#enable NAME` becomes `enable NAME;` in
+//! the browser only (Chromium requires `enable subgroups;`, naga rejects it and enables subgroups by capability). Numeric tuning knobs that do not
 //! change the code's shape (workgroup sizes, tile sizes) are WGSL `override` constants instead, so one module
 //! serves them all.
 
@@ -33,7 +34,10 @@ macro_rules! shader {
 pub static SHADERS: &[ShaderFile] = &[
     shader!("quant", []), // library: validated inside its includers
     shader!("copy", [&[]]),
-    shader!("matmul_direct", [&[], &["Y4"]]),
+    shader!(
+        "matmul_direct",
+        [&[], &["Y4"], &["SG_X", "SG4"], &["SG_X", "SG8"], &["Y4", "SG_X", "SG4"], &["Y4", "SG_X", "SG8"]]
+    ),
     shader!("elementwise", [&[], &["BINARY"]]),
     shader!("norm", [&[], &["LAYER"], &["RESIDUAL"]]),
     shader!("softmax", [&[], &["ROWS"]]),
@@ -104,6 +108,12 @@ pub fn preprocess(name: &str, src: &str, defines: &BTreeMap<String, String>) -> 
             if active(&stack) {
                 let inc = source(lib.trim())?;
                 out.push_str(&preprocess(lib.trim(), inc, defines)?);
+            }
+            out.push('\n');
+        } else if let Some(ext) = t.strip_prefix("#enable ") {
+            // a WGSL `enable` the browser requires but naga (native) rejects as unimplemented: `subgroups`
+            if active(&stack) && cfg!(target_arch = "wasm32") {
+                out.push_str(&format!("enable {};", ext.trim()));
             }
             out.push('\n');
         } else if t.starts_with('#') {

@@ -66,8 +66,12 @@ pub enum Path {
     GemvSubgroups,
     /// The tiled GEMM (workgroup memory, barriers): GPUs.
     Gemm,
-    /// The barrier-free GEMM of `matmul_direct.wgsl` (8 rows × 4 columns per invocation): CPU adapters.
+    /// The barrier-free GEMM of `matmul_direct.wgsl` (8 rows × 4 columns per invocation): CPU adapters. In the
+    /// variant [`direct_subgroup_size`] picks for this adapter.
     Direct,
+    /// The direct GEMM sharing its x rows by subgroup broadcasts even where it is not the default
+    /// ([`Error::MissingFeature`] without one fixed subgroup size of 4 or 8).
+    DirectSubgroups,
 }
 
 /// The parameter block of `matmul_direct.wgsl`.
@@ -109,6 +113,15 @@ fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
 /// docs/benchmarks.md), and SwiftShader never reports subgroups through wgpu's WebGPU backend.
 pub fn use_subgroup_gemv(caps: &Caps) -> bool {
     caps.subgroups && !cpu_adapter(caps)
+}
+
+/// The subgroup size with which the direct GEMM shares its x rows by subgroup broadcasts (`matmul_direct.wgsl`
+/// SG_X), or None for the variant where every lane loads them: on CPU adapters with one subgroup size of 4
+/// (SwiftShader) or 8 (lavapipe on AVX2/AVX-512 hosts). Both emulate a lane's load as a gather even when all
+/// lanes read one address; sharing made the f32 GEMM 1.7 × faster on lavapipe and 1.25 × on SwiftShader
+/// (docs/benchmarks.md).
+pub fn direct_subgroup_size(caps: &Caps) -> Option<u32> {
+    caps.subgroup_size.filter(|&s| cpu_adapter(caps) && (s == 4 || s == 8))
 }
 
 /// A CPU emulation of a GPU ([`Caps::cpu_adapter`]).
@@ -212,7 +225,7 @@ fn product(
             }
             true
         }
-        Path::Gemm | Path::Direct => false,
+        Path::Gemm | Path::Direct | Path::DirectSubgroups => false,
     };
     if swiglu && !use_gemv {
         let full = product(rec, op, x, w, bias, path, false)?;
@@ -228,13 +241,27 @@ fn product(
     }
     let direct = match path {
         Path::Auto => cpu_adapter(&rec.ctx().caps) && gemv_supports(w.dtype, k),
-        Path::Direct if !gemv_supports(w.dtype, k) => {
+        Path::Direct | Path::DirectSubgroups if !gemv_supports(w.dtype, k) => {
             return Err(Error::Shape {
                 op,
                 detail: format!("the direct GEMM needs vec4-aligned {} rows, K = {k}", w.dtype),
             })
         }
-        p => p == Path::Direct,
+        p => p == Path::Direct || p == Path::DirectSubgroups,
+    };
+    let sg = if path == Path::DirectSubgroups {
+        let caps = &rec.ctx().caps;
+        match caps.subgroup_size {
+            Some(s @ (4 | 8)) => Some(s),
+            _ => {
+                return Err(Error::MissingFeature {
+                    feature: "subgroups",
+                    what: format!("the direct GEMM's subgroup variant (subgroup size {:?}, needs 4 or 8)", caps.subgroup_size),
+                })
+            }
+        }
+    } else {
+        direct_subgroup_size(&rec.ctx().caps)
     };
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
@@ -243,24 +270,34 @@ fn product(
             kernel.run(rec, x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
         }
     } else if direct {
-        gemm_direct(rec, x, w, bias, &out, m, n, k)?;
+        gemm_direct(rec, x, w, bias, &out, [m, n, k], sg)?;
     } else {
         gemm(rec, x, w, bias, &out, m, n, k, 1, [0, 0, 0], true)?;
     }
     Ok(out)
 }
 
+/// The pipeline of `matmul_direct.wgsl`: vec4 stores where whole output rows allow them (`y4`), x rows shared by
+/// subgroup broadcasts with subgroups of `sg` (4 or 8) lanes.
+fn direct_key(y4: bool, sg: Option<u32>, wg: u32, fmt: u32) -> PipelineKey {
+    PipelineKey::new("matmul_direct", "main")
+        .define_if(y4, "Y4")
+        .define_if(sg.is_some(), "SG_X")
+        .define_if(sg == Some(4), "SG4")
+        .define_if(sg == Some(8), "SG8")
+        .constant("WG", wg)
+        .constant("FMT", fmt)
+}
+
 /// `matmul_direct.wgsl`: one dispatch, 8 rows of x × 4 weight rows per invocation.
-#[allow(clippy::too_many_arguments)]
 fn gemm_direct(
     rec: &mut Recorder,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     out: &Tensor,
-    m: usize,
-    n: usize,
-    k: usize,
+    [m, n, k]: [usize; 3],
+    sg: Option<u32>,
 ) -> Result<()> {
     const OP: &str = "matmul_direct";
     const WG: u32 = 64;
@@ -274,8 +311,7 @@ fn gemm_direct(
     };
     // whole rows of vec4 outputs: aligned vec4 stores (scattered scalar stores cost CPU adapters more than the
     // products of a short K)
-    let key =
-        PipelineKey::new("matmul_direct", "main").define_if(n % 4 == 0, "Y4").constant("WG", WG).constant("FMT", fmt);
+    let key = direct_key(n % 4 == 0, sg, WG, fmt);
     let g = GemvParams::new(OP, m, n, k, w, bias)?;
     let k4 = g.k / 4;
     let p = DirectParams {
@@ -370,7 +406,7 @@ pub fn matmul_strided(
     // a narrow N (attention's p·v: N = head dim) gets a small workgroup: lanes past N would idle
     let wg: u32 = if n <= 64 { 16 } else { 64 };
     let y4 = [y.off, y.stride, y.batch, n].iter().all(|v| v % 4 == 0);
-    let key = PipelineKey::new("matmul_direct", "main").define_if(y4, "Y4").constant("WG", wg).constant("FMT", 0);
+    let key = direct_key(y4, direct_subgroup_size(&rec.ctx().caps), wg, 0);
     let grid = [(n as u32).div_ceil(4 * wg), (m as u32).div_ceil(8), u(batches)?];
     rec.dispatch(&key, &params(&p), &[x.t.into(), w.t.into(), x.t.into(), y.t.into(), w.t.into()], grid)
 }
