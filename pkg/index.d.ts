@@ -115,6 +115,14 @@ export interface ChatCompletionStream extends AsyncIterableIterator<ChatCompleti
   abort(): void;
 }
 
+export interface GpuProfile {
+  /** GPU time per kernel (`shader:entry defines`), largest first. */
+  kernels: { kernel: string; dispatches: number; gpu_ms: number }[];
+  submissions: number;
+  gpu_ms: number;
+  /** Dispatches past the 2048 one submission can time. */
+  untimed_dispatches: number;
+}
 export interface AdapterInfo {
   adapter: string;
   backend: string;
@@ -126,6 +134,10 @@ export interface AdapterInfo {
   maxComputeInvocationsPerWorkgroup: number;
   /** A CPU emulation of a GPU (SwiftShader, lavapipe): matrix products take the barrier-free kernel. */
   cpuAdapter: boolean;
+  /** The subgroup size where subgroups exist and the adapter has one size (SwiftShader: 4); else null. */
+  subgroupSize: number | null;
+  /** Timestamp queries exist: startProfiling works. */
+  timestamps: boolean;
 }
 
 export interface LoadReport {
@@ -247,6 +259,11 @@ export interface WebvlmEngine {
   };
   adapterInfo(): AdapterInfo;
   loadReport(): LoadReport;
+  /** Starts timing every GPU dispatch with timestamp queries (each dispatch gets a compute pass of its own, so
+   * take speeds from unprofiled runs). Rejects with MissingFeatureError where the adapter has no timestamps. */
+  startProfiling(): Promise<void>;
+  /** Stops profiling: GPU time per kernel since startProfiling. */
+  stopProfiling(): Promise<GpuProfile>;
   dispose(): void;
 }
 

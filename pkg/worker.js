@@ -1,6 +1,7 @@
 // The webvlm Web Worker: hosts one engine; speaks the protocol of src/worker_client.js.
 //   in:  {id, type: "load", model, options} | {id, type: "generate" | "pipeline", request}
-//        | {id, type: "evaluate", items, options} | {type: "abort", target}
+//        | {id, type: "evaluate", items, options} | {id, type: "startProfiling" | "stopProfiling"}
+//        | {type: "abort", target}
 //   out: {id, type: "progress" | "text" | "event" | "done" | "error", ...}
 import { createEngine } from './src/engine.js';
 import { serializeError } from './src/errors.js';
@@ -53,6 +54,9 @@ self.addEventListener('message', async (ev) => {
       } finally {
         aborts.delete(id);
       }
+    } else if (msg.type === 'startProfiling' || msg.type === 'stopProfiling') {
+      if (!engine) throw Object.assign(new Error('no model is loaded'), { name: 'InvalidArgumentError' });
+      post({ id, type: 'done', result: await engine[msg.type]() });
     } else if (msg.type === 'generate') {
       if (!engine) throw Object.assign(new Error('no model is loaded'), { name: 'InvalidArgumentError' });
       const ctrl = new AbortController();

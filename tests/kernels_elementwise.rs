@@ -72,6 +72,63 @@ async fn binary_shape_mismatch_is_typed_error() -> Result<(), String> {
     }
 }
 
+/// GPU time per kernel through `finish_profiling`, the path that works in the browser too (there the timestamps
+/// of each submission are read only when profiling finishes).
+async fn profiling_counts_every_dispatch() -> Result<(), String> {
+    use webvlm::gpu::{GpuContext, GpuOptions};
+    let ctx = GpuContext::new(GpuOptions { allow_timestamps: true, ..GpuOptions::default() })
+        .await
+        .map_err(|e| e.to_string())?;
+    if !ctx.caps.timestamps {
+        return match ctx.start_profiling() {
+            Err(webvlm::Error::MissingFeature { .. }) => Ok(()),
+            other => Err(format!("no timestamps: expected MissingFeature, got {other:?}")),
+        };
+    }
+    let n = 1 << 18;
+    let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32 - 48.0).collect();
+    let t = ctx.upload_f32(&x, &[n]).map_err(|e| e.to_string())?;
+    ctx.start_profiling().map_err(|e| e.to_string())?;
+    let mut outs = Vec::new();
+    for _ in 0..2 {
+        // two submissions: both must be counted
+        let mut rec = Recorder::new(&ctx);
+        let a = ew::scale(&mut rec, &t, 2.0).map_err(|e| e.to_string())?;
+        let b = ew::scale(&mut rec, &a, 0.5).map_err(|e| e.to_string())?;
+        outs.push(ew::unary(&mut rec, Unary::Silu, &b).map_err(|e| e.to_string())?);
+        rec.submit().map_err(|e| e.to_string())?;
+    }
+    let p = ctx.finish_profiling().await.map_err(|e| e.to_string())?;
+    if ctx.profiling() {
+        return Err("still profiling after finish_profiling".into());
+    }
+    let want = ew::cpu_unary(Unary::Silu, &x);
+    for c in &outs {
+        check_close(
+            "silu(scale(scale(x))), profiled",
+            &ctx.read_f32(c).await.map_err(|e| e.to_string())?,
+            &want,
+            1e-6,
+            1e-5,
+        )?;
+    }
+    let dispatches: u64 = p.kernels.iter().map(|k| k.dispatches).sum();
+    let scale = p.kernels.iter().find(|k| k.kernel.starts_with("elementwise:") && k.dispatches == 4);
+    if p.submissions != 2 || dispatches != 6 || p.kernels.len() != 2 || scale.is_none() || p.untimed_dispatches != 0 {
+        return Err(format!("expected 2 submissions, scale × 4 and silu × 2: {p:?}"));
+    }
+    // browsers may quantize timestamps (100 µs): the sum, not each kernel, must be positive
+    if !(p.gpu_ms > 0.0 && p.gpu_ms < 10_000.0) || p.kernels.iter().any(|k| k.gpu_ms < 0.0) {
+        return Err(format!("implausible GPU times: {p:?}"));
+    }
+    Ok(())
+}
+
 mod run {
-    crate::gpu_tests!(unary_ops, binary_ops_with_broadcast, binary_shape_mismatch_is_typed_error);
+    crate::gpu_tests!(
+        unary_ops,
+        binary_ops_with_broadcast,
+        binary_shape_mismatch_is_typed_error,
+        profiling_counts_every_dispatch
+    );
 }

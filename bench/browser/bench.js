@@ -137,6 +137,7 @@ const runtimes = {
     }
     return {
       ...common,
+      engine,
       async image(url) {
         const t = performance.now();
         const r = await engine.chat.completions.create({
@@ -329,6 +330,14 @@ try {
     imageResults.push({ image: url, ...x });
     log(`${rt}: ${url}: encode ${x.image_encode_ms.toFixed(0)} ms, prefill of ${x.prompt_tokens} tokens ${x.prefill_ms.toFixed(0)} ms${x.greedy_ids ? `, ids ${x.greedy_ids}` : ''}`);
   }
+  // &profile=1: one more image run with GPU timestamps per kernel (slower: one pass per dispatch; not timed)
+  let profile = null;
+  if (q.get('profile') === '1' && r.image && r.engine?.startProfiling) {
+    await r.engine.startProfiling();
+    const x = await r.image(IMAGES[reps % IMAGES.length]);
+    profile = { ...(await r.engine.stopProfiling()), image_encode_ms_profiled: x.image_encode_ms };
+    log(`${rt}: profile: ${profile.kernels.slice(0, 6).map((k) => `${k.kernel} ${k.gpu_ms.toFixed(0)} ms`).join('; ')}`);
+  }
   const checks = r.check ? await r.check() : null;
   if (checks) log(`${rt}: check on the python inputs: ids ${checks.greedy_ids}, same as transformers: ${checks.same_greedy_ids_as_transformers}`);
   for (const p of r.run ? prompts : []) {
@@ -359,7 +368,8 @@ try {
     note: 'pageBytes: performance.measureUserAgentSpecificMemory() (JS + wasm of the page and its workers); gpu*: GPUDevice.createBuffer sizes minus destroyed buffers',
   };
   window.__bench = { runtime: rt, device: r.device, webgpu_adapter: adapter, threads, reps, max_tokens: maxTokens, load_ms: r.loadMs, memory,
-    crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results, image_results: imageResults, ...(checks ? { checks } : {}) };
+    crossOriginIsolated, jsHeapBytes: performance.memory?.usedJSHeapSize ?? null, results, image_results: imageResults, ...(checks ? { checks } : {}),
+    ...(profile ? { gpu_profile: profile } : {}) };
 } catch (e) {
   log(`${rt}: ${e.stack || e}`);
   window.__bench = { runtime: rt, error: String(e.stack || e) };

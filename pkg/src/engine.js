@@ -303,6 +303,24 @@ export class Engine {
     return this._inner.loadReport();
   }
 
+  /** Starts timing every GPU dispatch (timestamp queries; slower while on). MissingFeatureError without them. */
+  async startProfiling() {
+    try {
+      this._inner.startProfiling();
+    } catch (e) {
+      throw toWebvlmError(e);
+    }
+  }
+
+  /** Stops profiling: GPU milliseconds per kernel since startProfiling, largest first. */
+  async stopProfiling() {
+    try {
+      return await this._inner.stopProfiling();
+    } catch (e) {
+      throw toWebvlmError(e);
+    }
+  }
+
   async _generate(req, onText) {
     const { messages, images } = splitMessages(req.messages);
     const bytes = [];

@@ -80,6 +80,14 @@ export class WorkerEngine {
     return this._info?.loadReport;
   }
 
+  startProfiling() {
+    return this._call('startProfiling', {});
+  }
+
+  stopProfiling() {
+    return this._call('stopProfiling', {});
+  }
+
   _generate(req, onText) {
     const { signal, ...rest } = req;
     let id;

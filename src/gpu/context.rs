@@ -76,6 +76,8 @@ pub struct GpuContext {
     /// Parameter (uniform) buffers of finished recordings, by size (powers of two), for the next ones: a decode
     /// step's parameters (~100 KB at 256-byte alignment) would otherwise be a new buffer per token.
     uniform_buffers: Mutex<Vec<wgpu::Buffer>>,
+    /// Small unmapped MAP_READ buffers of finished readbacks (the decoded token id's 4 bytes each step).
+    pub(crate) staging_buffers: Mutex<Vec<wgpu::Buffer>>,
 }
 
 impl GpuContext {
@@ -207,6 +209,7 @@ impl GpuContext {
             submitted: std::sync::atomic::AtomicU64::new(0),
             profiler: Mutex::default(),
             uniform_buffers: Mutex::default(),
+            staging_buffers: Mutex::default(),
         }))
     }
 

@@ -46,10 +46,12 @@ pub(crate) struct Profiler {
     by_kernel: BTreeMap<String, (u64, f64)>,
     submissions: u64,
     untimed: u64,
+    /// Submissions whose timestamps are still to be read (browser: mapping is asynchronous).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pending: Vec<PendingProfile>,
 }
 
 /// The timestamps of one submission, to be read after it.
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct PendingProfile {
     labels: Vec<String>,
     staging: wgpu::Buffer,
@@ -71,12 +73,6 @@ pub(crate) fn kernel_label(key: &PipelineKey) -> String {
 impl GpuContext {
     /// Starts collecting GPU time per kernel; [`stop_profiling`](Self::stop_profiling) returns it.
     pub fn start_profiling(&self) -> Result<()> {
-        if cfg!(target_arch = "wasm32") {
-            return Err(Error::MissingFeature {
-                feature: "timestamp-query",
-                what: "profiling (native only: it waits for each submission)".into(),
-            });
-        }
         if !self.caps.timestamps {
             return Err(Error::MissingFeature {
                 feature: "timestamp-query",
@@ -96,7 +92,28 @@ impl GpuContext {
         self.profiler.lock().unwrap_or_else(|p| p.into_inner()).active
     }
 
-    /// Stops profiling and returns what was collected.
+    /// Reads the timestamps of every profiled submission still pending, then stops profiling and returns what
+    /// was collected (the browser's way; natively each submission was read already).
+    pub async fn finish_profiling(&self) -> Result<Profile> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let pending = std::mem::take(&mut self.profiler.lock().unwrap_or_else(|p| p.into_inner()).pending);
+            for p in pending {
+                let (tx, rx) = futures_channel::oneshot::channel();
+                p.staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send(r);
+                });
+                rx.await
+                    .map_err(|_| Error::Readback("profile mapping callback dropped".into()))?
+                    .map_err(|e| Error::Readback(e.to_string()))?;
+                self.profile_add(p)?;
+            }
+        }
+        Ok(self.stop_profiling())
+    }
+
+    /// Stops profiling and returns what was collected (natively; in the browser use
+    /// [`finish_profiling`](Self::finish_profiling), which first reads the pending submissions).
     pub fn stop_profiling(&self) -> Profile {
         let p = std::mem::take(&mut *self.profiler.lock().unwrap_or_else(|p| p.into_inner()));
         let mut kernels: Vec<KernelTime> = p
@@ -159,6 +176,12 @@ impl GpuContext {
         rx.recv()
             .map_err(|_| Error::Readback("profile mapping callback dropped".into()))?
             .map_err(|e| Error::Readback(e.to_string()))?;
+        self.profile_add(pending)
+    }
+
+    /// Adds the timestamps of a mapped profile readback to the profile.
+    fn profile_add(&self, pending: PendingProfile) -> Result<()> {
+        let slice = pending.staging.slice(..);
         let ticks: Vec<u64> =
             bytemuck::pod_collect_to_vec(&slice.get_mapped_range().map_err(|e| Error::Readback(format!("{e:?}")))?[..]);
         pending.staging.unmap();
@@ -176,9 +199,10 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Queues a profiled submission's readback for [`finish_profiling`](Self::finish_profiling).
     #[cfg(target_arch = "wasm32")]
     pub(crate) fn profile_collect(&self, pending: PendingProfile) -> Result<()> {
-        pending.staging.destroy();
+        self.profiler.lock().unwrap_or_else(|p| p.into_inner()).pending.push(pending);
         Ok(())
     }
 }

@@ -5,13 +5,18 @@ use crate::error::{Error, Result};
 
 use super::{DType, GpuContext, Tensor};
 
+/// Readback buffers up to this size are kept for reuse, at most [`STAGING_PARK_COUNT`] of them.
+const STAGING_PARK_MAX_BYTES: u64 = 64 * 1024;
+const STAGING_PARK_COUNT: usize = 4;
+
 /// A MAP_READ buffer that a submitted copy fills ([`GpuContext::read_staging`] reads it).
 pub struct Staging {
     buf: Option<wgpu::Buffer>,
 }
 
 impl GpuContext {
-    /// Records a copy of `bytes` bytes of `t` from byte `offset` into a new MAP_READ buffer.
+    /// Records a copy of `bytes` bytes of `t` from byte `offset` into a MAP_READ buffer: a parked one of that size
+    /// (a decoded token's 4 bytes reuse one buffer) or a new one.
     pub(crate) fn copy_to_staging(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -28,11 +33,17 @@ impl GpuContext {
         if bytes == 0 {
             return Ok(Staging { buf: None });
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let parked = {
+            let mut pool = self.staging_buffers.lock().unwrap_or_else(|p| p.into_inner());
+            pool.iter().position(|b| b.size() == bytes).map(|i| pool.swap_remove(i))
+        };
+        let staging = parked.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         enc.copy_buffer_to_buffer(t.buf.raw(), offset, &staging, 0, bytes);
         Ok(Staging { buf: Some(staging) })
@@ -64,7 +75,13 @@ impl GpuContext {
         self.take_error()?;
         let data = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(format!("{e:?}")))?.to_vec();
         staging.unmap();
-        staging.destroy();
+        // small buffers are parked for the next readback of that size; large ones are freed at once
+        let mut pool = self.staging_buffers.lock().unwrap_or_else(|p| p.into_inner());
+        if staging.size() <= STAGING_PARK_MAX_BYTES && pool.len() < STAGING_PARK_COUNT {
+            pool.push(staging);
+        } else {
+            staging.destroy();
+        }
         Ok(data)
     }
 

@@ -256,7 +256,10 @@ fn product(
             _ => {
                 return Err(Error::MissingFeature {
                     feature: "subgroups",
-                    what: format!("the direct GEMM's subgroup variant (subgroup size {:?}, needs 4 or 8)", caps.subgroup_size),
+                    what: format!(
+                        "the direct GEMM's subgroup variant (subgroup size {:?}, needs 4 or 8)",
+                        caps.subgroup_size
+                    ),
                 })
             }
         }

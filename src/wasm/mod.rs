@@ -101,6 +101,17 @@ export interface WasmAdapterInfo {
   maxStorageBufferBindingSize: number; maxBufferSize: number; maxComputeInvocationsPerWorkgroup: number;
   /** A CPU emulation of a GPU (SwiftShader, lavapipe): matrix products take the barrier-free kernel. */
   cpuAdapter: boolean;
+  /** The subgroup size where subgroups exist and the adapter has one size (SwiftShader: 4); else null. */
+  subgroupSize: number | null;
+  /** Timestamp queries: `startProfiling` works. */
+  timestamps: boolean;
+}
+export interface WasmProfile {
+  /** GPU time per kernel (`shader:entry defines`), largest first. */
+  kernels: { kernel: string; dispatches: number; gpu_ms: number }[];
+  submissions: number; gpu_ms: number;
+  /** Dispatches past the 2048 a submission can time. */
+  untimed_dispatches: number;
 }
 export interface WasmLoadReport {
   /** Bytes of weights read (= uploaded). */
@@ -378,7 +389,8 @@ const DEFAULT_CONTEXT: usize = 2048;
 
 async fn new_context() -> Result<Arc<GpuContext>> {
     let swiftshader = web_adapter_is_swiftshader().await;
-    GpuContext::new(GpuOptions { swiftshader, ..GpuOptions::default() }).await
+    // timestamp queries cost nothing until `startProfiling`
+    GpuContext::new(GpuOptions { swiftshader, allow_timestamps: true, ..GpuOptions::default() }).await
 }
 
 /// Whether `navigator.gpu`'s adapter describes itself as SwiftShader (`GPUAdapterInfo`: Chromium reports vendor
@@ -508,6 +520,25 @@ impl WebvlmEngine {
     #[wasm_bindgen(js_name = adapterInfo, unchecked_return_type = "WasmAdapterInfo")]
     pub fn adapter_info(&self) -> JsValue {
         caps_object(&self.engine.ctx)
+    }
+
+    /// Starts timing every GPU dispatch (timestamp queries, one compute pass per dispatch: slower, so take speeds
+    /// from unprofiled runs). Throws `MissingFeatureError` where the adapter has no timestamp queries.
+    #[wasm_bindgen(js_name = startProfiling)]
+    pub fn start_profiling(&self) -> Result<(), JsValue> {
+        self.engine.ctx.start_profiling().map_err(|e| to_js_error(&e))
+    }
+
+    /// Stops profiling: GPU milliseconds per kernel (`{kernels: [{kernel, dispatches, gpu_ms}], submissions,
+    /// gpu_ms, untimed_dispatches}`, largest first) since [`startProfiling`](Self::start_profiling).
+    #[wasm_bindgen(js_name = stopProfiling, unchecked_return_type = "Promise<WasmProfile>")]
+    pub fn stop_profiling(&self) -> js_sys::Promise {
+        let engine = self.engine.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let profile = engine.ctx.finish_profiling().await.map_err(|e| to_js_error(&e))?;
+            let json = serde_json::to_string(&profile).map_err(|e| invalid(e.to_string()))?;
+            js_sys::JSON::parse(&json)
+        })
     }
 
     /// Bytes, timings and memory of the load.
@@ -779,6 +810,8 @@ fn caps_object(ctx: &GpuContext) -> JsValue {
     set(&o, "maxBufferSize", c.max_buffer_size as f64);
     set(&o, "maxComputeInvocationsPerWorkgroup", c.max_workgroup_invocations as f64);
     set(&o, "cpuAdapter", c.cpu_adapter);
+    set(&o, "subgroupSize", c.subgroup_size.map_or(JsValue::NULL, |s| JsValue::from(s)));
+    set(&o, "timestamps", c.timestamps);
     o.into()
 }
 
