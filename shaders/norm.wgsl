@@ -1,5 +1,7 @@
 // Row normalization: RMSNorm (Llama) and LayerNorm (ViT). One workgroup per row; each invocation strides over
 // the row, then a workgroup tree reduction. Statistics are accumulated in f32.
+// ROWS (CPU adapters, cols % 4 == 0; entry `rows`): one invocation per row with vec4 loads and no workgroup
+// memory or barriers, which cost CPU adapters more than the parallelism within a row saves.
 // bindings: 1 x (rows, cols), 2 weight (cols), [3 bias (cols) for LAYER], then out (rows, cols);
 // RESIDUAL (RMSNorm of x + r, the decoder's residual add fused in): 4 r (rows, cols), 5 sum = x + r (written).
 
@@ -14,6 +16,65 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef ROWS
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;
+#ifdef LAYER
+@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> o4: array<vec4<f32>>;
+#else
+@group(0) @binding(3) var<storage, read_write> o4: array<vec4<f32>>;
+#ifdef RESIDUAL
+@group(0) @binding(4) var<storage, read> r4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> s4: array<vec4<f32>>;
+#endif
+#endif
+
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+@compute @workgroup_size(WG)
+fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row = (wid.x + wid.y * nwg.x) * WG + li;
+    if (row >= p.rows) { return; }
+    let c4 = p.cols / 4u;
+    let base = row * c4;
+    let n = f32(p.cols);
+#ifdef LAYER
+    var s = vec4<f32>(0.0);
+    for (var i = 0u; i < c4; i++) { s += x4[base + i]; }
+    let mean = vec4<f32>(hsum(s) / n);
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < c4; i++) { let d = x4[base + i] - mean; v += d * d; }
+    let inv = inverseSqrt(hsum(v) / n + p.eps);
+    for (var i = 0u; i < c4; i++) {
+        o4[base + i] = (x4[base + i] - mean) * inv * w4[i] + b4[i];
+    }
+#else
+    var ss = vec4<f32>(0.0);
+    for (var i = 0u; i < c4; i++) {
+#ifdef RESIDUAL
+        let a = x4[base + i] + r4[base + i];
+        s4[base + i] = a;
+#else
+        let a = x4[base + i];
+#endif
+        ss += a * a;
+    }
+    let inv = inverseSqrt(hsum(ss) / n + p.eps);
+    let off = vec4<f32>(f32(p.add_unit_offset));
+    for (var i = 0u; i < c4; i++) {
+#ifdef RESIDUAL
+        let a = s4[base + i];
+#else
+        let a = x4[base + i];
+#endif
+        o4[base + i] = a * inv * (w4[i] + off);
+    }
+#endif
+}
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 #ifdef LAYER
@@ -87,3 +148,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #endif
 }
+#endif

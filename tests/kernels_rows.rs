@@ -5,6 +5,7 @@ mod common;
 
 use webvlm::gpu::{DType, Recorder};
 use webvlm::loader::quant;
+use webvlm::ops::norm::NormKernel;
 use webvlm::ops::{embedding, norm, rope, softmax};
 use webvlm::testing::{check_close, Rng};
 
@@ -15,10 +16,23 @@ fn e(x: impl std::fmt::Display) -> String {
     x.to_string()
 }
 
+/// Both kernels (a workgroup per row; one invocation per row where C % 4 == 0) against the f64 references;
+/// 70 rows: more than one workgroup of the per-row kernel.
 async fn norms() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(3);
-    for &(r, c) in &[(1usize, 1usize), (2, 3), (7, 64), (5, 129), (3, 576), (1, 1000)] {
+    let cases = [(1usize, 1usize), (2, 3), (7, 64), (5, 129), (3, 576), (1, 1000), (70, 12)];
+    for (&(r, c), kernel) in
+        cases.iter().flat_map(|rc| [NormKernel::Workgroup, NormKernel::PerRow, NormKernel::Auto].map(|k| (rc, k)))
+    {
+        if kernel == NormKernel::PerRow && c % 4 != 0 {
+            let t = ctx.upload_f32(&vec![1.0; r * c], &[r, c]).map_err(e)?;
+            let tw = ctx.upload_f32(&vec![1.0; c], &[c]).map_err(e)?;
+            match norm::rms_norm_with(&mut Recorder::new(&ctx), &t, &tw, 1e-5, kernel) {
+                Err(webvlm::Error::Shape { .. }) => continue,
+                other => return Err(format!("per-row norm with C = {c}: expected a shape error, got {other:?}")),
+            }
+        }
         let x = rng.vec(r * c, -3.0, 3.0);
         let w = rng.vec(c, 0.5, 1.5);
         let b = rng.vec(c, -0.5, 0.5);
@@ -26,24 +40,42 @@ async fn norms() -> Result<(), String> {
         let tw = ctx.upload_f32(&w, &[c]).map_err(e)?;
         let tb = ctx.upload_f32(&b, &[c]).map_err(e)?;
         let mut rec = Recorder::new(&ctx);
-        let rms = norm::rms_norm(&mut rec, &tx, &tw, 1e-5).map_err(e)?;
-        let ln = norm::layer_norm(&mut rec, &tx, &tw, &tb, 1e-6).map_err(e)?;
+        let rms = norm::rms_norm_with(&mut rec, &tx, &tw, 1e-5, kernel).map_err(e)?;
+        let ln = norm::layer_norm_with(&mut rec, &tx, &tw, &tb, 1e-6, kernel).map_err(e)?;
         rec.submit().map_err(e)?;
         // f32 accumulation over ≤ 1000 terms: relative error ~1e-6
         let got = ctx.read_f32(&rms).await.map_err(e)?;
-        check_close(&format!("rms_norm [{r},{c}]"), &got, &norm::cpu_rms_norm(&x, &w, 1e-5), 1e-5, 1e-5)?;
+        check_close(&format!("rms_norm {kernel:?} [{r},{c}]"), &got, &norm::cpu_rms_norm(&x, &w, 1e-5), 1e-5, 1e-5)?;
         let got = ctx.read_f32(&ln).await.map_err(e)?;
-        check_close(&format!("layer_norm [{r},{c}]"), &got, &norm::cpu_layer_norm(&x, &w, &b, 1e-6), 2e-5, 1e-5)?;
+        check_close(
+            &format!("layer_norm {kernel:?} [{r},{c}]"),
+            &got,
+            &norm::cpu_layer_norm(&x, &w, &b, 1e-6),
+            2e-5,
+            1e-5,
+        )?;
         // the decoder's residual add fused into the norm: x + d (exact), and its RMSNorm
         let d = rng.vec(r * c, -3.0, 3.0);
         let td = ctx.upload_f32(&d, &[r, c]).map_err(e)?;
         let mut rec = Recorder::new(&ctx);
-        let (sum, normed) = norm::add_rms_norm(&mut rec, &tx, &td, &tw, 1e-5).map_err(e)?;
+        let (sum, normed) = norm::add_rms_norm_with(&mut rec, &tx, &td, &tw, 1e-5, kernel).map_err(e)?;
         rec.submit().map_err(e)?;
         let s: Vec<f32> = x.iter().zip(&d).map(|(a, b)| a + b).collect();
-        check_close(&format!("add_rms_norm sum [{r},{c}]"), &ctx.read_f32(&sum).await.map_err(e)?, &s, 0.0, 0.0)?;
+        check_close(
+            &format!("add_rms_norm sum {kernel:?} [{r},{c}]"),
+            &ctx.read_f32(&sum).await.map_err(e)?,
+            &s,
+            0.0,
+            0.0,
+        )?;
         let got = ctx.read_f32(&normed).await.map_err(e)?;
-        check_close(&format!("add_rms_norm [{r},{c}]"), &got, &norm::cpu_rms_norm(&s, &w, 1e-5), 1e-5, 1e-5)?;
+        check_close(
+            &format!("add_rms_norm {kernel:?} [{r},{c}]"),
+            &got,
+            &norm::cpu_rms_norm(&s, &w, 1e-5),
+            1e-5,
+            1e-5,
+        )?;
     }
     let tx = ctx.upload_f32(&[1.0; 6], &[2, 3]).map_err(e)?;
     let tw = ctx.upload_f32(&[1.0; 3], &[3]).map_err(e)?;

@@ -39,7 +39,7 @@ pub static SHADERS: &[ShaderFile] = &[
         [&[], &["Y4"], &["SG_X", "SG4"], &["SG_X", "SG8"], &["Y4", "SG_X", "SG4"], &["Y4", "SG_X", "SG8"]]
     ),
     shader!("elementwise", [&[], &["BINARY"]]),
-    shader!("norm", [&[], &["LAYER"], &["RESIDUAL"]]),
+    shader!("norm", [&[], &["LAYER"], &["RESIDUAL"], &["ROWS"], &["LAYER", "ROWS"], &["RESIDUAL", "ROWS"]]),
     shader!("softmax", [&[], &["ROWS"]]),
     shader!("rope", [&[], &["INTERLEAVED"], &["QKV"], &["QKV", "INTERLEAVED"]]),
     shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
