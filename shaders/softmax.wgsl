@@ -1,6 +1,6 @@
 // Row softmax, numerically stable (max-subtracted), one workgroup per row.
 // ROWS (CPU adapters): one invocation per row, no workgroup memory and no barriers (each barrier splits a shader
-// into resumable pieces on lavapipe / SwiftShader); an online max + rescaled sum pass, then the write pass.
+// into resumable pieces on lavapipe / SwiftShader); VEC4 with it where cols % 4 == 0.
 // bindings: 1 x (rows, cols), 2 out (rows, cols)
 
 override WG: u32 = 64u;
@@ -13,26 +13,50 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef VEC4
+// ROWS with cols % 4 == 0: the row as vec4s (CPU adapters pay per load, not per byte)
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+#endif
 
 #ifdef ROWS
+// pass 1 the max, pass 2 out = exp(x - max) and its sum, pass 3 out *= 1 / sum: one exp per element (an online
+// max + rescaled sum needs three, and exp is a long polynomial on CPU adapters)
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = (wid.x + wid.y * nwg.x) * WG + lid.x;
     if (row >= p.rows) { return; }
-    let base = row * p.cols;
+#ifdef VEC4
+    let n = p.cols / 4u;
+    let base = row * n;
+    var m4 = vec4<f32>(-3.4e38);
+    for (var i = 0u; i < n; i++) { m4 = max(m4, x[base + i]); }
+    let m = vec4<f32>(max(max(m4.x, m4.y), max(m4.z, m4.w)));
+    var s4 = vec4<f32>(0.0);
+    for (var i = 0u; i < n; i++) {
+        let e = exp(x[base + i] - m);
+        out[base + i] = e;
+        s4 += e;
+    }
+    let inv = 1.0 / ((s4.x + s4.y) + (s4.z + s4.w));
+#else
+    let n = p.cols;
+    let base = row * n;
     var m = -3.4e38;
+    for (var i = 0u; i < n; i++) { m = max(m, x[base + i]); }
     var s = 0.0;
-    for (var i = 0u; i < p.cols; i++) {
-        let v = x[base + i];
-        let nm = max(m, v);
-        s = s * exp(m - nm) + exp(v - nm);
-        m = nm;
+    for (var i = 0u; i < n; i++) {
+        let e = exp(x[base + i] - m);
+        out[base + i] = e;
+        s += e;
     }
     let inv = 1.0 / s;
-    for (var i = 0u; i < p.cols; i++) {
-        out[base + i] = exp(x[base + i] - m) * inv;
+#endif
+    for (var i = 0u; i < n; i++) {
+        out[base + i] *= inv;
     }
 }
 #else

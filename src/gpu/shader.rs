@@ -40,7 +40,7 @@ pub static SHADERS: &[ShaderFile] = &[
     ),
     shader!("elementwise", [&[], &["BINARY"]]),
     shader!("norm", [&[], &["LAYER"], &["RESIDUAL"], &["ROWS"], &["LAYER", "ROWS"], &["RESIDUAL", "ROWS"]]),
-    shader!("softmax", [&[], &["ROWS"]]),
+    shader!("softmax", [&[], &["ROWS"], &["ROWS", "VEC4"]]),
     shader!("rope", [&[], &["INTERLEAVED"], &["QKV"], &["QKV", "INTERLEAVED"]]),
     shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
     shader!(

@@ -36,7 +36,10 @@ pub fn softmax_with(rec: &mut Recorder, x: &Tensor, rows_per_invocation: bool) -
     }
     let out = rec.empty(&x.shape, DType::F32)?;
     let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, _p: [0; 2] };
-    let key = PipelineKey::new("softmax", "main").define_if(rows_per_invocation, "ROWS").constant("WG", 64);
+    let key = PipelineKey::new("softmax", "main")
+        .define_if(rows_per_invocation, "ROWS")
+        .define_if(rows_per_invocation && x.cols() % 4 == 0, "VEC4")
+        .constant("WG", 64);
     let groups = if rows_per_invocation { p.rows.div_ceil(64) } else { p.rows };
     let grid = grid_1d(groups, rec.ctx().caps.max_workgroups_per_dim);
     rec.dispatch(&key, &params(&p), &[x.into(), (&out).into()], grid)?;
