@@ -505,7 +505,7 @@ async fn the_server_serves_the_engine_as_chat_completions() {
 
     // non-streaming, with an image as a data URL; the answer equals the streamed one for the same prompt
     let png = test_image();
-    let b64 = base64_encode(&png);
+    let b64 = webvlm::server::chat::base64_encode(&png);
     let body = json!({
         "model": "tiny-idefics3", "max_tokens": 5,
         "messages": [{"role": "user", "content": [
@@ -539,16 +539,4 @@ async fn the_server_serves_the_engine_as_chat_completions() {
     let v: Value = http.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["data"][0]["id"], "tiny-idefics3");
     server.shutdown().await.unwrap();
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            s.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    s
 }

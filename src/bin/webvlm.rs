@@ -654,22 +654,6 @@ mod native {
         Ok(())
     }
 
-    fn base64(bytes: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for c in bytes.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                if i <= c.len() {
-                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
     /// `webvlm eval`: both arms on every item, the judge, the summary and the report.
     fn eval_cmd(a: EvalArgs) -> Result<()> {
         use webvlm::eval::{report, run, summarize_with, EvalItem, EvalRecord, SummaryConfig};
@@ -770,7 +754,7 @@ mod native {
                 Some("gif") => "image/gif",
                 _ => return None,
             };
-            Some(format!("data:{mime};base64,{}", base64(&bytes)))
+            Some(format!("data:{mime};base64,{}", webvlm::server::chat::base64_encode(&bytes)))
         };
         std::fs::write(a.out.join("report.html"), report::html(&summary, &records, &meta, &image_src))?;
         println!("{}", summary.to_json_pretty());

@@ -252,6 +252,19 @@ fn data_url_bytes(url: &str) -> std::result::Result<Vec<u8>, String> {
     base64_decode(data).ok_or_else(|| "the image's base64 is invalid".to_string())
 }
 
+/// Standard base64 with padding (RFC 4648 §4): for `data:` URLs (the CLI sends images to chat endpoints this way).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let val = |c: u8| -> Option<u32> {
         Some(match c {
@@ -445,6 +458,20 @@ mod tests {
         assert_eq!(base64_decode("").unwrap(), b"");
         assert!(base64_decode("a").is_none() && base64_decode("a$==").is_none());
         assert_eq!(data_url_bytes("data:image/png;base64,aGk=").unwrap(), b"hi");
+        // RFC 4648 §10 test vectors, and a round trip over every byte value
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), enc);
+        }
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
         assert!(data_url_bytes("https://example.com/x.png").is_err());
     }
 
