@@ -23,6 +23,12 @@
 #ifdef SG_X
 #enable subgroups
 #endif
+#ifdef SG4
+const HI = 0u; // the lane holding row 4 in the vector it is broadcast from
+#endif
+#ifdef SG8
+const HI = 4u;
+#endif
 override WG: u32 = 64u;
 override FMT: u32 = 0u;
 
@@ -122,28 +128,22 @@ fn main(
         let w1 = chunk(wb, c.y, i);
         let w2 = chunk(wb, c.z, i);
         let w3 = chunk(wb, c.w, i);
+#ifdef SG_X
+        // rows 0-3 from lanes 0-3 of xa; rows 4-7 from lanes 0-3 of xc (SG4) or lanes 4-7 of xa (SG8)
+        let xa = x[la + i];
 #ifdef SG4
-        let xa = x[la + i];
         let xc = x[lb + i];
-        a0 += dots(subgroupBroadcast(xa, 0u), w0, w1, w2, w3);
-        a1 += dots(subgroupBroadcast(xa, 1u), w0, w1, w2, w3);
-        a2 += dots(subgroupBroadcast(xa, 2u), w0, w1, w2, w3);
-        a3 += dots(subgroupBroadcast(xa, 3u), w0, w1, w2, w3);
-        a4 += dots(subgroupBroadcast(xc, 0u), w0, w1, w2, w3);
-        a5 += dots(subgroupBroadcast(xc, 1u), w0, w1, w2, w3);
-        a6 += dots(subgroupBroadcast(xc, 2u), w0, w1, w2, w3);
-        a7 += dots(subgroupBroadcast(xc, 3u), w0, w1, w2, w3);
+#else
+        let xc = xa;
 #endif
-#ifdef SG8
-        let xa = x[la + i];
         a0 += dots(subgroupBroadcast(xa, 0u), w0, w1, w2, w3);
         a1 += dots(subgroupBroadcast(xa, 1u), w0, w1, w2, w3);
         a2 += dots(subgroupBroadcast(xa, 2u), w0, w1, w2, w3);
         a3 += dots(subgroupBroadcast(xa, 3u), w0, w1, w2, w3);
-        a4 += dots(subgroupBroadcast(xa, 4u), w0, w1, w2, w3);
-        a5 += dots(subgroupBroadcast(xa, 5u), w0, w1, w2, w3);
-        a6 += dots(subgroupBroadcast(xa, 6u), w0, w1, w2, w3);
-        a7 += dots(subgroupBroadcast(xa, 7u), w0, w1, w2, w3);
+        a4 += dots(subgroupBroadcast(xc, HI + 0u), w0, w1, w2, w3);
+        a5 += dots(subgroupBroadcast(xc, HI + 1u), w0, w1, w2, w3);
+        a6 += dots(subgroupBroadcast(xc, HI + 2u), w0, w1, w2, w3);
+        a7 += dots(subgroupBroadcast(xc, HI + 3u), w0, w1, w2, w3);
 #endif
 #ifndef SG_X
         a0 += dots(x[ra.x + i], w0, w1, w2, w3);

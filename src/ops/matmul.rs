@@ -121,7 +121,12 @@ pub fn use_subgroup_gemv(caps: &Caps) -> bool {
 /// lanes read one address; sharing made the f32 GEMM 1.7 × faster on lavapipe and 1.25 × on SwiftShader
 /// (docs/benchmarks.md).
 pub fn direct_subgroup_size(caps: &Caps) -> Option<u32> {
-    caps.subgroup_size.filter(|&s| cpu_adapter(caps) && (s == 4 || s == 8))
+    shared_rows_subgroup(caps).filter(|_| cpu_adapter(caps))
+}
+
+/// The adapter's subgroup size if `matmul_direct.wgsl` has a variant for it (SG4, SG8).
+fn shared_rows_subgroup(caps: &Caps) -> Option<u32> {
+    caps.subgroup_size.filter(|&s| s == 4 || s == 8)
 }
 
 /// A CPU emulation of a GPU ([`Caps::cpu_adapter`]).
@@ -249,22 +254,21 @@ fn product(
         }
         p => p == Path::Direct || p == Path::DirectSubgroups,
     };
+    let caps = &rec.ctx().caps;
     let sg = if path == Path::DirectSubgroups {
-        let caps = &rec.ctx().caps;
-        match caps.subgroup_size {
-            Some(s @ (4 | 8)) => Some(s),
-            _ => {
-                return Err(Error::MissingFeature {
-                    feature: "subgroups",
-                    what: format!(
-                        "the direct GEMM's subgroup variant (subgroup size {:?}, needs 4 or 8)",
-                        caps.subgroup_size
-                    ),
-                })
-            }
+        let sg = shared_rows_subgroup(caps);
+        if sg.is_none() {
+            return Err(Error::MissingFeature {
+                feature: "subgroups",
+                what: format!(
+                    "the direct GEMM's subgroup variant (subgroup size {:?}, needs 4 or 8)",
+                    caps.subgroup_size
+                ),
+            });
         }
+        sg
     } else {
-        direct_subgroup_size(&rec.ctx().caps)
+        direct_subgroup_size(caps)
     };
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
