@@ -11,6 +11,10 @@
 // - SUBGROUPS: one subgroup per output row; its lanes read consecutive 16-byte chunks of the row (coalesced) and
 //   combine with subgroupAdd, still without barriers. Rows of a workgroup are shared out over its subgroups, so
 //   any subgroup size works.
+// - SG_X (with SG4 or SG8, the adapter's one subgroup size; one x row, RPT = 4, K % 32 == 0): the default kernel,
+//   but each block of 8 x chunks is loaded once per subgroup and shared by subgroupBroadcast. CPU adapters
+//   emulate every lane's load as a gather even when all lanes read one address, and x's loads outnumbered the
+//   weight's (8 x chunks against 4 weight chunks per block of 4 rows); the trick of matmul_direct.wgsl.
 //
 // Layouts (src/gpu/tensor.rs): all weights are read as vec4<u32> words.
 //   f32: K % 4 == 0, 4 elements per vec4.   f16: K % 8 == 0, 8 halves per vec4 (element 2i in the low half).
@@ -20,6 +24,16 @@
 
 #ifdef SUBGROUPS
 #enable subgroups
+#else
+#ifdef SG_X
+#enable subgroups
+#endif
+#endif
+#ifdef SG4
+const HI = 0u; // the lane holding chunk 4 in the vector it is broadcast from
+#endif
+#ifdef SG8
+const HI = 4u;
 #endif
 override WG: u32 = 64u;   // invocations per workgroup
 override ROWS: u32 = 64u; // output rows per workgroup (== WG without subgroups)
@@ -238,6 +252,42 @@ fn blk_dot(fmt: u32, b: u32, xs: array<vec4<f32>, 8>, xsum: f32) -> f32 {
     return q4_1_blk(b, xs, xsum);
 }
 
+fn f32_dot4(i: vec4<u32>, xv: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(bitcast<vec4<f32>>(w[i.x]), xv), dot(bitcast<vec4<f32>>(w[i.y]), xv),
+                     dot(bitcast<vec4<f32>>(w[i.z]), xv), dot(bitcast<vec4<f32>>(w[i.w]), xv));
+}
+
+fn f16_dot4(i: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(f16_dot(w[i.x], x0, x1), f16_dot(w[i.y], x0, x1), f16_dot(w[i.z], x0, x1), f16_dot(w[i.w], x0, x1));
+}
+
+#ifdef SG_X
+var<private> sl: u32; // subgroup_invocation_id
+
+// x chunks xi .. xi + 7 times `sc`: lane s loads chunk xi + s (and xi + 4 + s with SG4), the others come by
+// broadcast. In uniform control flow only (every lane of the subgroup calls it with the same xi).
+fn x_block(xi: u32, sc: vec4<f32>) -> array<vec4<f32>, 8> {
+    let xa = x[xi + sl] * sc;
+#ifdef SG4
+    let xc = x[xi + 4u + sl] * sc;
+#else
+    let xc = xa;
+#endif
+    return array<vec4<f32>, 8>(subgroupBroadcast(xa, 0u), subgroupBroadcast(xa, 1u), subgroupBroadcast(xa, 2u),
+                               subgroupBroadcast(xa, 3u), subgroupBroadcast(xc, HI), subgroupBroadcast(xc, HI + 1u),
+                               subgroupBroadcast(xc, HI + 2u), subgroupBroadcast(xc, HI + 3u));
+}
+
+// The sum of x chunks xi .. xi + 7 (each lane adds the chunks it loaded, the subgroup adds the lanes).
+fn x_block_sum(xi: u32) -> f32 {
+    var v = x[xi + sl];
+#ifdef SG4
+    v += x[xi + 4u + sl];
+#endif
+    return subgroupAdd(dot(v, vec4<f32>(1.0)));
+}
+#endif
+
 // y[row0 + r] for r in 0..4, as one vec4, from weight rows off + row0 + r (off: p.n for SWIGLU's up rows).
 fn rows4_dot(fmt: u32, row0: u32, off: u32) -> vec4<f32> {
     let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u)) + vec4<u32>(off);
@@ -245,34 +295,57 @@ fn rows4_dot(fmt: u32, row0: u32, off: u32) -> vec4<f32> {
     if (fmt == FMT_F32) {
         let k4 = p.k / 4u;
         let base = r * k4;
-        for (var i = 0u; i < k4; i++) {
-            let xv = x[i];
-            acc += vec4<f32>(dot(bitcast<vec4<f32>>(w[base.x + i]), xv), dot(bitcast<vec4<f32>>(w[base.y + i]), xv),
-                             dot(bitcast<vec4<f32>>(w[base.z + i]), xv), dot(bitcast<vec4<f32>>(w[base.w + i]), xv));
+#ifdef SG_X
+        for (var i0 = 0u; i0 < k4; i0 += 8u) {
+            let xs = x_block(i0, vec4<f32>(1.0));
+            acc += f32_dot4(base + vec4<u32>(i0), xs[0]) + f32_dot4(base + vec4<u32>(i0 + 1u), xs[1])
+                 + f32_dot4(base + vec4<u32>(i0 + 2u), xs[2]) + f32_dot4(base + vec4<u32>(i0 + 3u), xs[3])
+                 + f32_dot4(base + vec4<u32>(i0 + 4u), xs[4]) + f32_dot4(base + vec4<u32>(i0 + 5u), xs[5])
+                 + f32_dot4(base + vec4<u32>(i0 + 6u), xs[6]) + f32_dot4(base + vec4<u32>(i0 + 7u), xs[7]);
         }
+#else
+        for (var i = 0u; i < k4; i++) {
+            acc += f32_dot4(base + vec4<u32>(i), x[i]);
+        }
+#endif
     } else if (fmt == FMT_F16) {
         let k8 = p.k / 8u;
         let base = r * k8;
-        for (var i = 0u; i < k8; i++) {
-            let x0 = x[2u * i];
-            let x1 = x[2u * i + 1u];
-            acc += vec4<f32>(f16_dot(w[base.x + i], x0, x1), f16_dot(w[base.y + i], x0, x1),
-                             f16_dot(w[base.z + i], x0, x1), f16_dot(w[base.w + i], x0, x1));
+#ifdef SG_X
+        for (var i0 = 0u; i0 < k8; i0 += 4u) {
+            let xs = x_block(2u * i0, vec4<f32>(1.0));
+            acc += f16_dot4(base + vec4<u32>(i0), xs[0], xs[1]) + f16_dot4(base + vec4<u32>(i0 + 1u), xs[2], xs[3])
+                 + f16_dot4(base + vec4<u32>(i0 + 2u), xs[4], xs[5]) + f16_dot4(base + vec4<u32>(i0 + 3u), xs[6], xs[7]);
         }
+#else
+        for (var i = 0u; i < k8; i++) {
+            acc += f16_dot4(base + vec4<u32>(i), x[2u * i], x[2u * i + 1u]);
+        }
+#endif
     } else {
         let bpr = p.k / 32u;
         let base = r * bpr;
+        // Q4: x pre-scaled for q4_sum, and its sum for the offsets
+        let q4 = fmt != FMT_Q8_0;
+        let sc = select(vec4<f32>(1.0), vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0), q4);
         for (var j = 0u; j < bpr; j++) {
             let xi = 8u * j;
+#ifdef SG_X
+            let xs = x_block(xi, sc);
+            var xsum = 0.0;
+            if (q4) {
+                xsum = x_block_sum(xi);
+            }
+#else
             var xs = array<vec4<f32>, 8>(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u],
                                          x[xi + 4u], x[xi + 5u], x[xi + 6u], x[xi + 7u]);
             var xsum = 0.0;
-            if (fmt != FMT_Q8_0) {
+            if (q4) {
                 let one = vec4<f32>(1.0);
                 xsum = dot(xs[0] + xs[1] + xs[2] + xs[3] + xs[4] + xs[5] + xs[6] + xs[7], one);
-                let sc = vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
                 for (var t = 0u; t < 8u; t++) { xs[t] *= sc; }
             }
+#endif
             acc += vec4<f32>(blk_dot(fmt, base.x + j, xs, xsum), blk_dot(fmt, base.y + j, xs, xsum),
                              blk_dot(fmt, base.z + j, xs, xsum), blk_dot(fmt, base.w + j, xs, xsum));
         }
@@ -327,7 +400,9 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
     if (RPT == 4u) {
         // MR == 1: ROWS == 4 * WG
         let row0 = wg * ROWS + 4u * li;
+#ifndef SG_X
         if (row0 >= p.n) { return; }
+#endif
         let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
         var v = rows4_dot(fmt, row0, 0u);
         if (p.has_bias != 0u) { v += vec4<f32>(bias[r.x], bias[r.y], bias[r.z], bias[r.w]); }
@@ -348,27 +423,62 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
 
 @compute @workgroup_size(WG)
 fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
+            @builtin(local_invocation_index) li: u32,
+#ifdef SG_X
+            @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
+#ifdef SG_X
+    sl = lane;
+#endif
     gemv(FMT_F32, wid.x + wid.y * nwg.x, li);
 }
 @compute @workgroup_size(WG)
 fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
+            @builtin(local_invocation_index) li: u32,
+#ifdef SG_X
+            @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
+#ifdef SG_X
+    sl = lane;
+#endif
     gemv(FMT_F16, wid.x + wid.y * nwg.x, li);
 }
 @compute @workgroup_size(WG)
 fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) li: u32) {
+             @builtin(local_invocation_index) li: u32,
+#ifdef SG_X
+             @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
+#ifdef SG_X
+    sl = lane;
+#endif
     gemv(FMT_Q8_0, wid.x + wid.y * nwg.x, li);
 }
 @compute @workgroup_size(WG)
 fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) li: u32) {
+             @builtin(local_invocation_index) li: u32,
+#ifdef SG_X
+             @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
+#ifdef SG_X
+    sl = lane;
+#endif
     gemv(FMT_Q4_0, wid.x + wid.y * nwg.x, li);
 }
 @compute @workgroup_size(WG)
 fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) li: u32) {
+             @builtin(local_invocation_index) li: u32,
+#ifdef SG_X
+             @builtin(subgroup_invocation_id) lane: u32,
+#endif
+) {
+#ifdef SG_X
+    sl = lane;
+#endif
     gemv(FMT_Q4_1, wid.x + wid.y * nwg.x, li);
 }
 #endif

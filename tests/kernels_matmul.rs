@@ -138,6 +138,9 @@ async fn linear_swiglu() -> Result<(), String> {
                 if ctx.caps.subgroups {
                     run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
                 }
+                if direct_subgroups(&ctx) {
+                    run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::GemvSharedX, (i + j) % 2 == 0).await?;
+                }
                 run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Gemm, j % 2 == 0).await?;
                 run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Direct, j % 2 == 1).await?;
             }
@@ -195,6 +198,10 @@ async fn float_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
                 if ctx.caps.subgroups {
                     run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
                 }
+                // x chunks shared by subgroup broadcasts (one x row; K % 32 != 0 takes the plain variant)
+                if direct_subgroups(&ctx) {
+                    run_linear(&ctx, &mut rng, dtype, (1, k, n), Path::GemvSharedX, (i + j) % 2 == 0).await?;
+                }
             }
             for (j, &m) in MS.iter().enumerate() {
                 let k = [1usize, 37, 75, 96, 33, 130][(i + j) % 6];
@@ -231,6 +238,10 @@ async fn quant_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
                 if ctx.caps.subgroups {
                     run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
                 }
+                // x chunks shared by subgroup broadcasts (one x row; K % 32 != 0 takes the plain variant)
+                if direct_subgroups(&ctx) {
+                    run_linear(&ctx, &mut rng, dtype, (1, k, n), Path::GemvSharedX, (i + j) % 2 == 0).await?;
+                }
             }
             for (j, &m) in MS.iter().enumerate() {
                 let k = [32usize, 96, 576][(i + j) % 3];
@@ -263,8 +274,8 @@ fn direct_subgroups(ctx: &GpuContext) -> bool {
     matches!(ctx.caps.subgroup_size, Some(4 | 8))
 }
 
-/// The fallback kernels (no shader-f16, no subgroups) on the same shapes; the forced subgroup variant of the
-/// direct GEMM is refused there.
+/// The fallback kernels (no shader-f16, no subgroups) on the same shapes; the forced subgroup variants of the
+/// direct GEMM and the GEMV are refused there.
 async fn linear_plain_context() -> Result<(), String> {
     let ctx = common::ctx_plain().await;
     let tw = mm::upload_weight(&ctx, &[0.0; 4 * 32], &[4, 32], DType::F32).map_err(|e| e.to_string())?;
@@ -272,6 +283,10 @@ async fn linear_plain_context() -> Result<(), String> {
     match mm::linear_with(&mut Recorder::new(&ctx), &tx, &tw, None, Path::DirectSubgroups) {
         Err(Error::MissingFeature { .. }) => {}
         other => return Err(format!("DirectSubgroups without subgroups: expected MissingFeature, got {other:?}")),
+    }
+    match mm::linear_with(&mut Recorder::new(&ctx), &tx, &tw, None, Path::GemvSharedX) {
+        Err(Error::MissingFeature { .. }) => {}
+        other => return Err(format!("GemvSharedX without subgroups: expected MissingFeature, got {other:?}")),
     }
     float_weights(ctx.clone()).await?;
     quant_weights(ctx).await

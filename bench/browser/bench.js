@@ -104,6 +104,7 @@ const runtimes = {
     const { engine, ...common } = await loadWebvlm(GGUF);
     return {
       ...common,
+      engine,
       async run(p) {
         return timedStream(null, async (_, on) => {
           let usage = null;
@@ -338,6 +339,14 @@ try {
     // only 3 image files: with --reps 3 the profiled one comes from the image cache (no encode in the profile)
     profile = { ...(await r.engine.stopProfiling()), image_encode_ms_profiled: x.image_encode_ms, images_from_cache: x.images_from_cache };
     if (x.images_from_cache) log(`${rt}: profile: the image came from the cache (use --reps 2 or fewer)`);
+  } else if (q.get('profile') === '1' && r.run && r.engine?.startProfiling && prompts.length) {
+    // the text path: one more run of the first prompt (prefill + decode), profiled
+    await r.engine.startProfiling();
+    const x = await r.run(prompts[0]);
+    profile = { ...(await r.engine.stopProfiling()), prompt: prompts[0].prompt, prompt_tokens: x.usage?.prompt_tokens ?? null,
+      completion_tokens: x.usage?.completion_tokens ?? null, ttft_ms_profiled: x.ttftMs, decode_ms_profiled: x.decodeMs };
+  }
+  if (profile) {
     log(`${rt}: profile: ${profile.kernels.slice(0, 6).map((k) => `${k.kernel} ${k.gpu_ms.toFixed(0)} ms`).join('; ')}`);
   }
   const checks = r.check ? await r.check() : null;

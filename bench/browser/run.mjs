@@ -5,7 +5,7 @@
 //        node run.mjs --runtimes webvlm-vlm --reps 2 --out ../results/browser-smolvlm.json   (the image path)
 //        node run.mjs --runtimes tfjs-vlm-wasm,tfjs-vlm-webgpu --reps 3 --merge --out ../results/browser-smolvlm.json
 //                     [--prompts N] [--out ../results/browser-smollm2.json] [--merge]
-// --profile (webvlm-vlm): one more image run with GPU timestamps per kernel, reported as gpu_profile.
+// --profile (webvlm, webvlm-vlm): one more run (the first prompt / an image) with GPU timestamps per kernel, reported as gpu_profile.
 // --merge keeps the other runtimes' entries of an existing --out file (rerun one runtime, keep the rest).
 // Greedy texts are compared with transformers (prompts.json, from tests/fixtures/real/smollm2_reference.json): every
 // correct runtime must reproduce the reference's tokens before its first near-tie (the "safe prefix").

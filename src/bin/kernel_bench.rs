@@ -69,8 +69,13 @@ mod native {
     const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
 
     fn gemv_bench(ctx: &GpuContext, cli: &Cli, path: Path, copy_gbps: Option<f64>) -> Result<Vec<Value>> {
-        let variant =
-            if path == Path::GemvSubgroups || mm::use_subgroup_gemv(&ctx.caps) { "subgroups" } else { "plain" };
+        let variant = if path == Path::GemvSubgroups || (path == Path::Gemv && mm::use_subgroup_gemv(&ctx.caps)) {
+            "subgroups"
+        } else if path == Path::GemvSharedX || mm::gemv_shares_x(&ctx.caps).is_some() {
+            "shared_x"
+        } else {
+            "plain"
+        };
         let mut rng = Rng::new(1);
         let mut out = Vec::new();
         let k = 2048;
@@ -231,11 +236,12 @@ mod native {
             report.insert("copy".into(), c);
         }
         if wants("gemv") {
-            // the default path for this adapter, and the other one where the adapter has both
+            // the default path for this adapter, and the others where the adapter has them (plain: no subgroups)
             let mut rows = gemv_bench(&ctx, &cli, Path::Gemv, copy_gbps)?;
             if ctx.caps.subgroups && !mm::use_subgroup_gemv(&ctx.caps) {
                 rows.extend(gemv_bench(&ctx, &cli, Path::GemvSubgroups, copy_gbps)?);
-            } else if ctx.caps.subgroups {
+            }
+            if mm::gemv_shares_x(&ctx.caps).is_some() || (ctx.caps.subgroups && mm::use_subgroup_gemv(&ctx.caps)) {
                 let plain = open(GpuOptions { allow_subgroups: false, ..GpuOptions::default() })?;
                 rows.extend(gemv_bench(&plain, &cli, Path::Gemv, copy_gbps)?);
             }

@@ -60,10 +60,14 @@ struct GemmParams {
 pub enum Path {
     /// GEMV when M ≤ [`GEMV_MAX_M`] and the weight rows are vec4-aligned, GEMM otherwise.
     Auto,
-    /// The GEMV in the variant [`use_subgroup_gemv`] picks for this adapter.
+    /// The GEMV in the variant [`use_subgroup_gemv`] and [`gemv_shares_x`] pick for this adapter.
     Gemv,
     /// The subgroup GEMV even where it is not the default ([`Error::MissingFeature`] without subgroups).
     GemvSubgroups,
+    /// The GEMV of an invocation per 4 output rows sharing its x chunks by subgroup broadcasts (`gemv.wgsl`
+    /// SG_X) even where it is not the default; one row of x and K % 32 == 0, else the plain variant
+    /// ([`Error::MissingFeature`] without one fixed subgroup size of 4 or 8).
+    GemvSharedX,
     /// The tiled GEMM (workgroup memory, barriers): GPUs.
     Gemm,
     /// The barrier-free GEMM of `matmul_direct.wgsl` (8 rows × 4 columns per invocation): CPU adapters. In the
@@ -124,7 +128,14 @@ pub fn direct_subgroup_size(caps: &Caps) -> Option<u32> {
     shared_rows_subgroup(caps).filter(|_| cpu_adapter(caps))
 }
 
-/// The adapter's subgroup size if `matmul_direct.wgsl` has a variant for it (SG4, SG8).
+/// The subgroup size with which the GEMV of one x row shares its x chunks by subgroup broadcasts (`gemv.wgsl`
+/// SG_X, an invocation per 4 output rows), or None: the same adapters as [`direct_subgroup_size`], for the same
+/// reason (on SwiftShader the x loads outnumbered the weight loads of a quantized block 2 : 1).
+pub fn gemv_shares_x(caps: &Caps) -> Option<u32> {
+    direct_subgroup_size(caps)
+}
+
+/// The adapter's subgroup size if `matmul_direct.wgsl` and `gemv.wgsl` have a variant for it (SG4, SG8).
 fn shared_rows_subgroup(caps: &Caps) -> Option<u32> {
     caps.subgroup_size.filter(|&s| s == 4 || s == 8)
 }
@@ -218,9 +229,18 @@ fn product(
     let m = x.rows();
     let use_gemv = match path {
         Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
-        Path::Gemv | Path::GemvSubgroups => {
+        Path::Gemv | Path::GemvSubgroups | Path::GemvSharedX => {
             if path == Path::GemvSubgroups && !rec.ctx().caps.subgroups {
                 return Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() });
+            }
+            if path == Path::GemvSharedX && shared_rows_subgroup(&rec.ctx().caps).is_none() {
+                return Err(Error::MissingFeature {
+                    feature: "subgroups",
+                    what: format!(
+                        "the GEMV's shared-x variant (subgroup size {:?}, needs 4 or 8)",
+                        rec.ctx().caps.subgroup_size
+                    ),
+                });
             }
             if !gemv_supports(w.dtype, k) {
                 return Err(Error::Shape {
@@ -272,7 +292,8 @@ fn product(
     };
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
-        let kernel = Gemv { w, bias, n: n_out, k, force_subgroups: path == Path::GemvSubgroups, swiglu };
+        let shared_x = if path == Path::GemvSharedX { shared_rows_subgroup(caps) } else { gemv_shares_x(caps) };
+        let kernel = Gemv { w, bias, n: n_out, k, force_subgroups: path == Path::GemvSubgroups, shared_x, swiglu };
         for m0 in (0..m).step_by(GEMV_MAX_M) {
             kernel.run(rec, x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
         }
@@ -437,6 +458,8 @@ struct Gemv<'a> {
     n: usize,
     k: usize,
     force_subgroups: bool,
+    /// SG_X's subgroup size where it applies (one x row, K % 32 == 0, not the subgroup GEMV)
+    shared_x: Option<u32>,
     swiglu: bool,
 }
 
@@ -457,9 +480,13 @@ impl Gemv<'_> {
         };
         // rows per invocation without subgroups: 4 for a single x row (each x load serves 4 weight rows)
         let rpt = if !subgroups && mr == 1 { 4 } else { 1 };
+        let sg_x = self.shared_x.filter(|_| rpt == 4 && k % DType::QK == 0);
         let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG * rpt };
         let key = PipelineKey::new("gemv", entry)
             .define_if(subgroups, "SUBGROUPS")
+            .define_if(sg_x.is_some(), "SG_X")
+            .define_if(sg_x == Some(4), "SG4")
+            .define_if(sg_x == Some(8), "SG8")
             .define_if(self.swiglu, "SWIGLU")
             .constant("WG", GEMV_WG)
             .constant("ROWS", rows_per_wg)
