@@ -27,29 +27,7 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid.x;
 }
 
-const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
-const INV_SQRT_2: f32 = 0.7071067811865476;
-
-// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit); WGSL has no erf builtin.
-fn erf_approx(x: f32) -> f32 {
-    let z = abs(x);
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806
-        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
-    return select(r - 1.0, 1.0 - r, x >= 0.0);
-}
-
-fn gelu_tanh(x: f32) -> f32 {
-    // tanh(y) written with exp to stay accurate and avoid inf/inf for large |y|.
-    let y = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    let e = exp(-2.0 * abs(y));
-    let t = sign(y) * (1.0 - e) / (1.0 + e);
-    return 0.5 * x * (1.0 + t);
-}
-
-fn silu(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
-}
+#include activation
 
 #ifdef BINARY
 @compute @workgroup_size(WG)
@@ -91,8 +69,7 @@ fn gelu_tanh_fn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 fn gelu_erf_fn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = index(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let x = a[i];
-    out[i] = 0.5 * x * (1.0 + erf_approx(x * INV_SQRT_2));
+    out[i] = gelu_erf(a[i]);
 }
 
 @compute @workgroup_size(WG)

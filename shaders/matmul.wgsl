@@ -8,9 +8,13 @@
 //   SHADER_F16    with F16_WEIGHTS: the B tile is held as f16 in workgroup memory (`enable f16`), half the bytes
 //   Q8_0 / Q4_0 / Q4_1  w: (N, K) ggml blocks in the GPU layout of src/gpu/tensor.rs, K % 32 == 0; each tile
 //                 step is exactly one block per weight row, dequantized into workgroup memory (never to memory)
+// Epilogue: c = act(a·B + bias) with ACT (activation4 of activation.wgsl), then + res with RESIDUAL (res laid out
+// like c).
 #ifdef SHADER_F16
 enable f16;
 #endif
+
+override ACT: u32 = 0u;
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -44,6 +48,11 @@ struct Params {
 #endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;     // (N); `a` again when there is no bias
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;  // (batch, M, N)
+#ifdef RESIDUAL
+@group(0) @binding(5) var<storage, read> res: array<f32>;      // added to c, same layout
+#endif
+
+#include activation
 
 #ifdef QUANT
 #include quant
@@ -191,12 +200,20 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         }
     }
     let c_off = batch * p.c_batch;
-    var rows = array<vec4<f32>, 4>(c0 + bv, c1 + bv, c2 + bv, c3 + bv);
+    var rows = array<vec4<f32>, 4>(activation4(ACT, c0 + bv), activation4(ACT, c1 + bv), activation4(ACT, c2 + bv),
+                                   activation4(ACT, c3 + bv));
     for (var i = 0u; i < 4u; i++) {
         let gm = m0 + 4u * ty + i;
         if (gm >= p.m) { break; }
         for (var j = 0u; j < 4u; j++) {
-            if (gn + j < p.n) { c[c_off + gm * p.n + gn + j] = rows[i][j]; }
+            if (gn + j < p.n) {
+                let ci = c_off + gm * p.n + gn + j;
+#ifdef RESIDUAL
+                c[ci] = rows[i][j] + res[ci];
+#else
+                c[ci] = rows[i][j];
+#endif
+            }
         }
     }
 }

@@ -15,6 +15,9 @@
 // y_off + b * y_batch + m * y_stride + n; y = alpha * x·wᵀ + bias. For linear layers the strides are the
 // contiguous ones, the offsets 0 and alpha 1.
 //
+// Epilogue (linear layers): y = act(x·wᵀ + bias) with ACT (activation4 of activation.wgsl), then + res[m, n]
+// with RESIDUAL (res laid out like y): a ViT MLP's GELU and its residual adds without extra passes over y.
+//
 // SG_X (with SG4 or SG8: the adapter's fixed subgroup size): the 8 x rows are loaded once per subgroup and shared
 // by subgroupBroadcast (lane s loads rows m0 + s and, with SG4, m0 + 4 + s). On SwiftShader every load is an
 // emulated gather per component, even when all lanes read one address, so this cuts the loads of a k-step from
@@ -31,6 +34,7 @@ const HI = 4u;
 #endif
 override WG: u32 = 64u;
 override FMT: u32 = 0u;
+override ACT: u32 = 0u;
 
 struct Params {
     m: u32,
@@ -62,8 +66,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;   // (M, N)
 #endif
 @group(0) @binding(5) var<storage, read> w: array<u32>;         // the weight buffer again, as words
+#ifdef RESIDUAL
+#ifdef Y4
+@group(0) @binding(6) var<storage, read> res4: array<vec4<f32>>; // added to y, same layout
+#else
+@group(0) @binding(6) var<storage, read> res: array<f32>;
+#endif
+#endif
 
 #include quant
+#include activation
 
 // Elements 4i .. 4i+3 of weight row `c` (`wb`: the batch's first f32 weight row, in vec4 units).
 fn chunk(wb: u32, c: u32, i: u32) -> vec4<f32> {
@@ -168,16 +180,27 @@ fn main(
     if (n0 >= p.n) { return; }
     for (var j = 0u; j < 8u; j++) {
         if (m0 + j < p.m) {
-            y4[(yb + (m0 + j) * p.y_stride + n0) / 4u] = acc[j];
+            let i = (yb + (m0 + j) * p.y_stride + n0) / 4u;
+            var v = activation4(ACT, acc[j]);
+#ifdef RESIDUAL
+            v += res4[i];
+#endif
+            y4[i] = v;
         }
     }
 #else
     for (var j = 0u; j < 8u; j++) {
         let m = m0 + j;
         if (m < p.m) {
+            let v = activation4(ACT, acc[j]);
             for (var e = 0u; e < 4u; e++) {
                 if (n0 + e < p.n) {
-                    y[yb + m * p.y_stride + n0 + e] = acc[j][e];
+                    let i = yb + m * p.y_stride + n0 + e;
+#ifdef RESIDUAL
+                    y[i] = v[e] + res[i];
+#else
+                    y[i] = v[e];
+#endif
                 }
             }
         }

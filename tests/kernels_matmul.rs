@@ -13,7 +13,8 @@ mod common;
 use std::sync::Arc;
 
 use webvlm::gpu::{DType, GpuContext, Recorder};
-use webvlm::ops::matmul::{self as mm, Path};
+use webvlm::ops::elementwise::{self as ew, Unary};
+use webvlm::ops::matmul::{self as mm, Epilogue, Path};
 use webvlm::testing::Rng;
 use webvlm::Error;
 
@@ -182,6 +183,93 @@ async fn run_linear(
     }
     let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
     check_linear(&what, &got, &x, m, k, &w_deq, n, with_bias.then_some(&b[..]), dtype.is_quantized())
+}
+
+/// `act(x·wᵀ + b) + r` ([`Epilogue`]): fused into the direct and tiled GEMMs' stores, separate kernels after the
+/// GEMV. Against the f64 reference carried through the activation: the product's bound times the activation's
+/// largest slope (GELU 1.13, SiLU 1.1), the activation's own error as in tests/kernels_elementwise.rs (2e-6
+/// absolute and relative) and the add's rounding.
+#[allow(clippy::too_many_arguments)]
+async fn run_epilogue(
+    ctx: &Arc<GpuContext>,
+    rng: &mut Rng,
+    dtype: DType,
+    (m, k, n): (usize, usize, usize),
+    path: Path,
+    act: Option<Unary>,
+    with_residual: bool,
+) -> Result<(), String> {
+    let what = format!("epilogue {act:?} residual={with_residual} {dtype} {path:?} M={m} K={k} N={n}");
+    let x = rng.vec(m * k, -1.0, 1.0);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let b = rng.vec(n, -1.0, 1.0);
+    let r = rng.vec(m * n, -4.0, 4.0);
+    let w_deq = mm::cpu_roundtrip(&w, dtype).map_err(|e| format!("{what}: {e}"))?;
+    let tw = mm::upload_weight(ctx, &w, &[n, k], dtype).map_err(|e| format!("{what}: {e}"))?;
+    let tx = ctx.upload_f32(&x, &[m, k]).map_err(|e| e.to_string())?;
+    let tb = ctx.upload_f32(&b, &[n]).map_err(|e| e.to_string())?;
+    let tr = ctx.upload_f32(&r, &[m, n]).map_err(|e| e.to_string())?;
+    let epi = Epilogue { act, residual: with_residual.then_some(&tr) };
+    let mut rec = Recorder::new(ctx);
+    let y = mm::linear_epilogue(&mut rec, &tx, &tw, Some(&tb), epi, path).map_err(|e| format!("{what}: {e}"))?;
+    rec.submit().map_err(|e| format!("{what}: {e}"))?;
+    if y.shape != [m, n] {
+        return Err(format!("{what}: output shape {:?}", y.shape));
+    }
+    let got = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
+    let lin = mm::cpu_linear(&x, m, k, &w_deq, n, Some(&b));
+    let activated = match act {
+        Some(op) => ew::cpu_unary(op, &lin),
+        None => lin.clone(),
+    };
+    for i in 0..m {
+        for j in 0..n {
+            let e = i * n + j;
+            let res = if with_residual { r[e] as f64 } else { 0.0 };
+            let want = activated[e] as f64 + res;
+            let eb = bound(&x, k, &w_deq, Some(&b), dtype.is_quantized(), i, j, lin[e]);
+            let tol = 1.13 * eb + 2e-6 * (1.0 + (activated[e] as f64).abs()) + U * want.abs() + 1e-30;
+            let gv = got[e] as f64;
+            if !((gv - want).abs() <= tol) {
+                return Err(format!(
+                    "{what}: y[{i}, {j}] = {gv}, want {want} (|err| {:e} > {tol:e})",
+                    (gv - want).abs()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every epilogue on every path that runs here (the GEMV's separate kernels included), float and quantized
+/// weights, ragged M and N; a residual of the wrong shape is a typed error.
+async fn linear_epilogues() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(21);
+    let mut paths = vec![Path::Gemv, Path::Gemm, Path::Direct];
+    if direct_subgroups(&ctx) {
+        paths.push(Path::DirectSubgroups);
+    }
+    let acts = [None, Some(Unary::GeluTanh), Some(Unary::GeluErf), Some(Unary::Silu)];
+    for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1].into_iter().enumerate() {
+        for (j, &path) in paths.iter().enumerate() {
+            for (a, &act) in acts.iter().enumerate() {
+                let m = if path == Path::Gemv { 1 + (a % 4) } else { [17, 64, 9][(i + a) % 3] };
+                let n = [7, 64, 33][(j + a) % 3];
+                let k = if dtype == DType::Q4_1 { 64 } else { [32, 40][a % 2] };
+                run_epilogue(&ctx, &mut rng, dtype, (m, k, n), path, act, (i + j + a) % 2 == 0).await?;
+                run_epilogue(&ctx, &mut rng, dtype, (m, k, n), path, act, (i + j + a) % 2 == 1).await?;
+            }
+        }
+    }
+    let tw = mm::upload_weight(&ctx, &[0.0; 8 * 32], &[8, 32], DType::F32).map_err(|e| e.to_string())?;
+    let tx = ctx.upload_f32(&[0.0; 17 * 32], &[17, 32]).map_err(|e| e.to_string())?;
+    let tr = ctx.upload_f32(&[0.0; 17 * 7], &[17, 7]).map_err(|e| e.to_string())?;
+    let epi = Epilogue { act: None, residual: Some(&tr) };
+    match mm::linear_epilogue(&mut Recorder::new(&ctx), &tx, &tw, None, epi, Path::Auto) {
+        Err(Error::Shape { .. }) => Ok(()),
+        other => Err(format!("a [17, 7] residual for a [17, 8] output: expected a shape error, got {other:?}")),
+    }
 }
 
 const MS: &[usize] = &[1, 2, 3, 17, 64, 129];
@@ -614,6 +702,7 @@ mod run {
         chunked_upload_equals_whole,
         linear_float,
         linear_swiglu,
+        linear_epilogues,
         stacked_weights_equal_their_parts,
         linear_quant,
         linear_plain_context,

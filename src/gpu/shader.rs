@@ -32,11 +32,21 @@ macro_rules! shader {
 
 /// All shader files. An op refers to its file by `name`.
 pub static SHADERS: &[ShaderFile] = &[
-    shader!("quant", []), // library: validated inside its includers
+    shader!("quant", []),      // library: validated inside its includers
+    shader!("activation", []), // library
     shader!("copy", [&[]]),
     shader!(
         "matmul_direct",
-        [&[], &["Y4"], &["SG_X", "SG4"], &["SG_X", "SG8"], &["Y4", "SG_X", "SG4"], &["Y4", "SG_X", "SG8"]]
+        [
+            &[],
+            &["Y4"],
+            &["SG_X", "SG4"],
+            &["SG_X", "SG8"],
+            &["Y4", "SG_X", "SG4"],
+            &["Y4", "SG_X", "SG8"],
+            &["RESIDUAL"],
+            &["Y4", "RESIDUAL", "SG_X", "SG4"]
+        ]
     ),
     shader!("elementwise", [&[], &["BINARY"]]),
     shader!("norm", [&[], &["LAYER"], &["RESIDUAL"], &["ROWS"], &["LAYER", "ROWS"], &["RESIDUAL", "ROWS"]]),
@@ -51,10 +61,14 @@ pub static SHADERS: &[ShaderFile] = &[
             &["F16_WEIGHTS", "SHADER_F16"],
             &["QUANT", "Q8_0"],
             &["QUANT", "Q4_0"],
-            &["QUANT", "Q4_1"]
+            &["QUANT", "Q4_1"],
+            &["RESIDUAL"]
         ]
     ),
-    shader!("gemv", [&[], &["SUBGROUPS"], &["SWIGLU"], &["SUBGROUPS", "SWIGLU"]]),
+    shader!(
+        "gemv",
+        [&[], &["SUBGROUPS"], &["SWIGLU"], &["SUBGROUPS", "SWIGLU"], &["SG_X", "SG4"], &["SG_X", "SG8", "SWIGLU"]]
+    ),
     shader!("attention", [&[], &["SPLIT"], &["COMBINE"], &["TRANSPOSE_V"]]),
     shader!("vision", [&["UNFOLD"], &["SHUFFLE"]]),
     shader!(

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::nn::{Activation, LayerNorm, Linear, Mlp, VarBuilder};
+use crate::ops::matmul::Epilogue;
 use crate::ops::{attention, elementwise, vision};
 
 fn default_eps() -> f64 {
@@ -154,11 +155,10 @@ impl VisionTransformer {
             let k = l.k.forward(rec, &h)?.reshape(&[n, nh, hd])?;
             let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
             let a = attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?;
-            let o = l.out.forward(rec, &a)?;
-            x = elementwise::add(rec, &x, &o)?;
+            // the residual adds fused into the out-projection's and fc2's GEMMs
+            x = l.out.forward_epilogue(rec, &a, Epilogue { act: None, residual: Some(&x) })?;
             let h = l.ln2.forward(rec, &x)?;
-            let m = l.mlp.forward(rec, &h)?;
-            x = elementwise::add(rec, &x, &m)?;
+            x = l.mlp.forward_residual(rec, &h, Some(&x))?;
         }
         let post_norm = match &self.post_ln {
             Some(ln) => Some(ln.forward(rec, &x)?),

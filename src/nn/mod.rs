@@ -46,6 +46,11 @@ impl Linear {
         matmul::linear(rec, x, &self.w, self.b.as_ref())
     }
 
+    /// `act(x·Wᵀ + b) + residual`, the activation and the add fused into the GEMM's stores ([`matmul::Epilogue`]).
+    pub fn forward_epilogue(&self, rec: &mut Recorder, x: &Tensor, epi: matmul::Epilogue) -> Result<Tensor> {
+        matmul::linear_epilogue(rec, x, &self.w, self.b.as_ref(), epi, matmul::Path::Auto)
+    }
+
     pub fn out_dim(&self) -> usize {
         self.w.shape[0]
     }
@@ -112,12 +117,16 @@ impl Activation {
         })
     }
     pub fn forward(self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        let op = match self {
+        elementwise::unary(rec, self.op(), x)
+    }
+
+    /// The elementwise op of this activation.
+    pub fn op(self) -> elementwise::Unary {
+        match self {
             Activation::GeluTanh => elementwise::Unary::GeluTanh,
             Activation::GeluErf => elementwise::Unary::GeluErf,
             Activation::Silu => elementwise::Unary::Silu,
-        };
-        elementwise::unary(rec, op, x)
+        }
     }
 }
 
@@ -130,9 +139,13 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        let h = self.fc1.forward(rec, x)?;
-        let h = self.act.forward(rec, &h)?;
-        self.fc2.forward(rec, &h)
+        self.forward_residual(rec, x, None)
+    }
+
+    /// `fc2(act(fc1(x))) + residual`: the activation fused into fc1's GEMM, the add into fc2's.
+    pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.fc1.forward_epilogue(rec, x, matmul::Epilogue { act: Some(self.act.op()), residual: None })?;
+        self.fc2.forward_epilogue(rec, &h, matmul::Epilogue { act: None, residual })
     }
 }
 

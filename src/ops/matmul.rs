@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Binding, Caps, DType, GpuContext, PipelineKey, Recorder, Tensor};
 use crate::loader::{self, quant};
 
+use super::elementwise::{self, Unary};
 use super::{expect_dtype, params};
 
 /// Largest number of x rows the GEMV handles in one weight pass (it keeps one vec4 accumulator: one lane per row).
@@ -76,6 +77,40 @@ pub enum Path {
     /// The direct GEMM sharing its x rows by subgroup broadcasts even where it is not the default
     /// ([`Error::MissingFeature`] without one fixed subgroup size of 4 or 8).
     DirectSubgroups,
+}
+
+/// What a linear layer does to its outputs before they are stored: `y = act(x·wᵀ + bias) + residual`. The GEMMs
+/// (direct and tiled) do it in their store loop, with no extra pass over y (a ViT's GELU after fc1 and its two
+/// residual adds per layer); the GEMV paths run the same ops as separate kernels.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    pub act: Option<Unary>,
+    /// `[.., N]` like the output
+    pub residual: Option<&'a Tensor>,
+}
+
+impl Epilogue<'_> {
+    /// The shaders' ACT number (`activation4` of activation.wgsl).
+    fn act_code(&self) -> u32 {
+        match self.act {
+            None => 0,
+            Some(Unary::GeluTanh) => 1,
+            Some(Unary::GeluErf) => 2,
+            Some(Unary::Silu) => 3,
+        }
+    }
+
+    /// The epilogue as separate kernels over a finished `y` (the GEMV paths).
+    fn apply(&self, rec: &mut Recorder, y: Tensor) -> Result<Tensor> {
+        let y = match self.act {
+            Some(op) => elementwise::unary(rec, op, &y)?,
+            None => y,
+        };
+        match self.residual {
+            Some(r) => elementwise::add(rec, &y, r),
+            None => Ok(y),
+        }
+    }
 }
 
 /// The parameter block of `matmul_direct.wgsl`.
@@ -167,7 +202,19 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
 
 /// [`linear`] with the kernel chosen by the caller.
 pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, path: Path) -> Result<Tensor> {
-    product(rec, "linear", x, w, bias, path, false)
+    product(rec, "linear", x, w, bias, path, false, Epilogue::default())
+}
+
+/// [`linear`] followed by an activation and/or a residual add ([`Epilogue`]), fused into the GEMM's stores.
+pub fn linear_epilogue(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    epi: Epilogue,
+    path: Path,
+) -> Result<Tensor> {
+    product(rec, "linear", x, w, bias, path, false, epi)
 }
 
 /// The SwiGLU MLP's first half: `silu(x·gateᵀ + b_g) ∘ (x·upᵀ + b_u)` for `w = [gate; up]` stacked (`[2F, K]`,
@@ -187,10 +234,11 @@ pub fn linear_swiglu_with(
     bias: Option<&Tensor>,
     path: Path,
 ) -> Result<Tensor> {
-    product(rec, "linear_swiglu", x, w, bias, path, true)
+    product(rec, "linear_swiglu", x, w, bias, path, true, Epilogue::default())
 }
 
 /// `linear` and `linear_swiglu`: checks, then the kernel for `path`.
+#[allow(clippy::too_many_arguments)]
 fn product(
     rec: &mut Recorder,
     op: &'static str,
@@ -199,6 +247,7 @@ fn product(
     bias: Option<&Tensor>,
     path: Path,
     swiglu: bool,
+    epi: Epilogue,
 ) -> Result<Tensor> {
     expect_dtype(op, x, DType::F32)?;
     let (n, k) = match w.shape[..] {
@@ -253,13 +302,25 @@ fn product(
         Path::Gemm | Path::Direct | Path::DirectSubgroups => false,
     };
     if swiglu && !use_gemv {
-        let full = product(rec, op, x, w, bias, path, false)?;
+        let full = product(rec, op, x, w, bias, path, false, Epilogue::default())?;
         return super::elementwise::swiglu_halves(rec, &full);
     }
     // outputs per row of x: the SwiGLU GEMV writes one per gate/up pair
     let n_out = if swiglu { n / 2 } else { n };
     let mut out_shape = x.shape.clone();
     *out_shape.last_mut().unwrap() = n_out;
+    if let Some(r) = epi.residual {
+        expect_dtype(op, r, DType::F32)?;
+        if swiglu || r.shape != out_shape {
+            return Err(Error::Shape {
+                op,
+                detail: format!("residual {:?} does not match the output {out_shape:?} (or SwiGLU)", r.shape),
+            });
+        }
+    }
+    if swiglu && epi.act.is_some() {
+        return Err(Error::Shape { op, detail: "SwiGLU takes no further activation".into() });
+    }
     let out = rec.empty(&out_shape, DType::F32)?;
     if m == 0 || n == 0 {
         return Ok(out);
@@ -297,10 +358,11 @@ fn product(
         for m0 in (0..m).step_by(GEMV_MAX_M) {
             kernel.run(rec, x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
         }
+        return epi.apply(rec, out);
     } else if direct {
-        gemm_direct(rec, x, w, bias, &out, [m, n, k], sg)?;
+        gemm_direct(rec, x, w, bias, &out, [m, n, k], sg, &epi)?;
     } else {
-        gemm(rec, x, w, bias, &out, m, n, k, 1, [0, 0, 0], true)?;
+        gemm(rec, x, w, bias, &out, m, n, k, 1, [0, 0, 0], true, &epi)?;
     }
     Ok(out)
 }
@@ -326,6 +388,7 @@ fn gemm_direct(
     out: &Tensor,
     [m, n, k]: [usize; 3],
     sg: Option<u32>,
+    epi: &Epilogue,
 ) -> Result<()> {
     const OP: &str = "matmul_direct";
     const WG: u32 = 64;
@@ -339,7 +402,9 @@ fn gemm_direct(
     };
     // whole rows of vec4 outputs: aligned vec4 stores (scattered scalar stores cost CPU adapters more than the
     // products of a short K)
-    let key = direct_key(n % 4 == 0, sg, WG, fmt);
+    let key = direct_key(n % 4 == 0, sg, WG, fmt)
+        .define_if(epi.residual.is_some(), "RESIDUAL")
+        .constant("ACT", epi.act_code());
     let g = GemvParams::new(OP, m, n, k, w, bias)?;
     let k4 = g.k / 4;
     let p = DirectParams {
@@ -356,7 +421,9 @@ fn gemm_direct(
     };
     let b: Binding = bias.unwrap_or(x).into();
     let grid = [(n as u32).div_ceil(4 * WG), (m as u32).div_ceil(8), 1];
-    rec.dispatch(&key, &params(&p), &[x.into(), w.into(), b, out.into(), w.into()], grid)
+    let mut bindings: Vec<Binding> = vec![x.into(), w.into(), b, out.into(), w.into()];
+    bindings.extend(epi.residual.map(Binding::from));
+    rec.dispatch(&key, &params(&p), &bindings, grid)
 }
 
 /// A matrix inside an f32 tensor: element `off`, rows `stride` elements apart, batch `b` at `off + b · batch`.
@@ -520,6 +587,7 @@ fn gemm(
     batch: usize,
     strides: [usize; 3],
     trans_b: bool,
+    epi: &Epilogue,
 ) -> Result<()> {
     const OP: &str = "matmul";
     let ctx = rec.ctx();
@@ -533,6 +601,7 @@ fn gemm(
         DType::Q4_1 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_1"),
         DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
     };
+    let key = key.define_if(epi.residual.is_some(), "RESIDUAL").constant("ACT", epi.act_code());
     if w.dtype != DType::F32 && !trans_b {
         return Err(Error::UnsupportedDtype { op: OP, dtype: format!("{} as an untransposed B", w.dtype) });
     }
@@ -550,7 +619,9 @@ fn gemm(
     };
     let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, batch as u32];
     let b: Binding = bias.unwrap_or(a).into();
-    rec.dispatch(&key, &params(&p), &[a.into(), w.into(), b, out.into()], grid)
+    let mut bindings: Vec<Binding> = vec![a.into(), w.into(), b, out.into()];
+    bindings.extend(epi.residual.map(Binding::from));
+    rec.dispatch(&key, &params(&p), &bindings, grid)
 }
 
 /// General f32 matrix product: `a [M, K] × b [K, N]` (or `× b[N, K]ᵀ` with `transpose_b`) → `[M, N]`.
@@ -599,7 +670,7 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, transpose_b: bool) -> 
         });
     }
     let strides = [m * k, if b_batch.is_some() { k * n } else { 0 }, m * n];
-    gemm(rec, a, b, None, &out, m, n, k, batch, strides, transpose_b)?;
+    gemm(rec, a, b, None, &out, m, n, k, batch, strides, transpose_b, &Epilogue::default())?;
     Ok(out)
 }
 
