@@ -11,10 +11,12 @@
 // - SUBGROUPS: one subgroup per output row; its lanes read consecutive 16-byte chunks of the row (coalesced) and
 //   combine with subgroupAdd, still without barriers. Rows of a workgroup are shared out over its subgroups, so
 //   any subgroup size works.
-// - SG_X (with SG4 or SG8, the adapter's one subgroup size; one x row, RPT = 4, K % 32 == 0): the default kernel,
-//   but each block of 8 x chunks is loaded once per subgroup and shared by subgroupBroadcast. CPU adapters
+// - SG_X (with SG4 or SG8, the adapter's one subgroup size; one x row, RPT = 4, quantized weights): the default
+//   kernel, but each block of 8 x chunks is loaded once per subgroup and shared by subgroupBroadcast. CPU adapters
 //   emulate every lane's load as a gather even when all lanes read one address, and x's loads outnumbered the
-//   weight's (8 x chunks against 4 weight chunks per block of 4 rows); the trick of matmul_direct.wgsl.
+//   weight's (8 x chunks against 4 weight chunks per block of 4 rows); the trick of matmul_direct.wgsl. Not for
+//   f32 / f16 weights (one x chunk per weight chunk): blocks of 8 shared chunks spilled on SwiftShader (f32 GEMV
+//   1.5 x slower), blocks of 4 gained nothing on lavapipe.
 //
 // Layouts (src/gpu/tensor.rs): all weights are read as vec4<u32> words.
 //   f32: K % 4 == 0, 4 elements per vec4.   f16: K % 8 == 0, 8 halves per vec4 (element 2i in the low half).
@@ -295,33 +297,15 @@ fn rows4_dot(fmt: u32, row0: u32, off: u32) -> vec4<f32> {
     if (fmt == FMT_F32) {
         let k4 = p.k / 4u;
         let base = r * k4;
-#ifdef SG_X
-        for (var i0 = 0u; i0 < k4; i0 += 8u) {
-            let xs = x_block(i0, vec4<f32>(1.0));
-            acc += f32_dot4(base + vec4<u32>(i0), xs[0]) + f32_dot4(base + vec4<u32>(i0 + 1u), xs[1])
-                 + f32_dot4(base + vec4<u32>(i0 + 2u), xs[2]) + f32_dot4(base + vec4<u32>(i0 + 3u), xs[3])
-                 + f32_dot4(base + vec4<u32>(i0 + 4u), xs[4]) + f32_dot4(base + vec4<u32>(i0 + 5u), xs[5])
-                 + f32_dot4(base + vec4<u32>(i0 + 6u), xs[6]) + f32_dot4(base + vec4<u32>(i0 + 7u), xs[7]);
-        }
-#else
         for (var i = 0u; i < k4; i++) {
             acc += f32_dot4(base + vec4<u32>(i), x[i]);
         }
-#endif
     } else if (fmt == FMT_F16) {
         let k8 = p.k / 8u;
         let base = r * k8;
-#ifdef SG_X
-        for (var i0 = 0u; i0 < k8; i0 += 4u) {
-            let xs = x_block(2u * i0, vec4<f32>(1.0));
-            acc += f16_dot4(base + vec4<u32>(i0), xs[0], xs[1]) + f16_dot4(base + vec4<u32>(i0 + 1u), xs[2], xs[3])
-                 + f16_dot4(base + vec4<u32>(i0 + 2u), xs[4], xs[5]) + f16_dot4(base + vec4<u32>(i0 + 3u), xs[6], xs[7]);
-        }
-#else
         for (var i = 0u; i < k8; i++) {
             acc += f16_dot4(base + vec4<u32>(i), x[2u * i], x[2u * i + 1u]);
         }
-#endif
     } else {
         let bpr = p.k / 32u;
         let base = r * bpr;

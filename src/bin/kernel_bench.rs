@@ -69,12 +69,15 @@ mod native {
     const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
 
     fn gemv_bench(ctx: &GpuContext, cli: &Cli, path: Path, copy_gbps: Option<f64>) -> Result<Vec<Value>> {
-        let variant = if path == Path::GemvSubgroups || (path == Path::Gemv && mm::use_subgroup_gemv(&ctx.caps)) {
-            "subgroups"
-        } else if path == Path::GemvSharedX || mm::gemv_shares_x(&ctx.caps).is_some() {
-            "shared_x"
-        } else {
-            "plain"
+        // the GEMV's variant for a dtype on this path (shared x: quantized weights only)
+        let variant = |dtype: DType| {
+            if path == Path::GemvSubgroups || (path == Path::Gemv && mm::use_subgroup_gemv(&ctx.caps)) {
+                "subgroups"
+            } else if dtype.is_quantized() && (path == Path::GemvSharedX || mm::gemv_shares_x(&ctx.caps).is_some()) {
+                "shared_x"
+            } else {
+                "plain"
+            }
         };
         let mut rng = Rng::new(1);
         let mut out = Vec::new();
@@ -82,6 +85,7 @@ mod native {
         // (name, N) per dtype: the large problem has ~gemv_mib of weights whatever the dtype; the model problems
         // are SmolLM2-135M's decode matrices (MLP up/gate and the LM head, K = 576).
         for dtype in DTYPES {
+            let variant = variant(dtype);
             let bytes_per_row = dtype.storage_bytes(k) as usize;
             let n_big = (cli.gemv_mib << 20) / bytes_per_row / 64 * 64;
             for (name, n, k) in [("large", n_big, k), ("smollm2_mlp_up", 1536, 576), ("smollm2_lm_head", 49152, 576)] {

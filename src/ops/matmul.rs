@@ -66,7 +66,7 @@ pub enum Path {
     /// The subgroup GEMV even where it is not the default ([`Error::MissingFeature`] without subgroups).
     GemvSubgroups,
     /// The GEMV of an invocation per 4 output rows sharing its x chunks by subgroup broadcasts (`gemv.wgsl`
-    /// SG_X) even where it is not the default; one row of x and K % 32 == 0, else the plain variant
+    /// SG_X) even where it is not the default; one row of x and quantized weights, else the plain variant
     /// ([`Error::MissingFeature`] without one fixed subgroup size of 4 or 8).
     GemvSharedX,
     /// The tiled GEMM (workgroup memory, barriers): GPUs.
@@ -525,7 +525,7 @@ struct Gemv<'a> {
     n: usize,
     k: usize,
     force_subgroups: bool,
-    /// SG_X's subgroup size where it applies (one x row, K % 32 == 0, not the subgroup GEMV)
+    /// SG_X's subgroup size where it applies (one x row, quantized weights, not the subgroup GEMV)
     shared_x: Option<u32>,
     swiglu: bool,
 }
@@ -547,7 +547,7 @@ impl Gemv<'_> {
         };
         // rows per invocation without subgroups: 4 for a single x row (each x load serves 4 weight rows)
         let rpt = if !subgroups && mr == 1 { 4 } else { 1 };
-        let sg_x = self.shared_x.filter(|_| rpt == 4 && k % DType::QK == 0);
+        let sg_x = self.shared_x.filter(|_| rpt == 4 && w.dtype.is_quantized());
         let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG * rpt };
         let key = PipelineKey::new("gemv", entry)
             .define_if(subgroups, "SUBGROUPS")
