@@ -91,8 +91,9 @@ fn chunk(wb: u32, c: u32, i: u32) -> vec4<f32> {
     if (FMT == 2u) {
         return q8_0_quad(blk, t, q8_0_scale(p.scales_offset, blk));
     }
-    let word = w[blk * 4u + (t & 3u)];
-    let q = select(q4_lo(word), q4_hi(word), t >= 4u);
+    // only the chunk's half of the nibbles (computing both and selecting cost SwiftShader a third of its Q4_1
+    // prefill GEMM time, with the old u32 -> f32 conversions)
+    let q = q4_lo(w[blk * 4u + (t & 3u)] >> select(0u, 4u, t >= 4u));
     if (FMT == 3u) {
         return (q - vec4<f32>(8.0)) * q4_0_scale(p.scales_offset, blk);
     }

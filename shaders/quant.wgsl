@@ -22,11 +22,12 @@ fn q4_0_scale(scales_off: u32, blk: u32) -> f32 {
     let s = unpack2x16float(w[scales_off + blk / 2u]);
     return select(s.x, s.y, (blk & 1u) == 1u);
 }
+// Converted from i32: one instruction on x86 (what lavapipe and SwiftShader run on), u32 -> f32 is several.
 fn q4_lo(word: u32) -> vec4<f32> {
-    return vec4<f32>(f32(word & 15u), f32((word >> 8u) & 15u), f32((word >> 16u) & 15u), f32((word >> 24u) & 15u));
+    return vec4<f32>(vec4<i32>((vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u)));
 }
 fn q4_hi(word: u32) -> vec4<f32> {
-    return vec4<f32>(f32((word >> 4u) & 15u), f32((word >> 12u) & 15u), f32((word >> 20u) & 15u), f32((word >> 28u) & 15u));
+    return q4_lo(word >> 4u);
 }
 
 // Q4_1: 20-byte block = f16 d + f16 m + 16 bytes; x = q*d + m; one scale word per block (d low, m high).
