@@ -380,6 +380,7 @@ fn direct_key(y4: bool, sg: Option<u32>, wg: u32, fmt: u32) -> PipelineKey {
 }
 
 /// `matmul_direct.wgsl`: one dispatch, 8 rows of x × 4 weight rows per invocation.
+#[allow(clippy::too_many_arguments)]
 fn gemm_direct(
     rec: &mut Recorder,
     x: &Tensor,
