@@ -1,7 +1,8 @@
 // Barrier-free GEMM for CPU-emulated adapters (lavapipe, SwiftShader): y[m, n] = sum_k x[m, k] * w[n, k] + bias[n].
 //
 // Each invocation computes 4 output columns (weight rows n0..n0+3) for 8 rows of x (m0..m0+7, from wid.y): per
-// 4-element chunk of K it loads 4 weight chunks and 8 x chunks and does 32 dot products. The x indices depend only
+// 4-element chunk of K it takes 4 weight chunks and 8 x chunks and does 32 dot products (`mac`; quantized weights
+// load each 32-element block's words and scale once per column, see block_words). The x indices depend only
 // on the workgroup and the loop counter, so every lane loads the same x address (a broadcast on CPU adapters,
 // which run invocations as SIMD lanes and pay a gather for per-lane addresses); only the weight loads are per
 // lane. No workgroup memory, no barriers: both cost CPU adapters far more than the cache traffic they save.
@@ -77,32 +78,79 @@ struct Params {
 #include quant
 #include activation
 
-// Elements 4i .. 4i+3 of weight row `c` (`wb`: the batch's first f32 weight row, in vec4 units).
+// Elements 4i .. 4i+3 of float weight row `c` (`wb`: the batch's first f32 weight row, in vec4 units).
 fn chunk(wb: u32, c: u32, i: u32) -> vec4<f32> {
     if (FMT == 0u) {
         return bitcast<vec4<f32>>(w4[wb + c * p.w_stride + i]);
     }
-    if (FMT == 1u) {
-        let base = c * (p.k / 2u) + 2u * i;
-        return vec4<f32>(unpack2x16float(w[base]), unpack2x16float(w[base + 1u]));
-    }
-    let blk = c * (p.k / 32u) + i / 8u;
-    let t = i % 8u;
+    let base = c * (p.k / 2u) + 2u * i;
+    return vec4<f32>(unpack2x16float(w[base]), unpack2x16float(w[base + 1u]));
+}
+
+// Quantized weights go by 32-element blocks: per block and column one scale and the block's quant words (one
+// vec4: Q4's 16 bytes; two for Q8_0's 32) are loaded once, and its 8 chunks are cut from them in registers —
+// instead of a word and a scale gather per chunk (CPU adapters emulate every lane's load as a gather).
+// Half `h` of block `blk`'s words: Q8_0 words 4h .. 4h + 3; Q4 the same 4 words for both halves (low, high nibbles).
+fn block_words(blk: u32, h: u32) -> vec4<u32> {
     if (FMT == 2u) {
-        return q8_0_quad(blk, t, q8_0_scale(p.scales_offset, blk));
+        return w4[blk * 2u + h];
     }
-    // only the chunk's half of the nibbles (computing both and selecting cost SwiftShader a third of its Q4_1
-    // prefill GEMM time, with the old u32 -> f32 conversions)
-    let q = q4_lo(w[blk * 4u + (t & 3u)] >> select(0u, 4u, t >= 4u));
-    if (FMT == 3u) {
-        return (q - vec4<f32>(8.0)) * q4_0_scale(p.scales_offset, blk);
+    return w4[blk];
+}
+
+// (d, m) with value = q·d + m: Q8_0 (d, 0), Q4_0 (d, −8d), Q4_1 (d, m).
+fn block_scale(blk: u32) -> vec2<f32> {
+    if (FMT == 4u) {
+        return q4_1_dm(p.scales_offset, blk);
     }
-    let dm = q4_1_dm(p.scales_offset, blk);
-    return fma(q, vec4<f32>(dm.x), vec4<f32>(dm.y));
+    let d = q8_0_scale(p.scales_offset, blk); // Q8_0 and Q4_0 store their f16 d the same way
+    return vec2<f32>(d, select(-8.0 * d, 0.0, FMT == 2u));
+}
+
+// The 4 values of one quant word: Q8_0 its signed bytes; Q4 the low (h = 0) or high (h = 1) nibble of each byte.
+fn dequant(word: u32, s: vec2<f32>, h: u32) -> vec4<f32> {
+    var q: vec4<f32>;
+    if (FMT == 2u) {
+        q = vec4<f32>(vec4<i32>(i32(word << 24u), i32(word << 16u), i32(word << 8u), i32(word)) >> vec4<u32>(24u));
+    } else {
+        q = q4_lo(word >> (4u * h));
+    }
+    return fma(q, vec4<f32>(s.x), vec4<f32>(s.y));
 }
 
 fn dots(xv: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
+}
+
+// The 8 rows' accumulators (rows m0 .. m0 + 7, each 4 columns)
+alias Acc = array<vec4<f32>, 8>;
+
+// `acc` plus x chunk i of the 8 rows dotted with the 4 columns' weight chunks. `ra` / `rb`: the rows' offsets
+// (SG_X: this lane's rows in ra.x, and ra.y with SG4).
+fn mac(acc: Acc, ra: vec4<u32>, rb: vec4<u32>, i: u32, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>,
+       w3: vec4<f32>) -> Acc {
+#ifdef SG_X
+    // rows 0-3 from lanes 0-3 of xa; rows 4-7 from lanes 0-3 of xc (SG4) or lanes 4-7 of xa (SG8)
+    let xa = x[ra.x + i];
+#ifdef SG4
+    let xc = x[ra.y + i];
+#else
+    let xc = xa;
+#endif
+    return Acc(acc[0] + dots(subgroupBroadcast(xa, 0u), w0, w1, w2, w3),
+               acc[1] + dots(subgroupBroadcast(xa, 1u), w0, w1, w2, w3),
+               acc[2] + dots(subgroupBroadcast(xa, 2u), w0, w1, w2, w3),
+               acc[3] + dots(subgroupBroadcast(xa, 3u), w0, w1, w2, w3),
+               acc[4] + dots(subgroupBroadcast(xc, HI + 0u), w0, w1, w2, w3),
+               acc[5] + dots(subgroupBroadcast(xc, HI + 1u), w0, w1, w2, w3),
+               acc[6] + dots(subgroupBroadcast(xc, HI + 2u), w0, w1, w2, w3),
+               acc[7] + dots(subgroupBroadcast(xc, HI + 3u), w0, w1, w2, w3));
+#else
+    return Acc(acc[0] + dots(x[ra.x + i], w0, w1, w2, w3), acc[1] + dots(x[ra.y + i], w0, w1, w2, w3),
+               acc[2] + dots(x[ra.z + i], w0, w1, w2, w3), acc[3] + dots(x[ra.w + i], w0, w1, w2, w3),
+               acc[4] + dots(x[rb.x + i], w0, w1, w2, w3), acc[5] + dots(x[rb.y + i], w0, w1, w2, w3),
+               acc[6] + dots(x[rb.z + i], w0, w1, w2, w3), acc[7] + dots(x[rb.w + i], w0, w1, w2, w3));
+#endif
 }
 
 @compute @workgroup_size(WG)
@@ -119,63 +167,64 @@ fn main(
     let wb = p.w_off + wid.z * p.w_batch;
     let xb = vec4<u32>(p.x_off + wid.z * p.x_batch);
     let c = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-    let ra = min(vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.x_stride + xb;
+    var ra = min(vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.x_stride + xb;
     let rb = min(vec4<u32>(m0) + vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(p.m - 1u)) * p.x_stride + xb;
 #ifdef SG_X
     // this lane's share of the x rows (the rows past M clamped like above)
-    let la = min(m0 + sl, p.m - 1u) * p.x_stride + xb.x;
+    ra.x = min(m0 + sl, p.m - 1u) * p.x_stride + xb.x;
 #ifdef SG4
-    let lb = min(m0 + 4u + sl, p.m - 1u) * p.x_stride + xb.x;
+    ra.y = min(m0 + 4u + sl, p.m - 1u) * p.x_stride + xb.x;
 #endif
 #endif
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    for (var i = 0u; i < k4; i++) {
-        let w0 = chunk(wb, c.x, i);
-        let w1 = chunk(wb, c.y, i);
-        let w2 = chunk(wb, c.z, i);
-        let w3 = chunk(wb, c.w, i);
-#ifdef SG_X
-        // rows 0-3 from lanes 0-3 of xa; rows 4-7 from lanes 0-3 of xc (SG4) or lanes 4-7 of xa (SG8)
-        let xa = x[la + i];
-#ifdef SG4
-        let xc = x[lb + i];
-#else
-        let xc = xa;
-#endif
-        a0 += dots(subgroupBroadcast(xa, 0u), w0, w1, w2, w3);
-        a1 += dots(subgroupBroadcast(xa, 1u), w0, w1, w2, w3);
-        a2 += dots(subgroupBroadcast(xa, 2u), w0, w1, w2, w3);
-        a3 += dots(subgroupBroadcast(xa, 3u), w0, w1, w2, w3);
-        a4 += dots(subgroupBroadcast(xc, HI + 0u), w0, w1, w2, w3);
-        a5 += dots(subgroupBroadcast(xc, HI + 1u), w0, w1, w2, w3);
-        a6 += dots(subgroupBroadcast(xc, HI + 2u), w0, w1, w2, w3);
-        a7 += dots(subgroupBroadcast(xc, HI + 3u), w0, w1, w2, w3);
-#endif
-#ifndef SG_X
-        a0 += dots(x[ra.x + i], w0, w1, w2, w3);
-        a1 += dots(x[ra.y + i], w0, w1, w2, w3);
-        a2 += dots(x[ra.z + i], w0, w1, w2, w3);
-        a3 += dots(x[ra.w + i], w0, w1, w2, w3);
-        a4 += dots(x[rb.x + i], w0, w1, w2, w3);
-        a5 += dots(x[rb.y + i], w0, w1, w2, w3);
-        a6 += dots(x[rb.z + i], w0, w1, w2, w3);
-        a7 += dots(x[rb.w + i], w0, w1, w2, w3);
-#endif
+    var a = Acc();
+    if (FMT < 2u) {
+        for (var i = 0u; i < k4; i++) {
+            a = mac(a, ra, rb, i, chunk(wb, c.x, i), chunk(wb, c.y, i), chunk(wb, c.z, i), chunk(wb, c.w, i));
+        }
+    } else {
+        let nb = p.k / 32u;
+        let cb = c * nb;
+        for (var j = 0u; j < nb; j++) {
+            let i = 8u * j;
+            let s0 = block_scale(cb.x + j);
+            let s1 = block_scale(cb.y + j);
+            let s2 = block_scale(cb.z + j);
+            let s3 = block_scale(cb.w + j);
+            var q0 = block_words(cb.x + j, 0u);
+            var q1 = block_words(cb.y + j, 0u);
+            var q2 = block_words(cb.z + j, 0u);
+            var q3 = block_words(cb.w + j, 0u);
+            a = mac(a, ra, rb, i, dequant(q0.x, s0, 0u), dequant(q1.x, s1, 0u),
+                    dequant(q2.x, s2, 0u), dequant(q3.x, s3, 0u));
+            a = mac(a, ra, rb, i + 1u, dequant(q0.y, s0, 0u), dequant(q1.y, s1, 0u),
+                    dequant(q2.y, s2, 0u), dequant(q3.y, s3, 0u));
+            a = mac(a, ra, rb, i + 2u, dequant(q0.z, s0, 0u), dequant(q1.z, s1, 0u),
+                    dequant(q2.z, s2, 0u), dequant(q3.z, s3, 0u));
+            a = mac(a, ra, rb, i + 3u, dequant(q0.w, s0, 0u), dequant(q1.w, s1, 0u),
+                    dequant(q2.w, s2, 0u), dequant(q3.w, s3, 0u));
+            if (FMT == 2u) {
+                q0 = block_words(cb.x + j, 1u);
+                q1 = block_words(cb.y + j, 1u);
+                q2 = block_words(cb.z + j, 1u);
+                q3 = block_words(cb.w + j, 1u);
+            }
+            a = mac(a, ra, rb, i + 4u, dequant(q0.x, s0, 1u), dequant(q1.x, s1, 1u),
+                    dequant(q2.x, s2, 1u), dequant(q3.x, s3, 1u));
+            a = mac(a, ra, rb, i + 5u, dequant(q0.y, s0, 1u), dequant(q1.y, s1, 1u),
+                    dequant(q2.y, s2, 1u), dequant(q3.y, s3, 1u));
+            a = mac(a, ra, rb, i + 6u, dequant(q0.z, s0, 1u), dequant(q1.z, s1, 1u),
+                    dequant(q2.z, s2, 1u), dequant(q3.z, s3, 1u));
+            a = mac(a, ra, rb, i + 7u, dequant(q0.w, s0, 1u), dequant(q1.w, s1, 1u),
+                    dequant(q2.w, s2, 1u), dequant(q3.w, s3, 1u));
+        }
     }
     var b = vec4<f32>(0.0);
     if (p.has_bias != 0u) {
         b = vec4<f32>(bias[c.x], bias[c.y], bias[c.z], bias[c.w]);
     }
     let al = p.alpha;
-    let acc = array<vec4<f32>, 8>(al * a0 + b, al * a1 + b, al * a2 + b, al * a3 + b,
-                                  al * a4 + b, al * a5 + b, al * a6 + b, al * a7 + b);
+    let acc = Acc(al * a[0] + b, al * a[1] + b, al * a[2] + b, al * a[3] + b,
+                  al * a[4] + b, al * a[5] + b, al * a[6] + b, al * a[7] + b);
     let yb = p.y_off + wid.z * p.y_batch;
 #ifdef Y4
     if (n0 >= p.n) { return; }
