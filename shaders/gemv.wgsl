@@ -264,7 +264,7 @@ fn f16_dot4(i: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> vec4<f32> {
 }
 
 #ifdef SG_X
-var<private> sl: u32; // subgroup_invocation_id
+var<private> sl: u32; // subgroup_invocation_id, set by the quantized entry points (SG_X is for them only)
 
 // x chunks xi .. xi + 7 times `sc`: lane s loads chunk xi + s (and xi + 4 + s with SG4), the others come by
 // broadcast. In uniform control flow only (every lane of the subgroup calls it with the same xi).
@@ -407,26 +407,12 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
 
 @compute @workgroup_size(WG)
 fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32,
-#ifdef SG_X
-            @builtin(subgroup_invocation_id) lane: u32,
-#endif
-) {
-#ifdef SG_X
-    sl = lane;
-#endif
+            @builtin(local_invocation_index) li: u32) {
     gemv(FMT_F32, wid.x + wid.y * nwg.x, li);
 }
 @compute @workgroup_size(WG)
 fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32,
-#ifdef SG_X
-            @builtin(subgroup_invocation_id) lane: u32,
-#endif
-) {
-#ifdef SG_X
-    sl = lane;
-#endif
+            @builtin(local_invocation_index) li: u32) {
     gemv(FMT_F16, wid.x + wid.y * nwg.x, li);
 }
 @compute @workgroup_size(WG)

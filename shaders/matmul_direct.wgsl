@@ -153,6 +153,20 @@ fn mac(acc: Acc, ra: vec4<u32>, rb: vec4<u32>, i: u32, w0: vec4<f32>, w1: vec4<f
 #endif
 }
 
+// Four k-steps i .. i + 3 from the 4 columns' quant words (word t of each column for step i + t) and scales;
+// `h`: the Q4 nibble half (ignored for Q8_0, whose halves are different words).
+fn mac_words(acc: Acc, ra: vec4<u32>, rb: vec4<u32>, i: u32, q0: vec4<u32>, q1: vec4<u32>, q2: vec4<u32>,
+             q3: vec4<u32>, s: array<vec2<f32>, 4>, h: u32) -> Acc {
+    var a = mac(acc, ra, rb, i, dequant(q0.x, s[0], h), dequant(q1.x, s[1], h), dequant(q2.x, s[2], h),
+                dequant(q3.x, s[3], h));
+    a = mac(a, ra, rb, i + 1u, dequant(q0.y, s[0], h), dequant(q1.y, s[1], h), dequant(q2.y, s[2], h),
+            dequant(q3.y, s[3], h));
+    a = mac(a, ra, rb, i + 2u, dequant(q0.z, s[0], h), dequant(q1.z, s[1], h), dequant(q2.z, s[2], h),
+            dequant(q3.z, s[3], h));
+    return mac(a, ra, rb, i + 3u, dequant(q0.w, s[0], h), dequant(q1.w, s[1], h), dequant(q2.w, s[2], h),
+               dequant(q3.w, s[3], h));
+}
+
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -186,36 +200,20 @@ fn main(
         let cb = c * nb;
         for (var j = 0u; j < nb; j++) {
             let i = 8u * j;
-            let s0 = block_scale(cb.x + j);
-            let s1 = block_scale(cb.y + j);
-            let s2 = block_scale(cb.z + j);
-            let s3 = block_scale(cb.w + j);
+            let s = array<vec2<f32>, 4>(block_scale(cb.x + j), block_scale(cb.y + j), block_scale(cb.z + j),
+                                        block_scale(cb.w + j));
             var q0 = block_words(cb.x + j, 0u);
             var q1 = block_words(cb.y + j, 0u);
             var q2 = block_words(cb.z + j, 0u);
             var q3 = block_words(cb.w + j, 0u);
-            a = mac(a, ra, rb, i, dequant(q0.x, s0, 0u), dequant(q1.x, s1, 0u),
-                    dequant(q2.x, s2, 0u), dequant(q3.x, s3, 0u));
-            a = mac(a, ra, rb, i + 1u, dequant(q0.y, s0, 0u), dequant(q1.y, s1, 0u),
-                    dequant(q2.y, s2, 0u), dequant(q3.y, s3, 0u));
-            a = mac(a, ra, rb, i + 2u, dequant(q0.z, s0, 0u), dequant(q1.z, s1, 0u),
-                    dequant(q2.z, s2, 0u), dequant(q3.z, s3, 0u));
-            a = mac(a, ra, rb, i + 3u, dequant(q0.w, s0, 0u), dequant(q1.w, s1, 0u),
-                    dequant(q2.w, s2, 0u), dequant(q3.w, s3, 0u));
+            a = mac_words(a, ra, rb, i, q0, q1, q2, q3, s, 0u);
             if (FMT == 2u) {
                 q0 = block_words(cb.x + j, 1u);
                 q1 = block_words(cb.y + j, 1u);
                 q2 = block_words(cb.z + j, 1u);
                 q3 = block_words(cb.w + j, 1u);
             }
-            a = mac(a, ra, rb, i + 4u, dequant(q0.x, s0, 1u), dequant(q1.x, s1, 1u),
-                    dequant(q2.x, s2, 1u), dequant(q3.x, s3, 1u));
-            a = mac(a, ra, rb, i + 5u, dequant(q0.y, s0, 1u), dequant(q1.y, s1, 1u),
-                    dequant(q2.y, s2, 1u), dequant(q3.y, s3, 1u));
-            a = mac(a, ra, rb, i + 6u, dequant(q0.z, s0, 1u), dequant(q1.z, s1, 1u),
-                    dequant(q2.z, s2, 1u), dequant(q3.z, s3, 1u));
-            a = mac(a, ra, rb, i + 7u, dequant(q0.w, s0, 1u), dequant(q1.w, s1, 1u),
-                    dequant(q2.w, s2, 1u), dequant(q3.w, s3, 1u));
+            a = mac_words(a, ra, rb, i + 4u, q0, q1, q2, q3, s, 1u);
         }
     }
     var b = vec4<f32>(0.0);
