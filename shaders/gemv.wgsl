@@ -4,6 +4,11 @@
 // SWIGLU: the weight is an MLP's [gate; up] stacked (2N rows, N = p.n outputs) and
 //   y[m, n] = silu(x_m · gate_n + bias[n]) * (x_m · up_n + bias[N + n]):
 // the gate and up projections and the SwiGLU product in one pass over x, with no gate/up tensors in memory.
+// ROPE (one row of x): the weight is attention's [q; k; v] stacked (HEADS + 2 KV_HEADS heads of HEAD_DIM rows);
+//   q is rotated into y (HEADS · HEAD_DIM), k rotated and v as it is into the KV caches at row p.pos: what
+//   rope.wgsl's `qkv` entry does, without its dispatch and the qkv round trip through memory. An invocation (or
+//   a subgroup) computes both rows of a rotated pair (INTERLEAVED: rows 2i, 2i + 1 of a head; else rotate-half:
+//   i, i + HEAD_DIM / 2).
 //
 // Work split (measured on lavapipe; see docs/benchmarks.md):
 // - default: one invocation per output row, no barriers and no workgroup memory (barriers are expensive on
@@ -48,8 +53,8 @@ struct Params {
     k: u32,
     scales_offset: u32, // in u32 words
     has_bias: u32,
-    _p0: u32,
-    _p1: u32,
+    pos: u32,     // ROPE: the token's position (its KV cache row)
+    max_pos: u32, // ROPE: positions in the cos/sin table
     _p2: u32,
 }
 
@@ -62,6 +67,65 @@ struct Params {
 // vec4 view's arrayLength rounds down, so its last scale words are out of bounds there (robust access then
 // returns other values: seen on SwiftShader).
 @group(0) @binding(5) var<storage, read> ws: array<u32>;
+#ifdef ROPE
+override HEADS: u32 = 1u;
+override KV_HEADS: u32 = 1u;
+override HEAD_DIM: u32 = 64u;
+@group(0) @binding(6) var<storage, read> cos_sin: array<f32>;           // rope.wgsl's table: (2, max_pos, D/2)
+@group(0) @binding(7) var<storage, read_write> k_cache: array<f32>;     // (Tmax, KV_HEADS, HEAD_DIM)
+@group(0) @binding(8) var<storage, read_write> v_cache: array<f32>;
+
+// Output rows a and b (a pair of the rotation when they are q or k rows) with values va, vb.
+fn store_pair(a: u32, b: u32, va: f32, vb: f32) {
+    let qd = HEADS * HEAD_DIM;
+    let kd = KV_HEADS * HEAD_DIM;
+    let half = HEAD_DIM / 2u;
+    if (a >= qd + kd) {
+        v_cache[p.pos * kd + a - qd - kd] = va;
+        v_cache[p.pos * kd + b - qd - kd] = vb;
+        return;
+    }
+#ifdef INTERLEAVED
+    let i = (a % HEAD_DIM) / 2u;
+#else
+    let i = a % HEAD_DIM;
+#endif
+    let c = cos_sin[p.pos * half + i];
+    let sn = cos_sin[(p.max_pos + p.pos) * half + i];
+    let ra = va * c - vb * sn;
+    let rb = vb * c + va * sn;
+    if (a < qd) {
+        y[a] = ra;
+        y[b] = rb;
+    } else {
+        k_cache[p.pos * kd + a - qd] = ra;
+        k_cache[p.pos * kd + b - qd] = rb;
+    }
+}
+
+// The 4 rows of invocation `gi` (RPT = 4): two rotated pairs, (x, y) and (z, w) INTERLEAVED, (x, z) and (y, w)
+// rotate-half.
+fn rope_rows(gi: u32) -> vec4<u32> {
+#ifdef INTERLEAVED
+    return vec4<u32>(4u * gi) + vec4<u32>(0u, 1u, 2u, 3u);
+#else
+    let per_head = HEAD_DIM / 4u;
+    let b = gi / per_head * HEAD_DIM + 2u * (gi % per_head);
+    return vec4<u32>(b) + vec4<u32>(0u, 1u, HEAD_DIM / 2u, HEAD_DIM / 2u + 1u);
+#endif
+}
+
+// The rows of rotated pair `q` (the SUBGROUPS kernel's unit in ROPE mode).
+fn rope_pair(q: u32) -> vec2<u32> {
+#ifdef INTERLEAVED
+    return vec2<u32>(2u * q, 2u * q + 1u);
+#else
+    let half = HEAD_DIM / 2u;
+    let b = q / half * HEAD_DIM + q % half;
+    return vec2<u32>(b, b + half);
+#endif
+}
+#endif
 
 const FMT_F32: u32 = 0u;
 const FMT_F16: u32 = 1u;
@@ -290,9 +354,8 @@ fn x_block_sum(xi: u32) -> f32 {
 }
 #endif
 
-// y[row0 + r] for r in 0..4, as one vec4, from weight rows off + row0 + r (off: p.n for SWIGLU's up rows).
-fn rows4_dot(fmt: u32, row0: u32, off: u32) -> vec4<f32> {
-    let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u)) + vec4<u32>(off);
+// The dot products of x with weight rows r (in range), as one vec4.
+fn rows4_dot(fmt: u32, r: vec4<u32>) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (fmt == FMT_F32) {
         let k4 = p.k / 4u;
@@ -339,6 +402,18 @@ fn rows4_dot(fmt: u32, row0: u32, off: u32) -> vec4<f32> {
 
 #ifdef SUBGROUPS
 fn gemv(fmt: u32, wg: u32, sid: u32, nsg: u32, lane: u32, sg_size: u32) {
+#ifdef ROPE
+    // a rotated pair per subgroup step (ROWS / 2 pairs per workgroup)
+    for (var r = sid; r < ROWS / 2u; r += nsg) {
+        let q = wg * (ROWS / 2u) + r;
+        if (2u * q >= p.n) { return; }
+        let ab = rope_pair(q);
+        let ga = subgroupAdd(row_dot(fmt, ab.x, lane, sg_size)) + bias_at(ab.x);
+        let gb = subgroupAdd(row_dot(fmt, ab.y, lane, sg_size)) + bias_at(ab.y);
+        if (lane == 0u) { store_pair(ab.x, ab.y, ga.x, gb.x); }
+    }
+    return;
+#endif
     // Subgroup-uniform loop: every lane of a subgroup takes the same rows, so subgroupAdd sees full subgroups.
     for (var r = sid; r < ROWS; r += nsg) {
         let row = wg * ROWS + r;
@@ -387,13 +462,30 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
 #ifndef SG_X
         if (row0 >= p.n) { return; }
 #endif
+#ifdef ROPE
+        let r = min(rope_rows(row0 / 4u), vec4<u32>(p.n - 1u));
+#else
         let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-        var v = rows4_dot(fmt, row0, 0u);
+#endif
+        var v = rows4_dot(fmt, r);
         if (p.has_bias != 0u) { v += vec4<f32>(bias[r.x], bias[r.y], bias[r.z], bias[r.w]); }
 #ifdef SWIGLU
-        var u = rows4_dot(fmt, row0, p.n);
+        var u = rows4_dot(fmt, r + vec4<u32>(p.n));
         if (p.has_bias != 0u) { u += vec4<f32>(bias[p.n + r.x], bias[p.n + r.y], bias[p.n + r.z], bias[p.n + r.w]); }
         v = silu4(v) * u;
+#endif
+#ifdef ROPE
+        // p.n is a whole number of heads (HEAD_DIM % 4 == 0): all 4 rows exist when row0 does
+        if (row0 < p.n) {
+#ifdef INTERLEAVED
+            store_pair(r.x, r.y, v.x, v.y);
+            store_pair(r.z, r.w, v.z, v.w);
+#else
+            store_pair(r.x, r.z, v.x, v.z);
+            store_pair(r.y, r.w, v.y, v.w);
+#endif
+        }
+        return;
 #endif
         for (var i = 0u; i < 4u; i++) {
             if (row0 + i < p.n) { y[row0 + i] = v[i]; }

@@ -272,6 +272,138 @@ async fn linear_epilogues() -> Result<(), String> {
     }
 }
 
+/// The q/k/v GEMV with the rotary embedding and the cache write in its store (`linear_rope_qkv`) against the CPU
+/// reference (`cpu_linear`, then `cpu_rope` on q and k; v as it is): q, the cache rows at `pos`, and every other
+/// cache row untouched; both pair layouts, every weight dtype, every GEMV variant the adapter has. Tolerance: the
+/// accumulation bounds of both rows of a rotated pair (|cos|, |sin| ≤ 1) plus a few ulps for the rotation.
+async fn linear_rope_qkv() -> Result<(), String> {
+    use webvlm::ops::rope::{self, RopeLayout};
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(23);
+    let mut paths = vec![Path::Auto, Path::Gemv];
+    if ctx.caps.subgroups {
+        paths.push(Path::GemvSubgroups);
+    }
+    if direct_subgroups(&ctx) {
+        paths.push(Path::GemvSharedX);
+    }
+    let dtypes = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
+    // (heads, kv heads, head dim, K, position)
+    let shapes = [(9usize, 3usize, 64usize, 576usize, 37usize), (2, 1, 8, 64, 0), (4, 4, 16, 96, 5), (3, 1, 4, 32, 2)];
+    let mut case = 0;
+    for &(h, hkv, d, k, pos) in &shapes {
+        let tmax = pos + 3;
+        let inv = rope::inv_freq(10000.0, d);
+        let table = rope::cos_sin_table(&ctx, &inv, tmax).map_err(|e| e.to_string())?;
+        let n = (h + 2 * hkv) * d;
+        for dtype in dtypes {
+            for layout in [RopeLayout::RotateHalf, RopeLayout::Interleaved] {
+                for &path in &paths {
+                    case += 1;
+                    let with_bias = case % 2 == 0;
+                    let what = format!("rope_qkv {dtype} {layout:?} {path:?} H={h} Hkv={hkv} D={d} K={k} pos={pos}");
+                    let x = rng.vec(k, -1.0, 1.0);
+                    let w = rng.vec(n * k, -1.0, 1.0);
+                    let b = rng.vec(n, -1.0, 1.0);
+                    let bias = with_bias.then_some(&b[..]);
+                    let w_deq = mm::cpu_roundtrip(&w, dtype).map_err(|e| format!("{what}: {e}"))?;
+                    let tw = mm::upload_weight(&ctx, &w, &[n, k], dtype).map_err(|e| format!("{what}: {e}"))?;
+                    let tx = ctx.upload_f32(&x, &[1, k]).map_err(|e| e.to_string())?;
+                    let tb = ctx.upload_f32(&b, &[n]).map_err(|e| e.to_string())?;
+                    let (k0, v0) = (rng.vec(tmax * hkv * d, -9.0, 9.0), rng.vec(tmax * hkv * d, -9.0, 9.0));
+                    let kc = ctx.upload_f32(&k0, &[tmax, hkv, d]).map_err(|e| e.to_string())?;
+                    let vc = ctx.upload_f32(&v0, &[tmax, hkv, d]).map_err(|e| e.to_string())?;
+                    let r = mm::RopeQkv { table: &table, pos, layout, heads: h, k_cache: &kc, v_cache: &vc };
+                    let mut rec = Recorder::new(&ctx);
+                    let q = mm::linear_rope_qkv(&mut rec, &tx, &tw, with_bias.then_some(&tb), &r, path)
+                        .map_err(|e| format!("{what}: {e}"))?;
+                    rec.submit().map_err(|e| format!("{what}: {e}"))?;
+                    if q.shape != [1, h, d] {
+                        return Err(format!("{what}: q shape {:?}", q.shape));
+                    }
+                    // the reference: the projection, then the rotation of its q and k heads
+                    let y = mm::cpu_linear(&x, 1, k, &w_deq, n, bias);
+                    let mut want = y.clone();
+                    want[..h * d].copy_from_slice(&rope::cpu_rope(&y[..h * d], 1, h, d, &inv, pos, layout));
+                    let kr = rope::cpu_rope(&y[h * d..(h + hkv) * d], 1, hkv, d, &inv, pos, layout);
+                    want[h * d..(h + hkv) * d].copy_from_slice(&kr);
+                    let mut got = ctx.read_f32(&q).await.map_err(|e| e.to_string())?;
+                    let (kg, vg) = (
+                        ctx.read_f32(&kc).await.map_err(|e| e.to_string())?,
+                        ctx.read_f32(&vc).await.map_err(|e| e.to_string())?,
+                    );
+                    let row = pos * hkv * d..(pos + 1) * hkv * d;
+                    got.extend_from_slice(&kg[row.clone()]);
+                    got.extend_from_slice(&vg[row.clone()]);
+                    for j in 0..n {
+                        // j's partner in its rotated pair (v rows: itself)
+                        let jd = j % d;
+                        let pj = match layout {
+                            _ if j >= (h + hkv) * d => j,
+                            RopeLayout::Interleaved => j ^ 1,
+                            RopeLayout::RotateHalf => {
+                                if jd < d / 2 {
+                                    j + d / 2
+                                } else {
+                                    j - d / 2
+                                }
+                            }
+                        };
+                        let quant = dtype.is_quantized();
+                        let e = bound(&x, k, &w_deq, bias, quant, 0, j, y[j])
+                            + bound(&x, k, &w_deq, bias, quant, 0, pj, y[pj]);
+                        let tol = e + 4e-6 * (y[j].abs() + y[pj].abs()) as f64 + 1e-30;
+                        let err = (got[j] as f64 - want[j] as f64).abs();
+                        if !(err <= tol) {
+                            return Err(format!(
+                                "{what}: output row {j} = {}, want {} (|err| {err:e} > {tol:e})",
+                                got[j], want[j]
+                            ));
+                        }
+                    }
+                    // every other cache row as it was
+                    for (name, g, w0) in [("k", &kg, &k0), ("v", &vg, &v0)] {
+                        if g[..row.start] != w0[..row.start] || g[row.end..] != w0[row.end..] {
+                            return Err(format!("{what}: {name} cache rows other than {pos} changed"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // typed errors: two rows of x, a GEMM path, a head dim not a multiple of 4, a position past the cache
+    let table = rope::cos_sin_table(&ctx, &rope::inv_freq(10000.0, 8), 16).map_err(|e| e.to_string())?;
+    let kc = ctx.upload_f32(&[0.0; 4 * 8], &[4, 1, 8]).map_err(|e| e.to_string())?;
+    let vc = ctx.upload_f32(&[0.0; 4 * 8], &[4, 1, 8]).map_err(|e| e.to_string())?;
+    let tw = mm::upload_weight(&ctx, &[0.0; 24 * 32], &[24, 32], DType::F32).map_err(|e| e.to_string())?;
+    let x1 = ctx.upload_f32(&[0.0; 32], &[1, 32]).map_err(|e| e.to_string())?;
+    let x2 = ctx.upload_f32(&[0.0; 64], &[2, 32]).map_err(|e| e.to_string())?;
+    let r =
+        |pos| mm::RopeQkv { table: &table, pos, layout: RopeLayout::Interleaved, heads: 1, k_cache: &kc, v_cache: &vc };
+    let mut rec = Recorder::new(&ctx);
+    match mm::linear_rope_qkv(&mut rec, &x2, &tw, None, &r(0), Path::Auto) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("two rows of x: expected a shape error, got {other:?}")),
+    }
+    match mm::linear_rope_qkv(&mut rec, &x1, &tw, None, &r(0), Path::Direct) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("a GEMM path: expected a shape error, got {other:?}")),
+    }
+    match mm::linear_rope_qkv(&mut rec, &x1, &tw, None, &r(4), Path::Auto) {
+        Err(Error::ContextOverflow { .. }) => {}
+        other => return Err(format!("past the cache: expected ContextOverflow, got {other:?}")),
+    }
+    let table2 = rope::cos_sin_table(&ctx, &rope::inv_freq(10000.0, 2), 16).map_err(|e| e.to_string())?;
+    let kc2 = ctx.upload_f32(&[0.0; 4 * 2], &[4, 1, 2]).map_err(|e| e.to_string())?;
+    let tw2 = mm::upload_weight(&ctx, &[0.0; 6 * 32], &[6, 32], DType::F32).map_err(|e| e.to_string())?;
+    let r2 =
+        mm::RopeQkv { table: &table2, pos: 0, layout: RopeLayout::Interleaved, heads: 1, k_cache: &kc2, v_cache: &kc2 };
+    match mm::linear_rope_qkv(&mut rec, &x1, &tw2, None, &r2, Path::Auto) {
+        Err(Error::Shape { .. }) => Ok(()),
+        other => Err(format!("head dim 2: expected a shape error, got {other:?}")),
+    }
+}
+
 const MS: &[usize] = &[1, 2, 3, 17, 64, 129];
 const NS: &[usize] = &[1, 7, 65, 257];
 
@@ -703,6 +835,7 @@ mod run {
         linear_float,
         linear_swiglu,
         linear_epilogues,
+        linear_rope_qkv,
         stacked_weights_equal_their_parts,
         linear_quant,
         linear_plain_context,

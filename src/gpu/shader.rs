@@ -67,7 +67,18 @@ pub static SHADERS: &[ShaderFile] = &[
     ),
     shader!(
         "gemv",
-        [&[], &["SUBGROUPS"], &["SWIGLU"], &["SUBGROUPS", "SWIGLU"], &["SG_X", "SG4"], &["SG_X", "SG8", "SWIGLU"]]
+        [
+            &[],
+            &["SUBGROUPS"],
+            &["SWIGLU"],
+            &["SUBGROUPS", "SWIGLU"],
+            &["SG_X", "SG4"],
+            &["SG_X", "SG8", "SWIGLU"],
+            &["ROPE"],
+            &["ROPE", "INTERLEAVED", "SG_X", "SG8"],
+            &["ROPE", "SUBGROUPS"],
+            &["ROPE", "INTERLEAVED", "SUBGROUPS"]
+        ]
     ),
     shader!("attention", [&[], &["SPLIT"], &["COMBINE"], &["TRANSPOSE_V"]]),
     shader!("vision", [&["UNFOLD"], &["SHUFFLE"]]),

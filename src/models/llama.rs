@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::nn::{KvCache, Linear, RmsNorm, VarBuilder};
-use crate::ops::{attention, elementwise, embedding, rope};
+use crate::ops::{attention, elementwise, embedding, matmul, rope};
 
 fn default_theta() -> f64 {
     10000.0
@@ -324,6 +324,19 @@ impl Llama {
                 None => l.input_norm.forward(rec, &x)?,
             };
             let q = match &l.qkv {
+                // one token: the rotation and the cache write in the projection's GEMV (no qkv tensor)
+                Qkv::Stacked(w) if t == 1 && hd % 4 == 0 && matmul::gemv_supports(w.w.dtype, h.cols()) => {
+                    let r = matmul::RopeQkv {
+                        table: &self.rope_table,
+                        pos: pos0,
+                        layout,
+                        heads: nh,
+                        k_cache: &cache.k[i],
+                        v_cache: &cache.v[i],
+                    };
+                    matmul::linear_rope_qkv(rec, &h, &w.w, w.b.as_ref(), &r, matmul::Path::Auto)?
+                        .reshape(&[t, nh, hd])?
+                }
                 Qkv::Stacked(w) => {
                     let qkv = w.forward(rec, &h)?;
                     rope::rope_qkv(rec, &qkv, &self.rope_table, pos0, layout, nh, &cache.k[i], &cache.v[i])?

@@ -18,6 +18,7 @@ use crate::gpu::{grid_1d, Binding, Caps, DType, GpuContext, PipelineKey, Recorde
 use crate::loader::{self, quant};
 
 use super::elementwise::{self, Unary};
+use super::rope::{self, QkvDims, RopeLayout};
 use super::{expect_dtype, params};
 
 /// Largest number of x rows the GEMV handles in one weight pass (it keeps one vec4 accumulator: one lane per row).
@@ -38,7 +39,10 @@ struct GemvParams {
     k: u32,
     scales_offset: u32,
     has_bias: u32,
-    _pad: [u32; 3],
+    /// ROPE: the token's position and the table's positions
+    pos: u32,
+    max_pos: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -138,7 +142,9 @@ impl GemvParams {
             k: u32_dim(op, "K", k)?,
             scales_offset: w.scales_offset,
             has_bias: bias.is_some() as u32,
-            _pad: [0; 3],
+            pos: 0,
+            max_pos: 0,
+            _pad: 0,
         })
     }
 }
@@ -235,6 +241,71 @@ pub fn linear_swiglu_with(
     path: Path,
 ) -> Result<Tensor> {
     product(rec, "linear_swiglu", x, w, bias, path, true, Epilogue::default())
+}
+
+/// The rotary embedding and KV-cache write that [`linear_rope_qkv`] fuses into attention's q/k/v projection
+/// (the arguments of [`rope::rope_qkv`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RopeQkv<'a> {
+    /// [`rope::cos_sin_table`]'s `[2, P, D/2]`
+    pub table: &'a Tensor,
+    /// the token's position: its row in the caches
+    pub pos: usize,
+    pub layout: RopeLayout,
+    /// query heads (the caches give the kv heads and the head dim)
+    pub heads: usize,
+    pub k_cache: &'a Tensor,
+    pub v_cache: &'a Tensor,
+}
+
+/// One token's `[q | k | v] = x·wᵀ + bias` (w: attention's stacked projections, `[(H + 2·Hkv)·D, K]`) with the
+/// rotary embedding and the cache write in the GEMV's store (`gemv.wgsl` ROPE): returns q rotated (`[1, H, D]`);
+/// k rotated and v go into the caches at row `rope.pos`. The same as [`linear`] then [`rope::rope_qkv`], one
+/// dispatch and no qkv tensor instead of two. x is `[1, K]`; D % 4 == 0; `path` is [`Path::Auto`] or a GEMV path
+/// (tests force each variant).
+pub fn linear_rope_qkv(
+    rec: &mut Recorder,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    rope: &RopeQkv,
+    path: Path,
+) -> Result<Tensor> {
+    const OP: &str = "linear_rope_qkv";
+    expect_dtype(OP, x, DType::F32)?;
+    let [n, k] = w.shape[..] else {
+        return Err(Error::Shape { op: OP, detail: format!("weight must be [N, K], got {:?}", w.shape) });
+    };
+    if x.shape.len() != 2 || x.rows() != 1 || x.cols() != k {
+        return Err(Error::Shape { op: OP, detail: format!("x must be one row [1, {k}], got {:?}", x.shape) });
+    }
+    let dims = rope::check_qkv(OP, 2, n, 1, rope.table, rope.pos, rope.heads, rope.k_cache, rope.v_cache)?;
+    if dims.d % 4 != 0 {
+        return Err(Error::Shape { op: OP, detail: format!("head dim {} is not a multiple of 4", dims.d) });
+    }
+    if !gemv_supports(w.dtype, k) {
+        return Err(Error::Shape { op: OP, detail: format!("the GEMV needs vec4-aligned {} rows, K = {k}", w.dtype) });
+    }
+    if let Some(b) = bias {
+        expect_dtype(OP, b, DType::F32)?;
+        if b.numel() != n {
+            return Err(Error::Shape { op: OP, detail: format!("bias {:?} does not match N = {n}", b.shape) });
+        }
+    }
+    let caps = &rec.ctx().caps;
+    let (force_subgroups, shared_x) = match path {
+        Path::Auto | Path::Gemv => (false, gemv_shares_x(caps)),
+        Path::GemvSubgroups if caps.subgroups => (true, None),
+        Path::GemvSharedX if shared_rows_subgroup(caps).is_some() => (false, shared_rows_subgroup(caps)),
+        Path::GemvSubgroups | Path::GemvSharedX => {
+            return Err(Error::MissingFeature { feature: "subgroups", what: format!("{path:?} for {OP}") })
+        }
+        _ => return Err(Error::Shape { op: OP, detail: format!("{path:?} is not a GEMV path") }),
+    };
+    let q = rec.empty(&[1, rope.heads, dims.d], DType::F32)?;
+    let kernel = Gemv { w, bias, n, k, force_subgroups, shared_x, swiglu: false, rope: Some((rope, dims)) };
+    kernel.run(rec, x, 0, 1, &q)?;
+    Ok(q)
 }
 
 /// `linear` and `linear_swiglu`: checks, then the kernel for `path`.
@@ -354,7 +425,8 @@ fn product(
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
         let shared_x = if path == Path::GemvSharedX { shared_rows_subgroup(caps) } else { gemv_shares_x(caps) };
-        let kernel = Gemv { w, bias, n: n_out, k, force_subgroups: path == Path::GemvSubgroups, shared_x, swiglu };
+        let force_subgroups = path == Path::GemvSubgroups;
+        let kernel = Gemv { w, bias, n: n_out, k, force_subgroups, shared_x, swiglu, rope: None };
         for m0 in (0..m).step_by(GEMV_MAX_M) {
             kernel.run(rec, x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
         }
@@ -529,6 +601,8 @@ struct Gemv<'a> {
     /// SG_X's subgroup size where it applies (one x row, quantized weights, not the subgroup GEMV)
     shared_x: Option<u32>,
     swiglu: bool,
+    /// the fused RoPE + KV-cache write (one row of x; `out` is q)
+    rope: Option<(&'a RopeQkv<'a>, QkvDims)>,
 }
 
 impl Gemv<'_> {
@@ -560,14 +634,30 @@ impl Gemv<'_> {
             .constant("ROWS", rows_per_wg)
             .constant("MR", mr as u32)
             .constant("RPT", rpt);
-        let p = GemvParams::new(OP, mr, n, k, w, self.bias)?;
+        let mut p = GemvParams::new(OP, mr, n, k, w, self.bias)?;
+        let key = match self.rope {
+            Some((r, dims)) => {
+                p.pos = r.pos as u32;
+                p.max_pos = dims.max_pos as u32;
+                key.define("ROPE")
+                    .define_if(r.layout == RopeLayout::Interleaved, "INTERLEAVED")
+                    .constant("HEADS", r.heads as u32)
+                    .constant("KV_HEADS", dims.kv_heads as u32)
+                    .constant("HEAD_DIM", dims.d as u32)
+            }
+            None => key,
+        };
         let xs = row_chunk(rec, x, m0, mr, k)?;
         // Output rows m0.. are a separate chunk when m0 > 0: write them to a small buffer and copy back.
         let ys = if m0 == 0 { out.clone() } else { rec.empty(&[mr, n], DType::F32)? };
         // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
         let b: Binding = self.bias.unwrap_or(&xs).into();
         let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
-        rec.dispatch(&key, &params(&p), &[(&xs).into(), w.into(), b, (&ys).into(), w.into()], grid)?;
+        let mut bindings: Vec<Binding> = vec![(&xs).into(), w.into(), b, (&ys).into(), w.into()];
+        if let Some((r, _)) = self.rope {
+            bindings.extend([r.table.into(), r.k_cache.into(), r.v_cache.into()]);
+        }
+        rec.dispatch(&key, &params(&p), &bindings, grid)?;
         if m0 > 0 {
             rec.copy(&ys, 0, out, (m0 * n * 4) as u64, (mr * n * 4) as u64)?;
         }

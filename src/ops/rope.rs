@@ -96,41 +96,11 @@ pub fn rope_qkv(
     v_cache: &Tensor,
 ) -> Result<Tensor> {
     const OP: &str = "rope_qkv";
-    for t in [qkv, table, k_cache, v_cache] {
-        expect_dtype(OP, t, DType::F32)?;
-    }
-    let [tmax, kv_heads, d] = k_cache.shape[..] else {
-        return Err(Error::Shape {
-            op: OP,
-            detail: format!("k cache must be [Tmax, Hkv, D], got {:?}", k_cache.shape),
-        });
-    };
-    if v_cache.shape != k_cache.shape {
-        return Err(Error::Shape {
-            op: OP,
-            detail: format!("v cache {:?} vs k cache {:?}", v_cache.shape, k_cache.shape),
-        });
-    }
-    let width = (heads + 2 * kv_heads) * d;
-    if qkv.shape.len() != 2 || qkv.cols() != width {
-        return Err(Error::Shape {
-            op: OP,
-            detail: format!(
-                "qkv must be [T, {width}] ({heads} q + 2 × {kv_heads} kv heads of {d}), got {:?}",
-                qkv.shape
-            ),
-        });
-    }
-    let [2, max_pos, half] = table.shape[..] else {
-        return Err(Error::Shape { op: OP, detail: format!("table must be [2, P, D/2], got {:?}", table.shape) });
-    };
-    if d % 2 != 0 || half * 2 != d {
-        return Err(Error::Shape { op: OP, detail: format!("head dim {d} vs table half-dim {half}") });
-    }
+    expect_dtype(OP, qkv, DType::F32)?;
     let t = qkv.rows();
-    if pos0 + t > max_pos.min(tmax) {
-        return Err(Error::ContextOverflow { tokens: pos0 + t, context: max_pos.min(tmax) });
-    }
+    let QkvDims { kv_heads, d, max_pos } =
+        check_qkv(OP, qkv.shape.len(), qkv.cols(), t, table, pos0, heads, k_cache, v_cache)?;
+    let half = d / 2;
     let out = rec.empty(&[t, heads, d], DType::F32)?;
     if t == 0 {
         return Ok(out);
@@ -153,6 +123,61 @@ pub fn rope_qkv(
     let bindings = [qkv.into(), table.into(), (&out).into(), k_cache.into(), v_cache.into()];
     rec.dispatch(&key, &params(&p), &bindings, grid)?;
     Ok(out)
+}
+
+/// What [`check_qkv`] finds in the caches and the table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QkvDims {
+    pub kv_heads: usize,
+    /// the head dim
+    pub d: usize,
+    /// positions in the table
+    pub max_pos: usize,
+}
+
+/// The checks of [`rope_qkv`] (and of the GEMV that fuses it, `ops::matmul::linear_rope_qkv`): f32 tensors, caches
+/// `[Tmax, Hkv, D]`, a projection of `rank` dims and `width` = (heads + 2 Hkv) D columns, a table `[2, P, D/2]`,
+/// positions `pos0 .. pos0 + t` inside both.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_qkv(
+    op: &'static str,
+    rank: usize,
+    cols: usize,
+    t: usize,
+    table: &Tensor,
+    pos0: usize,
+    heads: usize,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+) -> Result<QkvDims> {
+    for t in [table, k_cache, v_cache] {
+        expect_dtype(op, t, DType::F32)?;
+    }
+    let [tmax, kv_heads, d] = k_cache.shape[..] else {
+        return Err(Error::Shape { op, detail: format!("k cache must be [Tmax, Hkv, D], got {:?}", k_cache.shape) });
+    };
+    if v_cache.shape != k_cache.shape {
+        return Err(Error::Shape { op, detail: format!("v cache {:?} vs k cache {:?}", v_cache.shape, k_cache.shape) });
+    }
+    let width = (heads + 2 * kv_heads) * d;
+    if rank != 2 || cols != width {
+        return Err(Error::Shape {
+            op,
+            detail: format!(
+                "qkv must be [T, {width}] ({heads} q + 2 × {kv_heads} kv heads of {d}), got {rank} dims of {cols}"
+            ),
+        });
+    }
+    let [2, max_pos, half] = table.shape[..] else {
+        return Err(Error::Shape { op, detail: format!("table must be [2, P, D/2], got {:?}", table.shape) });
+    };
+    if d % 2 != 0 || half * 2 != d {
+        return Err(Error::Shape { op, detail: format!("head dim {d} vs table half-dim {half}") });
+    }
+    if pos0 + t > max_pos.min(tmax) {
+        return Err(Error::ContextOverflow { tokens: pos0 + t, context: max_pos.min(tmax) });
+    }
+    Ok(QkvDims { kv_heads, d, max_pos })
 }
 
 /// Reference: rotation in f64 with angles formed like PyTorch's.
