@@ -15,6 +15,11 @@ use super::matmul::{matmul_strided, Strided};
 use super::{expect_dtype, params, softmax};
 
 const WG: u32 = 64;
+/// The attention kernel's workgroup when rows × splits would fill fewer than 8 workgroups of [`WG`] (decode):
+/// CPU adapters run a workgroup on one thread, so one workgroup of 36 invocations (SmolLM2's 9 heads × 4
+/// splits) left the other cores idle. lavapipe, SmolLM2 decode: 4.6 → 3.2–3.4 ms of attention per token
+/// (docs/benchmarks.md).
+const SMALL_WG: u32 = 16;
 /// Keys per online-softmax block in the shader (`BK`); split chunks are multiples of it.
 const BK: usize = 8;
 /// Largest head dimension: the kernel keeps q and the accumulator (2·D floats) per invocation, unrolled in
@@ -244,22 +249,26 @@ pub fn attention_with_plan(
     };
     let bytes = params(&prm);
     let max_wg = ctx.caps.max_workgroups_per_dim;
-    let key = |entry: &'static str| PipelineKey::new("attention", entry).define_value("HEAD_DIM", d).constant("WG", WG);
-    let grid = grid_1d((rows * plan.n_split).div_ceil(WG as usize) as u32, max_wg);
+    let invocations = rows * plan.n_split;
+    let wg = if invocations < 8 * WG as usize { SMALL_WG } else { WG };
+    let key = |entry: &'static str, wg: u32| {
+        PipelineKey::new("attention", entry).define_value("HEAD_DIM", d).constant("WG", wg)
+    };
+    let grid = grid_1d(invocations.div_ceil(wg as usize) as u32, max_wg);
     if plan.n_split == 1 {
-        rec.dispatch(&key("attn"), &bytes, &[q.into(), k.into(), v.into(), (&out).into()], grid)?;
+        rec.dispatch(&key("attn", wg), &bytes, &[q.into(), k.into(), v.into(), (&out).into()], grid)?;
     } else {
         let part_o = rec.empty(&[plan.n_split, hq, tq, d], DType::F32)?;
         let part_ml = rec.empty(&[plan.n_split, hq, tq, 2], DType::F32)?;
         rec.dispatch(
-            &key("attn").define("SPLIT"),
+            &key("attn", wg).define("SPLIT"),
             &bytes,
             &[q.into(), k.into(), v.into(), (&part_o).into(), (&part_ml).into()],
             grid,
         )?;
         let grid = grid_1d((rows * d).div_ceil(WG as usize) as u32, max_wg);
         rec.dispatch(
-            &key("combine").define("COMBINE"),
+            &key("combine", WG).define("COMBINE"),
             &bytes,
             &[(&part_o).into(), (&part_ml).into(), (&out).into()],
             grid,
