@@ -169,7 +169,7 @@ mod native {
             let v = ctx.upload_f32(&rng.vec(kv * hkv * d, -1.0, 1.0), &[kv, hkv, d])?;
             let q = ctx.upload_f32(&rng.vec(hq * d, -1.0, 1.0), &[1, hq, d])?;
             let p = AttnParams { causal: true, scale: 0.125, kv_len: kv, q_pos0: kv - 1 };
-            let auto = AttnPlan::auto(1, hq, hkv, kv);
+            let auto = AttnPlan::auto(1, hq, hkv, kv, ctx.caps.cpu_adapter);
             for splits in [None, Some(1), Some(8), Some(32), Some(128)] {
                 let plan = splits.map(|n| AttnPlan::with_splits(kv, n)).unwrap_or(auto);
                 let (s, _best, count) = time_kernel(ctx, cli, &|rec| {

@@ -30,6 +30,10 @@ pub const MAX_HEAD_DIM: usize = 128;
 const MAX_CHUNK: usize = 16384;
 /// Split-K aims for about this many invocations in flight (rows × splits); below it, rows are split over keys.
 const TARGET_INVOCATIONS: usize = 2048;
+/// The same on CPU adapters, which run a workgroup per thread: 8 workgroups of [`WG`] keep the cores busy, and
+/// more splits only add partial writes and the combine pass. lavapipe, SmolLM2's 64-token prefill (576 rows):
+/// unsplit 24–25 ms of attention against 41–46 ms in 4 splits + combine (docs/benchmarks.md).
+const CPU_TARGET_INVOCATIONS: usize = 512;
 /// Fewest keys per split: shorter chunks cost more in partial writes and the combine than they gain.
 const MIN_CHUNK: usize = 32;
 
@@ -71,11 +75,12 @@ pub struct AttnPlan {
 }
 
 impl AttnPlan {
-    /// The default plan: split over keys only when Tq·Hq rows leave the device idle. (`_hkv` is part of the
-    /// signature so a plan may depend on the kv-head layout; this one does not.)
-    pub fn auto(tq: usize, hq: usize, _hkv: usize, kv_len: usize) -> Self {
+    /// The default plan: split over keys only when Tq·Hq rows leave the device (a CPU adapter: `cpu`) idle.
+    /// (`_hkv` is part of the signature so a plan may depend on the kv-head layout; this one does not.)
+    pub fn auto(tq: usize, hq: usize, _hkv: usize, kv_len: usize, cpu: bool) -> Self {
         let rows = (tq * hq).max(1);
-        let want = TARGET_INVOCATIONS.div_ceil(rows);
+        let target = if cpu { CPU_TARGET_INVOCATIONS } else { TARGET_INVOCATIONS };
+        let want = target.div_ceil(rows);
         let max_split = kv_len.div_ceil(MIN_CHUNK).max(1);
         Self::with_splits(kv_len, want.min(max_split))
     }
@@ -134,7 +139,7 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p: &Att
     if rec.ctx().caps.cpu_adapter && gemm_supports(tq, hq, hkv, p) && tq * p.kv_len >= GEMM_MIN_SCORES {
         return attention_gemm(rec, q, k, v, p);
     }
-    let plan = AttnPlan::auto(tq, hq, hkv, p.kv_len);
+    let plan = AttnPlan::auto(tq, hq, hkv, p.kv_len, rec.ctx().caps.cpu_adapter);
     attention_with_plan(rec, q, k, v, p, plan)
 }
 
