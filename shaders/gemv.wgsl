@@ -412,8 +412,7 @@ fn gemv(fmt: u32, wg: u32, sid: u32, nsg: u32, lane: u32, sg_size: u32) {
         let gb = subgroupAdd(row_dot(fmt, ab.y, lane, sg_size)) + bias_at(ab.y);
         if (lane == 0u) { store_pair(ab.x, ab.y, ga.x, gb.x); }
     }
-    return;
-#endif
+#else
     // Subgroup-uniform loop: every lane of a subgroup takes the same rows, so subgroupAdd sees full subgroups.
     for (var r = sid; r < ROWS; r += nsg) {
         let row = wg * ROWS + r;
@@ -422,6 +421,7 @@ fn gemv(fmt: u32, wg: u32, sid: u32, nsg: u32, lane: u32, sg_size: u32) {
         let u = subgroupAdd(up_dot(fmt, row, lane, sg_size));
         if (lane == 0u) { store(row, g, u); }
     }
+#endif
 }
 
 @compute @workgroup_size(WG)
@@ -485,11 +485,11 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
             store_pair(r.y, r.w, v.y, v.w);
 #endif
         }
-        return;
-#endif
+#else
         for (var i = 0u; i < 4u; i++) {
             if (row0 + i < p.n) { y[row0 + i] = v[i]; }
         }
+#endif
         return;
     }
     let row = wg * ROWS + li;
