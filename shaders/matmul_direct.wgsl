@@ -111,7 +111,7 @@ fn block_scale(blk: u32) -> vec2<f32> {
 fn dequant(word: u32, s: vec2<f32>, h: u32) -> vec4<f32> {
     var q: vec4<f32>;
     if (FMT == 2u) {
-        q = vec4<f32>(vec4<i32>(i32(word << 24u), i32(word << 16u), i32(word << 8u), i32(word)) >> vec4<u32>(24u));
+        q = i8x4(word);
     } else {
         q = q4_lo(word >> (4u * h));
     }

@@ -9,11 +9,12 @@ fn q8_0_scale(scales_off: u32, blk: u32) -> f32 {
     let s = unpack2x16float(w[scales_off + blk / 2u]);
     return select(s.x, s.y, (blk & 1u) == 1u);
 }
+// The 4 signed bytes of a Q8_0 quant word, sign-extended.
+fn i8x4(word: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<i32>(i32(word << 24u), i32(word << 16u), i32(word << 8u), i32(word)) >> vec4<u32>(24u));
+}
 fn q8_0_quad(blk: u32, k: u32, d: f32) -> vec4<f32> {
-    let word = w[blk * 8u + k];
-    // sign-extend each byte
-    let b = vec4<i32>(i32(word << 24u) >> 24u, i32(word << 16u) >> 24u, i32(word << 8u) >> 24u, i32(word) >> 24u);
-    return vec4<f32>(b) * d;
+    return i8x4(w[blk * 8u + k]) * d;
 }
 
 // Q4_0: 18-byte block = f16 d + 16 bytes; byte j holds element j (low nibble) and j+16 (high nibble); x = (q-8)*d.

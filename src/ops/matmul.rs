@@ -286,26 +286,46 @@ pub fn linear_rope_qkv(
     if !gemv_supports(w.dtype, k) {
         return Err(Error::Shape { op: OP, detail: format!("the GEMV needs vec4-aligned {} rows, K = {k}", w.dtype) });
     }
-    if let Some(b) = bias {
-        expect_dtype(OP, b, DType::F32)?;
-        if b.numel() != n {
-            return Err(Error::Shape { op: OP, detail: format!("bias {:?} does not match N = {n}", b.shape) });
-        }
+    check_bias(OP, bias, n)?;
+    if matches!(path, Path::Gemm | Path::Direct | Path::DirectSubgroups) {
+        return Err(Error::Shape { op: OP, detail: format!("{path:?} is not a GEMV path") });
     }
-    let caps = &rec.ctx().caps;
-    let (force_subgroups, shared_x) = match path {
-        Path::Auto | Path::Gemv => (false, gemv_shares_x(caps)),
-        Path::GemvSubgroups if caps.subgroups => (true, None),
-        Path::GemvSharedX if shared_rows_subgroup(caps).is_some() => (false, shared_rows_subgroup(caps)),
-        Path::GemvSubgroups | Path::GemvSharedX => {
-            return Err(Error::MissingFeature { feature: "subgroups", what: format!("{path:?} for {OP}") })
-        }
-        _ => return Err(Error::Shape { op: OP, detail: format!("{path:?} is not a GEMV path") }),
-    };
+    let (force_subgroups, shared_x) = gemv_variant(&rec.ctx().caps, path)?;
     let q = rec.empty(&[1, rope.heads, dims.d], DType::F32)?;
     let kernel = Gemv { w, bias, n, k, force_subgroups, shared_x, swiglu: false, rope: Some((rope, dims)) };
     kernel.run(rec, x, 0, 1, &q)?;
     Ok(q)
+}
+
+/// A bias, if any: f32 with `n` elements.
+fn check_bias(op: &'static str, bias: Option<&Tensor>, n: usize) -> Result<()> {
+    if let Some(b) = bias {
+        expect_dtype(op, b, DType::F32)?;
+        if b.numel() != n {
+            return Err(Error::Shape { op, detail: format!("bias {:?} does not match N = {n}", b.shape) });
+        }
+    }
+    Ok(())
+}
+
+/// The GEMV variant for `path` (Auto or a GEMV path): whether to force the subgroup kernel, and the subgroup
+/// size with which to share x (where it applies); [`Error::MissingFeature`] where a forced variant lacks its
+/// subgroups.
+fn gemv_variant(caps: &Caps, path: Path) -> Result<(bool, Option<u32>)> {
+    match path {
+        Path::GemvSubgroups if !caps.subgroups => {
+            Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() })
+        }
+        Path::GemvSubgroups => Ok((true, gemv_shares_x(caps))),
+        Path::GemvSharedX => match shared_rows_subgroup(caps) {
+            Some(sg) => Ok((false, Some(sg))),
+            None => Err(Error::MissingFeature {
+                feature: "subgroups",
+                what: format!("the GEMV's shared-x variant (subgroup size {:?}, needs 4 or 8)", caps.subgroup_size),
+            }),
+        },
+        _ => Ok((false, gemv_shares_x(caps))),
+    }
 }
 
 /// `linear` and `linear_swiglu`: checks, then the kernel for `path`.
@@ -340,28 +360,12 @@ fn product(
     if w.dtype.is_quantized() && k % DType::QK != 0 {
         return Err(Error::Shape { op, detail: format!("{} weights need K % 32 == 0, got K = {k}", w.dtype) });
     }
-    if let Some(b) = bias {
-        expect_dtype(op, b, DType::F32)?;
-        if b.numel() != n {
-            return Err(Error::Shape { op, detail: format!("bias {:?} does not match N = {n}", b.shape) });
-        }
-    }
+    check_bias(op, bias, n)?;
     let m = x.rows();
     let use_gemv = match path {
         Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
         Path::Gemv | Path::GemvSubgroups | Path::GemvSharedX => {
-            if path == Path::GemvSubgroups && !rec.ctx().caps.subgroups {
-                return Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() });
-            }
-            if path == Path::GemvSharedX && shared_rows_subgroup(&rec.ctx().caps).is_none() {
-                return Err(Error::MissingFeature {
-                    feature: "subgroups",
-                    what: format!(
-                        "the GEMV's shared-x variant (subgroup size {:?}, needs 4 or 8)",
-                        rec.ctx().caps.subgroup_size
-                    ),
-                });
-            }
+            gemv_variant(&rec.ctx().caps, path)?;
             if !gemv_supports(w.dtype, k) {
                 return Err(Error::Shape {
                     op,
@@ -424,8 +428,7 @@ fn product(
     };
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
-        let shared_x = if path == Path::GemvSharedX { shared_rows_subgroup(caps) } else { gemv_shares_x(caps) };
-        let force_subgroups = path == Path::GemvSubgroups;
+        let (force_subgroups, shared_x) = gemv_variant(caps, path)?;
         let kernel = Gemv { w, bias, n: n_out, k, force_subgroups, shared_x, swiglu, rope: None };
         for m0 in (0..m).step_by(GEMV_MAX_M) {
             kernel.run(rec, x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
@@ -653,11 +656,15 @@ impl Gemv<'_> {
         // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
         let b: Binding = self.bias.unwrap_or(&xs).into();
         let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
-        let mut bindings: Vec<Binding> = vec![(&xs).into(), w.into(), b, (&ys).into(), w.into()];
-        if let Some((r, _)) = self.rope {
-            bindings.extend([r.table.into(), r.k_cache.into(), r.v_cache.into()]);
+        let bindings: [Binding; 5] = [(&xs).into(), w.into(), b, (&ys).into(), w.into()];
+        match self.rope {
+            Some((r, _)) => {
+                let [b0, b1, b2, b3, b4] = bindings;
+                let all = [b0, b1, b2, b3, b4, r.table.into(), r.k_cache.into(), r.v_cache.into()];
+                rec.dispatch(&key, &params(&p), &all, grid)?;
+            }
+            None => rec.dispatch(&key, &params(&p), &bindings, grid)?,
         }
-        rec.dispatch(&key, &params(&p), &bindings, grid)?;
         if m0 > 0 {
             rec.copy(&ys, 0, out, (m0 * n * 4) as u64, (mr * n * 4) as u64)?;
         }
