@@ -115,16 +115,6 @@ fn rope_rows(gi: u32) -> vec4<u32> {
 #endif
 }
 
-// The rows of rotated pair `q` (the SUBGROUPS kernel's unit in ROPE mode).
-fn rope_pair(q: u32) -> vec2<u32> {
-#ifdef INTERLEAVED
-    return vec2<u32>(2u * q, 2u * q + 1u);
-#else
-    let half = HEAD_DIM / 2u;
-    let b = q / half * HEAD_DIM + q % half;
-    return vec2<u32>(b, b + half);
-#endif
-}
 #endif
 
 const FMT_F32: u32 = 0u;
@@ -354,19 +344,20 @@ fn x_block_sum(xi: u32) -> f32 {
 }
 #endif
 
-// The dot products of x with weight rows r (in range), as one vec4.
-fn rows4_dot(fmt: u32, r: vec4<u32>) -> vec4<f32> {
+// The dot products of x with weight rows r (in range), as one vec4, over the chunks lane, lane + stride, ...
+// (one invocation: 0, 1; SUBGROUPS: the subgroup's lanes, whose partial sums the caller adds).
+fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     if (fmt == FMT_F32) {
         let k4 = p.k / 4u;
         let base = r * k4;
-        for (var i = 0u; i < k4; i++) {
+        for (var i = lane; i < k4; i += stride) {
             acc += f32_dot4(base + vec4<u32>(i), x[i]);
         }
     } else if (fmt == FMT_F16) {
         let k8 = p.k / 8u;
         let base = r * k8;
-        for (var i = 0u; i < k8; i++) {
+        for (var i = lane; i < k8; i += stride) {
             acc += f16_dot4(base + vec4<u32>(i), x[2u * i], x[2u * i + 1u]);
         }
     } else {
@@ -375,7 +366,7 @@ fn rows4_dot(fmt: u32, r: vec4<u32>) -> vec4<f32> {
         // Q4: x pre-scaled for q4_sum, and its sum for the offsets
         let q4 = fmt != FMT_Q8_0;
         let sc = select(vec4<f32>(1.0), vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0), q4);
-        for (var j = 0u; j < bpr; j++) {
+        for (var j = lane; j < bpr; j += stride) {
             let xi = 8u * j;
 #ifdef SG_X
             let xs = x_block(xi, sc);
@@ -400,20 +391,69 @@ fn rows4_dot(fmt: u32, r: vec4<u32>) -> vec4<f32> {
     return acc;
 }
 
+
+// The up rows' dot products for gate rows r (SWIGLU), else nothing.
+fn up4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
+#ifdef SWIGLU
+    return rows4_dot(fmt, r + vec4<u32>(p.n), lane, stride);
+#else
+    return vec4<f32>(0.0);
+#endif
+}
+
+// Output rows r (RPT = 4; row0 = the quad's first row, < N) from their gate (or only) dot products g and the up
+// ones u (SWIGLU). ROPE: p.n is a whole number of heads (HEAD_DIM % 4 == 0), so all 4 rows exist; else rows
+// past N (clamped in r) are not stored.
+fn store4(row0: u32, r: vec4<u32>, g: vec4<f32>, u: vec4<f32>) {
+    var v = g;
+    if (p.has_bias != 0u) { v += vec4<f32>(bias[r.x], bias[r.y], bias[r.z], bias[r.w]); }
+#ifdef SWIGLU
+    var uu = u;
+    if (p.has_bias != 0u) { uu += vec4<f32>(bias[p.n + r.x], bias[p.n + r.y], bias[p.n + r.z], bias[p.n + r.w]); }
+    v = silu4(v) * uu;
+#endif
+#ifdef ROPE
+#ifdef INTERLEAVED
+    store_pair(r.x, r.y, v.x, v.y);
+    store_pair(r.z, r.w, v.z, v.w);
+#else
+    store_pair(r.x, r.z, v.x, v.z);
+    store_pair(r.y, r.w, v.y, v.w);
+#endif
+#else
+    for (var i = 0u; i < 4u; i++) {
+        if (row0 + i < p.n) { y[row0 + i] = v[i]; }
+    }
+#endif
+}
+
+// The 4 rows of quad `gi` (RPT = 4), clamped to the matrix.
+fn quad_rows(gi: u32) -> vec4<u32> {
+#ifdef ROPE
+    return min(rope_rows(gi), vec4<u32>(p.n - 1u));
+#else
+    return min(vec4<u32>(4u * gi) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+#endif
+}
+
 #ifdef SUBGROUPS
 fn gemv(fmt: u32, wg: u32, sid: u32, nsg: u32, lane: u32, sg_size: u32) {
-#ifdef ROPE
-    // a rotated pair per subgroup step (ROWS / 2 pairs per workgroup)
-    for (var r = sid; r < ROWS / 2u; r += nsg) {
-        let q = wg * (ROWS / 2u) + r;
-        if (2u * q >= p.n) { return; }
-        let ab = rope_pair(q);
-        let ga = subgroupAdd(row_dot(fmt, ab.x, lane, sg_size)) + bias_at(ab.x);
-        let gb = subgroupAdd(row_dot(fmt, ab.y, lane, sg_size)) + bias_at(ab.y);
-        if (lane == 0u) { store_pair(ab.x, ab.y, ga.x, gb.x); }
+    // Subgroup-uniform loops: every lane of a subgroup takes the same rows, so subgroupAdd sees full subgroups.
+    if (RPT == 4u) {
+        // MR == 1: a quad of rows per subgroup step (ROWS / 4 per workgroup), each x chunk a lane loads dotted
+        // with all 4 rows (a quantized block's 8 x chunks served 1 weight chunk with a row per subgroup), one
+        // reduction per quad. ROPE: the quad is two rotated pairs.
+        for (var qd = sid; qd < ROWS / 4u; qd += nsg) {
+            let gi = wg * (ROWS / 4u) + qd;
+            if (4u * gi >= p.n) { return; }
+            let r = quad_rows(gi);
+            let g = subgroupAdd(rows4_dot(fmt, r, lane, sg_size));
+            let u = subgroupAdd(up4_dot(fmt, r, lane, sg_size));
+            if (lane == 0u) { store4(4u * gi, r, g, u); }
+        }
+        return;
     }
-#else
-    // Subgroup-uniform loop: every lane of a subgroup takes the same rows, so subgroupAdd sees full subgroups.
+#ifndef ROPE
     for (var r = sid; r < ROWS; r += nsg) {
         let row = wg * ROWS + r;
         if (row >= p.n) { return; }
@@ -462,34 +502,10 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
 #ifndef SG_X
         if (row0 >= p.n) { return; }
 #endif
-#ifdef ROPE
-        let r = min(rope_rows(row0 / 4u), vec4<u32>(p.n - 1u));
-#else
-        let r = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-#endif
-        var v = rows4_dot(fmt, r);
-        if (p.has_bias != 0u) { v += vec4<f32>(bias[r.x], bias[r.y], bias[r.z], bias[r.w]); }
-#ifdef SWIGLU
-        var u = rows4_dot(fmt, r + vec4<u32>(p.n));
-        if (p.has_bias != 0u) { u += vec4<f32>(bias[p.n + r.x], bias[p.n + r.y], bias[p.n + r.z], bias[p.n + r.w]); }
-        v = silu4(v) * u;
-#endif
-#ifdef ROPE
-        // p.n is a whole number of heads (HEAD_DIM % 4 == 0): all 4 rows exist when row0 does
-        if (row0 < p.n) {
-#ifdef INTERLEAVED
-            store_pair(r.x, r.y, v.x, v.y);
-            store_pair(r.z, r.w, v.z, v.w);
-#else
-            store_pair(r.x, r.z, v.x, v.z);
-            store_pair(r.y, r.w, v.y, v.w);
-#endif
-        }
-#else
-        for (var i = 0u; i < 4u; i++) {
-            if (row0 + i < p.n) { y[row0 + i] = v[i]; }
-        }
-#endif
+        let r = quad_rows(row0 / 4u);
+        let g = rows4_dot(fmt, r, 0u, 1u);
+        let u = up4_dot(fmt, r, 0u, 1u);
+        if (row0 < p.n) { store4(row0, r, g, u); }
         return;
     }
     let row = wg * ROWS + li;

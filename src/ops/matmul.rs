@@ -623,10 +623,17 @@ impl Gemv<'_> {
             DType::Q4_1 => "gemv_q4_1",
             DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
         };
-        // rows per invocation without subgroups: 4 for a single x row (each x load serves 4 weight rows)
-        let rpt = if !subgroups && mr == 1 { 4 } else { 1 };
-        let sg_x = self.shared_x.filter(|_| rpt == 4 && w.dtype.is_quantized());
-        let rows_per_wg = if subgroups { GEMV_SG_ROWS } else { GEMV_WG * rpt };
+        // Rows per invocation (per subgroup with SUBGROUPS): 4 for a single x row, each x load serving 4 weight
+        // rows (and, with subgroups, one reduction serving 4 rows).
+        let rpt = if mr == 1 { 4 } else { 1 };
+        let sg_x = self.shared_x.filter(|_| !subgroups && rpt == 4 && w.dtype.is_quantized());
+        let rows_per_wg = match (subgroups, ctx.caps.subgroup_size) {
+            // one quad per subgroup where the subgroup count is known: the small matrices of a small model
+            // (SmolLM2: 1536 x 576) left a GPU's subgroups walking 8 rows each in turn (H100: 14 µs per GEMV)
+            (true, Some(sg)) if rpt == 4 => 4 * (GEMV_WG / sg.clamp(1, GEMV_WG)),
+            (true, _) => GEMV_SG_ROWS,
+            (false, _) => GEMV_WG * rpt,
+        };
         let key = PipelineKey::new("gemv", entry)
             .define_if(subgroups, "SUBGROUPS")
             .define_if(sg_x.is_some(), "SG_X")
