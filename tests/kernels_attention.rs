@@ -28,6 +28,8 @@ enum Kernel {
     Splits(usize),
     /// `attention_gemm` (bidirectional, as strided GEMMs + softmax).
     Gemm,
+    /// The key-parallel subgroup kernel with about this many key splits.
+    Subgroups(usize),
 }
 
 /// Runs one case against the reference. The cache has `tmax > kv_len` rows; rows past kv_len hold NaN so any
@@ -60,6 +62,7 @@ async fn case(
         Kernel::Auto => at::attention(&mut rec, &tqg, &tk, &tv, &p),
         Kernel::Splits(n) => at::attention_with_plan(&mut rec, &tqg, &tk, &tv, &p, AttnPlan::with_splits(kv_len, n)),
         Kernel::Gemm => at::attention_gemm(&mut rec, &tqg, &tk, &tv, &p),
+        Kernel::Subgroups(n) => at::attention_subgroups(&mut rec, &tqg, &tk, &tv, &p, AttnPlan::with_splits(kv_len, n)),
     }
     .map_err(e)?;
     assert_eq!(out.shape, vec![tq, hq, d]);
@@ -123,6 +126,53 @@ async fn attention_split_and_single_pass_agree() -> Result<(), String> {
     // the model shapes: SmolLM2 decode (9 q heads, 3 kv heads, D 64) and a SigLIP-like ViT block
     case(&ctx, &mut rng, 1, (9, 3), 64, 2049, 4096, true, 2048, Kernel::Auto).await?;
     case(&ctx, &mut rng, 64, (12, 12), 64, 64, 64, false, 0, Kernel::Auto).await?;
+    Ok(())
+}
+
+/// The key-parallel subgroup kernel (what GPUs run for decode and prompts), forced wherever the adapter's
+/// subgroups have one known size (lavapipe too): the reference sweep's shapes, head dims above and below the
+/// subgroup size, key splits with chunks past a causal row's end and the plan `attention` picks. Elsewhere it
+/// must refuse with MissingFeature.
+async fn attention_subgroup_kernel() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(14);
+    let usable = |s: &u32| ctx.caps.subgroups && s.is_power_of_two() && (4..=128).contains(s);
+    let Some(sg) = ctx.caps.subgroup_size.filter(usable) else {
+        let q = ctx.upload_f32(&[0.0; 8], &[1, 1, 8]).map_err(e)?;
+        let p = AttnParams { causal: false, scale: 1.0, kv_len: 1, q_pos0: 0 };
+        let mut rec = Recorder::new(&ctx);
+        return match at::attention_subgroups(&mut rec, &q, &q, &q, &p, AttnPlan::with_splits(1, 1)) {
+            Err(webvlm::Error::MissingFeature { .. }) => Ok(()),
+            other => Err(format!("without a known subgroup size: expected MissingFeature, got {:?}", other.err())),
+        };
+    };
+    let mut n = 0usize;
+    for &tq in TQ {
+        for &kv in KV {
+            for causal in [false, true] {
+                let heads = HEADS[n % HEADS.len()];
+                let d = DIMS[(n / HEADS.len() + n) % DIMS.len()];
+                n += 1;
+                if causal && kv < tq {
+                    continue;
+                }
+                let q_pos0 = if causal { kv - tq } else { 0 };
+                let plan = AttnPlan::subgroups(tq, heads.0, kv, sg as usize);
+                case(&ctx, &mut rng, tq, heads, d, kv, kv + 7, causal, q_pos0, Kernel::Subgroups(plan.n_split)).await?;
+            }
+        }
+    }
+    for (tq, heads, d, kv, causal) in
+        [(1, (4, 2), 64, 1100, true), (17, (3, 1), 8, 300, true), (3, (9, 3), 128, 70, false)]
+    {
+        let q_pos0 = if causal { kv - tq } else { 0 };
+        for splits in [1, 3, 64] {
+            case(&ctx, &mut rng, tq, heads, d, kv, kv + 1, causal, q_pos0, Kernel::Subgroups(splits)).await?;
+        }
+    }
+    // SmolLM2 decode through the cache
+    let plan = AttnPlan::subgroups(1, 9, 2049, sg as usize);
+    case(&ctx, &mut rng, 1, (9, 3), 64, 2049, 4096, true, 2048, Kernel::Subgroups(plan.n_split)).await?;
     Ok(())
 }
 
@@ -247,6 +297,7 @@ mod run {
     crate::gpu_tests!(
         attention_matches_reference,
         attention_split_and_single_pass_agree,
+        attention_subgroup_kernel,
         kv_cache_prefill_then_decode,
         attention_as_gemms,
         attention_errors_are_typed

@@ -80,7 +80,7 @@ pub static SHADERS: &[ShaderFile] = &[
             &["ROPE", "INTERLEAVED", "SUBGROUPS"]
         ]
     ),
-    shader!("attention", [&[], &["SPLIT"], &["COMBINE"], &["TRANSPOSE_V"]]),
+    shader!("attention", [&[], &["SPLIT"], &["COMBINE"], &["TRANSPOSE_V"], &["SG_KEYS"], &["SG_KEYS", "SPLIT"]]),
     shader!("vision", [&["UNFOLD"], &["SHUFFLE"]]),
     shader!(
         "sample",

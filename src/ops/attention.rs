@@ -9,7 +9,7 @@
 //! - k, v `[Tmax, Hkv, D]`, of which the first `kv_len` rows are valid (the cache); for the ViT Tmax = kv_len.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, DType, PipelineKey, Recorder, Tensor};
+use crate::gpu::{grid_1d, Caps, DType, PipelineKey, Recorder, Tensor};
 
 use super::matmul::{matmul_strided, Strided};
 use super::{expect_dtype, params, softmax};
@@ -36,6 +36,12 @@ const TARGET_INVOCATIONS: usize = 2048;
 const CPU_TARGET_INVOCATIONS: usize = 512;
 /// Fewest keys per split: shorter chunks cost more in partial writes and the combine than they gain.
 const MIN_CHUNK: usize = 32;
+/// The key-parallel subgroup kernel (`attn_sg`) aims for about this many workgroups (one subgroup each) in flight.
+const SG_TARGET_WORKGROUPS: usize = 512;
+/// Most rows (Tq · Hq) for which [`attention`] takes the key-parallel subgroup kernel on GPUs: decode and prompts.
+/// Past it (the ViT: 1024 queries × 12 heads) the row kernel has threads enough, and its lanes, neighbouring
+/// queries of one head, read each key once for all of them.
+const SG_MAX_ROWS: usize = 4096;
 
 /// What the attention sees beyond the tensors.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,6 +89,13 @@ impl AttnPlan {
         let want = target.div_ceil(rows);
         let max_split = kv_len.div_ceil(MIN_CHUNK).max(1);
         Self::with_splits(kv_len, want.min(max_split))
+    }
+
+    /// The plan of the key-parallel subgroup kernel (subgroups of `sg` lanes): splits until rows × splits reach
+    /// [`SG_TARGET_WORKGROUPS`], each split at least `sg` keys.
+    pub fn subgroups(tq: usize, hq: usize, kv_len: usize, sg: usize) -> Self {
+        let want = SG_TARGET_WORKGROUPS.div_ceil((tq * hq).max(1));
+        Self::with_splits(kv_len, want.min(kv_len.div_ceil(sg.max(1)).max(1)))
     }
 
     /// A plan with about `n_split` chunks (rounded so every chunk is a whole number of blocks).
@@ -139,8 +152,42 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p: &Att
     if rec.ctx().caps.cpu_adapter && gemm_supports(tq, hq, hkv, p) && tq * p.kv_len >= GEMM_MIN_SCORES {
         return attention_gemm(rec, q, k, v, p);
     }
+    if let Some(sg) = subgroup_kernel_size(&rec.ctx().caps).filter(|_| tq * hq <= SG_MAX_ROWS) {
+        let plan = AttnPlan::subgroups(tq, hq, p.kv_len, sg as usize);
+        return attention_subgroups(rec, q, k, v, p, plan);
+    }
     let plan = AttnPlan::auto(tq, hq, hkv, p.kv_len, rec.ctx().caps.cpu_adapter);
     attention_with_plan(rec, q, k, v, p, plan)
+}
+
+/// The subgroup size with which [`attention`] runs the key-parallel kernel, or None: GPUs (not CPU adapters,
+/// where a subgroup operation is a loop over emulated lanes) whose subgroups have one known size of 4 to 128.
+pub fn subgroup_kernel_size(caps: &Caps) -> Option<u32> {
+    sg_keys_size(caps).filter(|_| !caps.cpu_adapter)
+}
+
+/// The adapter's subgroup size if the key-parallel kernel can run with it: one known power of two in 4..=128.
+fn sg_keys_size(caps: &Caps) -> Option<u32> {
+    caps.subgroup_size.filter(|s| caps.subgroups && s.is_power_of_two() && (4..=128).contains(s))
+}
+
+/// [`attention`] by the key-parallel subgroup kernel (`attn_sg`: a subgroup per row and key split, its lanes over
+/// keys), on any adapter with subgroups of one known size (tests force it on CPU adapters);
+/// [`Error::MissingFeature`] elsewhere.
+pub fn attention_subgroups(
+    rec: &mut Recorder,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    p: &AttnParams,
+    plan: AttnPlan,
+) -> Result<Tensor> {
+    let caps = &rec.ctx().caps;
+    let sg = sg_keys_size(caps).ok_or_else(|| Error::MissingFeature {
+        feature: "subgroups",
+        what: format!("the key-parallel attention (subgroup size {:?})", caps.subgroup_size),
+    })?;
+    run_plan(rec, q, k, v, p, plan, Some(sg))
 }
 
 /// Fewest scores per head (Tq · kv_len) for which [`attention`] takes [`attention_gemm`] on CPU adapters: the ViT
@@ -232,6 +279,20 @@ pub fn attention_with_plan(
     p: &AttnParams,
     plan: AttnPlan,
 ) -> Result<Tensor> {
+    run_plan(rec, q, k, v, p, plan, None)
+}
+
+/// The flash kernel with `plan`'s key splits (+ the combine pass): the row kernel, or with `sg` the
+/// key-parallel subgroup kernel of that subgroup size.
+fn run_plan(
+    rec: &mut Recorder,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    p: &AttnParams,
+    plan: AttnPlan,
+    sg: Option<u32>,
+) -> Result<Tensor> {
     let (tq, hq, hkv, d, _) = check(q, k, v, p)?;
     let plan = AttnPlan::with_splits(p.kv_len, plan.n_split);
     let ctx = rec.ctx();
@@ -259,14 +320,24 @@ pub fn attention_with_plan(
     let key = |entry: &'static str, wg: u32| {
         PipelineKey::new("attention", entry).define_value("HEAD_DIM", d).constant("WG", wg)
     };
-    let grid = grid_1d(invocations.div_ceil(wg as usize) as u32, max_wg);
+    // the attention pass: an invocation per (row, split), or with `sg` a subgroup-sized workgroup per (row, split)
+    let (attn_key, grid) = match sg {
+        Some(sg) => (
+            PipelineKey::new("attention", "attn_sg")
+                .define_value("HEAD_DIM", d)
+                .define("SG_KEYS")
+                .define_value("SG", sg),
+            grid_1d(invocations as u32, max_wg),
+        ),
+        None => (key("attn", wg), grid_1d(invocations.div_ceil(wg as usize) as u32, max_wg)),
+    };
     if plan.n_split == 1 {
-        rec.dispatch(&key("attn", wg), &bytes, &[q.into(), k.into(), v.into(), (&out).into()], grid)?;
+        rec.dispatch(&attn_key, &bytes, &[q.into(), k.into(), v.into(), (&out).into()], grid)?;
     } else {
         let part_o = rec.empty(&[plan.n_split, hq, tq, d], DType::F32)?;
         let part_ml = rec.empty(&[plan.n_split, hq, tq, 2], DType::F32)?;
         rec.dispatch(
-            &key("attn", wg).define("SPLIT"),
+            &attn_key.define("SPLIT"),
             &bytes,
             &[q.into(), k.into(), v.into(), (&part_o).into(), (&part_ml).into()],
             grid,
