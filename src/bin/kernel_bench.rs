@@ -170,19 +170,39 @@ mod native {
             let q = ctx.upload_f32(&rng.vec(hq * d, -1.0, 1.0), &[1, hq, d])?;
             let p = AttnParams { causal: true, scale: 0.125, kv_len: kv, q_pos0: kv - 1 };
             let auto = AttnPlan::auto(1, hq, hkv, kv, ctx.caps.cpu_adapter);
-            for splits in [None, Some(1), Some(8), Some(32), Some(128)] {
-                let plan = splits.map(|n| AttnPlan::with_splits(kv, n)).unwrap_or(auto);
+            // the row kernel (an invocation per row and split), then the key-parallel subgroup kernel where the
+            // adapter has one subgroup size (what `attention` takes on GPUs)
+            let mut kernels: Vec<(&str, Option<usize>)> =
+                [None, Some(1), Some(8), Some(32), Some(128)].into_iter().map(|s| ("rows", s)).collect();
+            let sg = ctx.caps.subgroup_size.filter(|_| ctx.caps.subgroups);
+            if sg.is_some() {
+                kernels.extend([None, Some(1), Some(8), Some(32)].into_iter().map(|s| ("subgroups", s)));
+            }
+            for (kernel, splits) in kernels {
+                let plan = match (kernel, splits, sg) {
+                    (_, Some(n), _) => AttnPlan::with_splits(kv, n),
+                    ("subgroups", None, Some(sg)) => AttnPlan::subgroups(1, hq, kv, sg as usize),
+                    _ => auto,
+                };
                 let (s, _best, count) = time_kernel(ctx, cli, &|rec| {
-                    at::attention_with_plan(rec, &q, &k, &v, &p, plan)?;
+                    match kernel {
+                        "subgroups" => at::attention_subgroups(rec, &q, &k, &v, &p, plan)?,
+                        _ => at::attention_with_plan(rec, &q, &k, &v, &p, plan)?,
+                    };
                     Ok(())
                 })?;
                 let bytes = 2 * kv * hkv * d * 4;
                 out.push(json!({
-                    "problem": "decode_smollm2", "tq": 1, "kv_len": kv, "hq": hq, "hkv": hkv, "d": d,
-                    "plan": if splits.is_none() { "auto" } else { "fixed" }, "n_split": plan.n_split,
+                    "problem": "decode_smollm2", "kernel": kernel, "tq": 1, "kv_len": kv, "hq": hq, "hkv": hkv,
+                    "d": d, "plan": if splits.is_none() { "auto" } else { "fixed" }, "n_split": plan.n_split,
                     "ms": s * 1e3, "kv_gbps": bytes as f64 / s / 1e9, "dispatches_per_submit": count,
                 }));
-                eprintln!("attention decode kv={kv} splits={} ({:?}): {:.3} ms", plan.n_split, splits, s * 1e3);
+                eprintln!(
+                    "attention decode {kernel} kv={kv} splits={} ({:?}): {:.3} ms",
+                    plan.n_split,
+                    splits,
+                    s * 1e3
+                );
             }
         }
         for (name, tq, h, causal) in [
@@ -195,16 +215,33 @@ mod native {
             let k = ctx.upload_f32(&rng.vec(tq * hkv * d, -1.0, 1.0), &[tq, hkv, d])?;
             let v = ctx.upload_f32(&rng.vec(tq * hkv * d, -1.0, 1.0), &[tq, hkv, d])?;
             let p = AttnParams { causal, scale: 0.125, kv_len: tq, q_pos0: 0 };
-            let (s, _best, count) = time_kernel(ctx, cli, &|rec| {
-                at::attention(rec, &q, &k, &v, &p)?;
-                Ok(())
-            })?;
-            let flops = 4.0 * (tq * tq * d * hq) as f64 / if causal { 2.0 } else { 1.0 };
-            out.push(json!({
-                "problem": name, "tq": tq, "kv_len": tq, "hq": hq, "hkv": hkv, "d": d, "causal": causal,
-                "ms": s * 1e3, "gflops": flops / s / 1e9, "dispatches_per_submit": count,
-            }));
-            eprintln!("attention {name} T={tq}: {:.2} ms {:.2} GFLOP/s", s * 1e3, flops / s / 1e9);
+            let sg = ctx.caps.subgroup_size.filter(|_| ctx.caps.subgroups);
+            // what `attention` picks, then the row and subgroup kernels with their own plans
+            for kernel in ["auto", "rows", "subgroups"] {
+                if kernel == "subgroups" && sg.is_none() {
+                    continue;
+                }
+                let (s, _best, count) = time_kernel(ctx, cli, &|rec| {
+                    match kernel {
+                        "rows" => {
+                            let plan = AttnPlan::auto(tq, hq, hkv, tq, ctx.caps.cpu_adapter);
+                            at::attention_with_plan(rec, &q, &k, &v, &p, plan)?
+                        }
+                        "subgroups" => {
+                            let plan = AttnPlan::subgroups(tq, hq, tq, sg.unwrap_or(32) as usize);
+                            at::attention_subgroups(rec, &q, &k, &v, &p, plan)?
+                        }
+                        _ => at::attention(rec, &q, &k, &v, &p)?,
+                    };
+                    Ok(())
+                })?;
+                let flops = 4.0 * (tq * tq * d * hq) as f64 / if causal { 2.0 } else { 1.0 };
+                out.push(json!({
+                    "problem": name, "kernel": kernel, "tq": tq, "kv_len": tq, "hq": hq, "hkv": hkv, "d": d,
+                    "causal": causal, "ms": s * 1e3, "gflops": flops / s / 1e9, "dispatches_per_submit": count,
+                }));
+                eprintln!("attention {name} {kernel} T={tq}: {:.2} ms {:.2} GFLOP/s", s * 1e3, flops / s / 1e9);
+            }
         }
         Ok(out)
     }
