@@ -23,7 +23,9 @@ build)
       python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])' | tail -1)
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("kind") == ["test"] and t.get("name") == sys.argv[1]:
+        print(m["executable"])' "$t" | tail -1)
     cp "$exe" ".devbin/$t"
   done
   cp target/release/webvlm target/release/kernel_bench .devbin/
