@@ -13,9 +13,10 @@
 // Work split (measured on lavapipe; see docs/benchmarks.md):
 // - default: one invocation per output row, no barriers and no workgroup memory (barriers are expensive on
 //   lavapipe and SwiftShader; a shared-memory tree reduction was slower than this);
-// - SUBGROUPS: one subgroup per output row; its lanes read consecutive 16-byte chunks of the row (coalesced) and
-//   combine with subgroupAdd, still without barriers. Rows of a workgroup are shared out over its subgroups, so
-//   any subgroup size works.
+// - SUBGROUPS: one subgroup per output row (per quad of rows with one x row, RPT = 4: each x chunk a lane loads
+//   is dotted with 4 rows, one reduction serves 4 outputs; H200 Q8_0 GEMV 2.6 x); its lanes read consecutive
+//   16-byte chunks of the rows (coalesced) and combine with subgroupAdd, still without barriers. Rows of a
+//   workgroup are shared out over its subgroups, so any subgroup size works.
 // - SG_X (with SG4 or SG8, the adapter's one subgroup size; one x row, RPT = 4, quantized weights): the default
 //   kernel, but each block of 8 x chunks is loaded once per subgroup and shared by subgroupBroadcast. CPU adapters
 //   emulate every lane's load as a gather even when all lanes read one address, and x's loads outnumbered the
@@ -390,7 +391,6 @@ fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
     }
     return acc;
 }
-
 
 // The up rows' dot products for gate rows r (SWIGLU), else nothing.
 fn up4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
