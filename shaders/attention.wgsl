@@ -130,6 +130,31 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 var<private> qv: array<vec4<f32>, MAX_D4>;
 var<private> acc: array<vec4<f32>, MAX_D4>;
 
+// The work unit g < Tq·Hq·n_split (an invocation of `attn`, a subgroup of `attn_sg`): row = h·Tq + i (i fastest),
+// split s, kv head hk, and its keys start..stop (a causal row ends at its own position).
+struct Unit {
+    row: u32,
+    s: u32,
+    i: u32,
+    h: u32,
+    hk: u32,
+    start: u32,
+    stop: u32,
+}
+
+fn unit(g: u32) -> Unit {
+    let rows = p.tq * p.hq;
+    let row = g % rows;
+    let i = row % p.tq;
+    let h = row / p.tq;
+    var end = p.kv_len;
+    if (p.causal != 0u) {
+        end = min(end, p.q_pos0 + i + 1u);
+    }
+    let start = (g / rows) * p.chunk;
+    return Unit(row, g / rows, i, h, h / (p.hq / p.hkv), start, min(end, start + p.chunk));
+}
+
 // ---- per-head-dim helpers, unrolled over the D4 vec4 slots (see the header for why) ----
 
 fn load_q(qb: u32, scale: f32) {
@@ -328,17 +353,14 @@ fn attn_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let g = wid.x + wid.y * nwg.x;   // uniform over the workgroup (= the subgroup)
     let rows = p.tq * p.hq;
     if (g >= rows * p.n_split) { return; }
-    let row = g % rows;              // h * Tq + i
-    let s = g / rows;
-    let i = row % p.tq;
-    let h = row / p.tq;
-    let hk = h / (p.hq / p.hkv);
-    var end = p.kv_len;
-    if (p.causal != 0u) {
-        end = min(end, p.q_pos0 + i + 1u);
-    }
-    let start = s * p.chunk;
-    let stop = min(end, start + p.chunk);
+    let u = unit(g);
+    let row = u.row;
+    let s = u.s;
+    let i = u.i;
+    let h = u.h;
+    let hk = u.hk;
+    let start = u.start;
+    let stop = u.stop;
 
     load_q((i * p.hq + h) * D4, p.scale);
     var o: array<f32, DL>;
@@ -388,18 +410,14 @@ fn attn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let g = linear_id(wid, nwg, lid);
     let rows = p.tq * p.hq;
     if (g >= rows * p.n_split) { return; }
-    let row = g % rows;         // h * Tq + i: i fastest
-    let s = g / rows;
-    let i = row % p.tq;
-    let h = row / p.tq;
-    let hk = h / (p.hq / p.hkv);
-
-    var end = p.kv_len;
-    if (p.causal != 0u) {
-        end = min(end, p.q_pos0 + i + 1u);
-    }
-    let start = s * p.chunk;
-    let stop = min(end, start + p.chunk);
+    let u = unit(g);
+    let row = u.row;
+    let s = u.s;
+    let i = u.i;
+    let h = u.h;
+    let hk = u.hk;
+    let start = u.start;
+    let stop = u.stop;
 
     load_q((i * p.hq + h) * D4, p.scale);
     acc_scale(0.0);
