@@ -9,6 +9,10 @@
 //   rope.wgsl's `qkv` entry does, without its dispatch and the qkv round trip through memory. An invocation (or
 //   a subgroup) computes both rows of a rotated pair (INTERLEAVED: rows 2i, 2i + 1 of a head; else rotate-half:
 //   i, i + HEAD_DIM / 2).
+// NORM (one row of x): the RMSNorm before the product as its prologue, x·rsqrt(mean(x²) + eps)·g read in place
+//   of x: each subgroup sums x² itself (K is a model's hidden size; no barrier), so a decoder layer's norms take
+//   no dispatch of their own.
+// RESIDUAL: y = x·wᵀ + bias + res (res laid out like y): the residual add in the store.
 //
 // Work split (measured on lavapipe; see docs/benchmarks.md):
 // - default: one invocation per output row, no barriers and no workgroup memory (barriers are expensive on
@@ -30,12 +34,8 @@
 //   (a multiple of 4: qs sections are whole vec4s), read through `ws`: q8_0 / q4_0 two f16 `d` per word, q4_1 one
 //   word (d | m << 16).
 
-#ifdef SUBGROUPS
+#ifdef SUBGROUP_OPS
 #enable subgroups
-#else
-#ifdef SG_X
-#enable subgroups
-#endif
 #endif
 #ifdef SG4
 const HI = 0u; // the lane holding chunk 4 in the vector it is broadcast from
@@ -56,11 +56,11 @@ struct Params {
     has_bias: u32,
     pos: u32,     // ROPE: the token's position (its KV cache row)
     max_pos: u32, // ROPE: positions in the cos/sin table
-    _p2: u32,
+    eps: f32,     // NORM
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;   // (MR, K)
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;   // (MR, K); read through xv where one row
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // (N, K) in the dtype's layout
 @group(0) @binding(3) var<storage, read> bias: array<f32>;      // (N); x again when there is no bias
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;   // (MR, N)
@@ -118,6 +118,42 @@ fn rope_rows(gi: u32) -> vec4<u32> {
 
 #endif
 
+// The optional bindings are numbered after those bound before them: NORM_AT and RES_AT, set by the op (the
+// defaults serve validation).
+#ifdef NORM
+#ifdef NORM_AT
+@group(0) @binding({{NORM_AT}}) var<storage, read> norm_w: array<vec4<f32>>; // (K)
+#else
+@group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;
+#endif
+var<private> inv_rms: f32;
+
+// 1 / rms(x) from the x chunks lane, lane + stride, ... of each lane of the subgroup.
+fn norm_prologue(lane: u32, stride: u32) {
+    var s = 0.0;
+    for (var i = lane; i < p.k / 4u; i += stride) {
+        s += dot(x[i], x[i]);
+    }
+    inv_rms = inverseSqrt(subgroupAdd(s) / f32(p.k) + p.eps);
+}
+#endif
+#ifdef RESIDUAL
+#ifdef RES_AT
+@group(0) @binding({{RES_AT}}) var<storage, read> res: array<f32>; // (MR, N)
+#else
+@group(0) @binding(10) var<storage, read> res: array<f32>;
+#endif
+#endif
+
+// x chunk i of the first row of x (NORM: normalized).
+fn xv(i: u32) -> vec4<f32> {
+#ifdef NORM
+    return x[i] * inv_rms * norm_w[i];
+#else
+    return x[i];
+#endif
+}
+
 const FMT_F32: u32 = 0u;
 const FMT_F16: u32 = 1u;
 const FMT_Q8_0: u32 = 2u;
@@ -127,7 +163,7 @@ const FMT_Q4_1: u32 = 4u;
 // acc[m] += dot(wv, x[m, 4i .. 4i+4]) for m < MR. MR is an override constant, so the branches fold away.
 fn accum(acc: vec4<f32>, wv: vec4<f32>, i: u32, k4: u32) -> vec4<f32> {
     var a = acc;
-    a.x += dot(wv, x[i]);
+    a.x += dot(wv, xv(i));
     if (MR > 1u) { a.y += dot(wv, x[k4 + i]); }
     if (MR > 2u) { a.z += dot(wv, x[2u * k4 + i]); }
     if (MR > 3u) { a.w += dot(wv, x[3u * k4 + i]); }
@@ -254,6 +290,9 @@ fn store(row: u32, g: vec4<f32>, u: vec4<f32>) {
 #ifdef SWIGLU
     v = silu4(v) * (u + vec4<f32>(bias_at(p.n + row)));
 #endif
+#ifdef RESIDUAL
+    for (var m = 0u; m < MR; m++) { v[m] += res[m * p.n + row]; }
+#endif
     y[row] = v.x;
     if (MR > 1u) { y[p.n + row] = v.y; }
     if (MR > 2u) { y[2u * p.n + row] = v.z; }
@@ -324,9 +363,9 @@ var<private> sl: u32; // subgroup_invocation_id, set by the quantized entry poin
 // x chunks xi .. xi + 7 times `sc`: lane s loads chunk xi + s (and xi + 4 + s with SG4), the others come by
 // broadcast. In uniform control flow only (every lane of the subgroup calls it with the same xi).
 fn x_block(xi: u32, sc: vec4<f32>) -> array<vec4<f32>, 8> {
-    let xa = x[xi + sl] * sc;
+    let xa = xv(xi + sl) * sc;
 #ifdef SG4
-    let xc = x[xi + 4u + sl] * sc;
+    let xc = xv(xi + 4u + sl) * sc;
 #else
     let xc = xa;
 #endif
@@ -337,9 +376,9 @@ fn x_block(xi: u32, sc: vec4<f32>) -> array<vec4<f32>, 8> {
 
 // The sum of x chunks xi .. xi + 7 (each lane adds the chunks it loaded, the subgroup adds the lanes).
 fn x_block_sum(xi: u32) -> f32 {
-    var v = x[xi + sl];
+    var v = xv(xi + sl);
 #ifdef SG4
-    v += x[xi + 4u + sl];
+    v += xv(xi + 4u + sl);
 #endif
     return subgroupAdd(dot(v, vec4<f32>(1.0)));
 }
@@ -353,13 +392,13 @@ fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
         let k4 = p.k / 4u;
         let base = r * k4;
         for (var i = lane; i < k4; i += stride) {
-            acc += f32_dot4(base + vec4<u32>(i), x[i]);
+            acc += f32_dot4(base + vec4<u32>(i), xv(i));
         }
     } else if (fmt == FMT_F16) {
         let k8 = p.k / 8u;
         let base = r * k8;
         for (var i = lane; i < k8; i += stride) {
-            acc += f16_dot4(base + vec4<u32>(i), x[2u * i], x[2u * i + 1u]);
+            acc += f16_dot4(base + vec4<u32>(i), xv(2u * i), xv(2u * i + 1u));
         }
     } else {
         let bpr = p.k / 32u;
@@ -376,8 +415,8 @@ fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
                 xsum = x_block_sum(xi);
             }
 #else
-            var xs = array<vec4<f32>, 8>(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u],
-                                         x[xi + 4u], x[xi + 5u], x[xi + 6u], x[xi + 7u]);
+            var xs = array<vec4<f32>, 8>(xv(xi), xv(xi + 1u), xv(xi + 2u), xv(xi + 3u),
+                                         xv(xi + 4u), xv(xi + 5u), xv(xi + 6u), xv(xi + 7u));
             var xsum = 0.0;
             if (q4) {
                 let one = vec4<f32>(1.0);
@@ -411,6 +450,9 @@ fn store4(row0: u32, r: vec4<u32>, g: vec4<f32>, u: vec4<f32>) {
     var uu = u;
     if (p.has_bias != 0u) { uu += vec4<f32>(bias[p.n + r.x], bias[p.n + r.y], bias[p.n + r.z], bias[p.n + r.w]); }
     v = silu4(v) * uu;
+#endif
+#ifdef RESIDUAL
+    v += vec4<f32>(res[r.x], res[r.y], res[r.z], res[r.w]);
 #endif
 #ifdef ROPE
 #ifdef INTERLEAVED
@@ -464,36 +506,6 @@ fn gemv(fmt: u32, wg: u32, sid: u32, nsg: u32, lane: u32, sg_size: u32) {
 #endif
 }
 
-@compute @workgroup_size(WG)
-fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
-            @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    gemv(FMT_F32, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
-}
-@compute @workgroup_size(WG)
-fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
-            @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    gemv(FMT_F16, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
-}
-@compute @workgroup_size(WG)
-fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
-             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    gemv(FMT_Q8_0, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
-}
-@compute @workgroup_size(WG)
-fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
-             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    gemv(FMT_Q4_0, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
-}
-@compute @workgroup_size(WG)
-fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
-             @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
-    gemv(FMT_Q4_1, wid.x + wid.y * nwg.x, sid, nsg, lane, sgs);
-}
 #else
 fn gemv(fmt: u32, wg: u32, li: u32) {
     if (RPT == 4u) {
@@ -513,50 +525,46 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
     store(row, row_dot(fmt, row, 0u, 1u), up_dot(fmt, row, 0u, 1u));
 }
 
-@compute @workgroup_size(WG)
-fn gemv_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
-    gemv(FMT_F32, wid.x + wid.y * nwg.x, li);
+#endif
+
+// The invocation's ids; lanes wherever subgroup operations are used, subgroups for SUBGROUPS.
+struct Ids {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+#ifdef SUBGROUP_OPS
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) sgs: u32,
+#endif
+#ifdef SUBGROUPS
+    @builtin(subgroup_id) sid: u32,
+    @builtin(num_subgroups) nsg: u32,
+#endif
 }
-@compute @workgroup_size(WG)
-fn gemv_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) li: u32) {
-    gemv(FMT_F16, wid.x + wid.y * nwg.x, li);
+
+fn entry(fmt: u32, ids: Ids) {
+    let wg = ids.wid.x + ids.wid.y * ids.nwg.x;
+#ifdef SG_X
+    sl = ids.lane;
+#endif
+#ifdef NORM
+    // before any return: the subgroup is whole (a workgroup smaller than the subgroup has WG lanes)
+    norm_prologue(ids.lane, min(ids.sgs, WG));
+#endif
+#ifdef SUBGROUPS
+    gemv(fmt, wg, ids.sid, ids.nsg, ids.lane, ids.sgs);
+#else
+    gemv(fmt, wg, ids.li);
+#endif
 }
+
 @compute @workgroup_size(WG)
-fn gemv_q8_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) li: u32,
-#ifdef SG_X
-             @builtin(subgroup_invocation_id) lane: u32,
-#endif
-) {
-#ifdef SG_X
-    sl = lane;
-#endif
-    gemv(FMT_Q8_0, wid.x + wid.y * nwg.x, li);
-}
+fn gemv_f32(ids: Ids) { entry(FMT_F32, ids); }
 @compute @workgroup_size(WG)
-fn gemv_q4_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) li: u32,
-#ifdef SG_X
-             @builtin(subgroup_invocation_id) lane: u32,
-#endif
-) {
-#ifdef SG_X
-    sl = lane;
-#endif
-    gemv(FMT_Q4_0, wid.x + wid.y * nwg.x, li);
-}
+fn gemv_f16(ids: Ids) { entry(FMT_F16, ids); }
 @compute @workgroup_size(WG)
-fn gemv_q4_1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) li: u32,
-#ifdef SG_X
-             @builtin(subgroup_invocation_id) lane: u32,
-#endif
-) {
-#ifdef SG_X
-    sl = lane;
-#endif
-    gemv(FMT_Q4_1, wid.x + wid.y * nwg.x, li);
-}
-#endif
+fn gemv_q8_0(ids: Ids) { entry(FMT_Q8_0, ids); }
+@compute @workgroup_size(WG)
+fn gemv_q4_0(ids: Ids) { entry(FMT_Q4_0, ids); }
+@compute @workgroup_size(WG)
+fn gemv_q4_1(ids: Ids) { entry(FMT_Q4_1, ids); }

@@ -3,7 +3,6 @@
 // ROWS (CPU adapters, cols % 4 == 0; entry `rows`): one invocation per row with vec4 loads and no workgroup
 // memory or barriers, which cost CPU adapters more than the parallelism within a row saves.
 // bindings: 1 x (rows, cols), 2 weight (cols), [3 bias (cols) for LAYER], then out (rows, cols);
-// RESIDUAL (RMSNorm of x + r, the decoder's residual add fused in): 4 r (rows, cols), 5 sum = x + r (written).
 
 override WG: u32 = 64u;
 
@@ -24,10 +23,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> o4: array<vec4<f32>>;
 #else
 @group(0) @binding(3) var<storage, read_write> o4: array<vec4<f32>>;
-#ifdef RESIDUAL
-@group(0) @binding(4) var<storage, read> r4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> s4: array<vec4<f32>>;
-#endif
 #endif
 
 fn hsum(v: vec4<f32>) -> f32 {
@@ -54,23 +49,13 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     var ss = vec4<f32>(0.0);
     for (var i = 0u; i < c4; i++) {
-#ifdef RESIDUAL
-        let a = x4[base + i] + r4[base + i];
-        s4[base + i] = a;
-#else
         let a = x4[base + i];
-#endif
         ss += a * a;
     }
     let inv = inverseSqrt(hsum(ss) / n + p.eps);
     let off = vec4<f32>(f32(p.add_unit_offset));
     for (var i = 0u; i < c4; i++) {
-#ifdef RESIDUAL
-        let a = s4[base + i];
-#else
-        let a = x4[base + i];
-#endif
-        o4[base + i] = a * inv * (w4[i] + off);
+        o4[base + i] = x4[base + i] * inv * (w4[i] + off);
     }
 #endif
 }
@@ -82,20 +67,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 #else
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-#ifdef RESIDUAL
-@group(0) @binding(4) var<storage, read> r: array<f32>;
-@group(0) @binding(5) var<storage, read_write> sum: array<f32>;
 #endif
-#endif
-
-// The row element to normalize: x, or x + r under RESIDUAL.
-fn elem(i: u32) -> f32 {
-#ifdef RESIDUAL
-    return x[i] + r[i];
-#else
-    return x[i];
-#endif
-}
 
 var<workgroup> red: array<vec2<f32>, WG>;
 
@@ -134,17 +106,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     var ss = 0.0;
     for (var i = lid; i < p.cols; i += WG) {
-        let a = elem(base + i);
-#ifdef RESIDUAL
-        sum[base + i] = a;
-#endif
+        let a = x[base + i];
         ss += a * a;
     }
     let ms = reduce(lid, vec2<f32>(ss, 0.0)).x / f32(p.cols);
     let inv = inverseSqrt(ms + p.eps);
     let off = f32(p.add_unit_offset);
     for (var i = lid; i < p.cols; i += WG) {
-        out[base + i] = elem(base + i) * inv * (weight[i] + off);
+        out[base + i] = x[base + i] * inv * (weight[i] + off);
     }
 #endif
 }

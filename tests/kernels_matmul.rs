@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use webvlm::gpu::{DType, GpuContext, Recorder};
 use webvlm::ops::elementwise::{self as ew, Unary};
-use webvlm::ops::matmul::{self as mm, Epilogue, Path};
+use webvlm::ops::matmul::{self as mm, Fused, Path, PreNorm};
+use webvlm::ops::norm;
 use webvlm::testing::Rng;
 use webvlm::Error;
 
@@ -76,6 +77,32 @@ fn check_linear(
     Ok(())
 }
 
+/// An RMSNorm before a product ([`Fused::pre_norm`]): its gain `g` (random, so the norm is not near the
+/// identity) and the reference's normalized rows of x, which the product's reference then takes for x.
+struct NormCase {
+    g: Vec<f32>,
+    eps: f32,
+    /// `cpu_rms_norm(x)` (f64 inside, rounded once)
+    xn: Vec<f32>,
+}
+
+impl NormCase {
+    fn new(rng: &mut Rng, x: &[f32], k: usize) -> Self {
+        let g = rng.vec(k, -2.0, 2.0);
+        let eps = 1e-5;
+        let xn = norm::cpu_rms_norm(x, &g, eps);
+        Self { g, eps, xn }
+    }
+
+    /// The GPU norm's error carried into `y[i, j]`: its x² sum over K in f32 (γ_K relative, halved by the
+    /// square root), inverseSqrt (2 ulp), the products x·inv·g (2 roundings) and the reference's rounding of xn,
+    /// each relative to |xn|: within (γ_K + 8u)·Σ|xn·w|.
+    fn slack(&self, k: usize, w: &[f32], i: usize, j: usize) -> f64 {
+        let mag: f64 = (0..k).map(|t| (self.xn[i * k + t] as f64 * w[j * k + t] as f64).abs()).sum();
+        (gamma(k) + 8.0 * U) * mag
+    }
+}
+
 /// `linear_swiglu` with the stacked weight `[gate; up]` (`2f` rows) against `silu(g)·u` of the reference
 /// products (in f64). The bound: the products' accumulation bounds `eg`, `eu` carried through (|silu'| ≤ 1.1), plus
 /// the GPU's `exp` and the two roundings (a few ulps of the result).
@@ -86,9 +113,11 @@ async fn run_swiglu(
     (m, k, f): (usize, usize, usize),
     path: Path,
     with_bias: bool,
+    with_norm: bool,
 ) -> Result<(), String> {
-    let what = format!("swiglu {dtype} {path:?} M={m} K={k} F={f} bias={with_bias}");
-    let x = rng.vec(m * k, -1.0, 1.0);
+    let what = format!("swiglu {dtype} {path:?} M={m} K={k} F={f} bias={with_bias} norm={with_norm}");
+    let x = rng.vec(m * k, -3.0, 3.0);
+    let nc = with_norm.then(|| NormCase::new(rng, &x, k));
     let w = rng.vec(2 * f * k, -1.0, 1.0);
     let b = rng.vec(2 * f, -1.0, 1.0);
     let bias = with_bias.then_some(&b[..]);
@@ -96,9 +125,14 @@ async fn run_swiglu(
     let tw = mm::upload_weight(ctx, &w, &[2 * f, k], dtype).map_err(|e| format!("{what}: {e}"))?;
     let tx = ctx.upload_f32(&x, &[m, k]).map_err(|e| e.to_string())?;
     let tb = ctx.upload_f32(&b, &[2 * f]).map_err(|e| e.to_string())?;
+    let tg = nc.as_ref().map(|c| ctx.upload_f32(&c.g, &[k])).transpose().map_err(|e| e.to_string())?;
+    let pre_norm = nc.as_ref().zip(tg.as_ref()).map(|(c, g)| PreNorm { w: g, eps: c.eps });
     let mut rec = Recorder::new(ctx);
-    let y = mm::linear_swiglu_with(&mut rec, &tx, &tw, with_bias.then_some(&tb), path)
+    let y = mm::linear_swiglu_with(&mut rec, &tx, &tw, with_bias.then_some(&tb), pre_norm, path)
         .map_err(|e| format!("{what}: {e}"))?;
+    // the product's reference takes the normalized x
+    let x = nc.as_ref().map_or(x.clone(), |c| c.xn.clone());
+    let slack = |i, j| nc.as_ref().map_or(0.0, |c| c.slack(k, &w_deq, i, j));
     rec.submit().map_err(|e| format!("{what}: {e}"))?;
     if y.shape != [m, f] {
         return Err(format!("{what}: output shape {:?}", y.shape));
@@ -110,8 +144,8 @@ async fn run_swiglu(
             let (g, u) = (full[i * 2 * f + j] as f64, full[i * 2 * f + f + j] as f64);
             let silu = g / (1.0 + (-g).exp());
             let want = silu * u;
-            let eg = bound(&x, k, &w_deq, bias, dtype.is_quantized(), i, j, g as f32);
-            let eu = bound(&x, k, &w_deq, bias, dtype.is_quantized(), i, f + j, u as f32);
+            let eg = bound(&x, k, &w_deq, bias, dtype.is_quantized(), i, j, g as f32) + slack(i, j);
+            let eu = bound(&x, k, &w_deq, bias, dtype.is_quantized(), i, f + j, u as f32) + slack(i, f + j);
             let tol = 1.1 * eg * u.abs() + silu.abs() * eu + 8.0 * U * (want.abs() + g.abs() * u.abs()) + 1e-30;
             let gv = got[i * f + j] as f64;
             if !((gv - want).abs() <= tol) {
@@ -126,7 +160,8 @@ async fn run_swiglu(
 }
 
 /// The SwiGLU products for every dtype: the fused GEMV (1–4 rows, and 9 rows in passes), subgroups where the
-/// adapter has them, and the GEMM paths followed by `swiglu_halves`.
+/// adapter has them, and the GEMM paths followed by `swiglu_halves`; each with and without an RMSNorm before it
+/// (fused into the GEMV of one row where the adapter has subgroups, a kernel of its own otherwise).
 async fn linear_swiglu() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(13);
@@ -134,20 +169,20 @@ async fn linear_swiglu() -> Result<(), String> {
         for (i, &f) in [1usize, 7, 65].iter().enumerate() {
             for (j, &k) in [32usize, 96].iter().enumerate() {
                 let m = [1, 2, 3, 4][(i + j) % 4];
-                run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::Gemv, (i + j) % 2 == 0).await?;
-                run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::Auto, (i + j) % 2 == 1).await?;
+                run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::Gemv, (i + j) % 2 == 0, i % 2 == 0).await?;
+                run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::Auto, (i + j) % 2 == 1, i % 2 == 1).await?;
                 if ctx.caps.subgroups {
-                    run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
+                    run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::GemvSubgroups, (i + j) % 2 == 1, i != 1).await?;
                 }
                 if direct_subgroups(&ctx) {
-                    run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::GemvSharedX, (i + j) % 2 == 0).await?;
+                    run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::GemvSharedX, (i + j) % 2 == 0, i != 2).await?;
                 }
-                run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Gemm, j % 2 == 0).await?;
-                run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Direct, j % 2 == 1).await?;
+                run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Gemm, j % 2 == 0, j == 0).await?;
+                run_swiglu(&ctx, &mut rng, dtype, (17, k, f), Path::Direct, j % 2 == 1, j == 1).await?;
             }
         }
-        run_swiglu(&ctx, &mut rng, dtype, (9, 64, 33), Path::Gemv, true).await?;
-        run_swiglu(&ctx, &mut rng, dtype, (9, 64, 33), Path::Auto, false).await?;
+        run_swiglu(&ctx, &mut rng, dtype, (9, 64, 33), Path::Gemv, true, true).await?;
+        run_swiglu(&ctx, &mut rng, dtype, (9, 64, 33), Path::Auto, false, false).await?;
     }
     // an odd number of stacked rows is not [gate; up]
     let tw = mm::upload_weight(&ctx, &[0.0; 3 * 32], &[3, 32], DType::F32).map_err(|e| e.to_string())?;
@@ -185,22 +220,24 @@ async fn run_linear(
     check_linear(&what, &got, &x, m, k, &w_deq, n, with_bias.then_some(&b[..]), dtype.is_quantized())
 }
 
-/// `act(x·wᵀ + b) + r` ([`Epilogue`]): fused into the direct and tiled GEMMs' stores, separate kernels after the
-/// GEMV. Against the f64 reference carried through the activation: the product's bound times the activation's
-/// largest slope (GELU 1.13, SiLU 1.1), the activation's own error as in tests/kernels_elementwise.rs (2e-6
-/// absolute and relative) and the add's rounding.
+/// `act(norm(x)·wᵀ + b) + r` ([`Fused`]): the activation in the direct and tiled GEMMs' stores and after the
+/// GEMV, the residual in every kernel's stores, the norm in the GEMV of one row (where the adapter has subgroups)
+/// or before the product. Against the f64 reference carried through the activation: the product's bound (and
+/// the norm's slack) times the activation's largest slope (GELU 1.13, SiLU 1.1), the activation's own error as
+/// in tests/kernels_elementwise.rs (2e-6 absolute and relative) and the add's rounding.
 #[allow(clippy::too_many_arguments)]
-async fn run_epilogue(
+async fn run_fused(
     ctx: &Arc<GpuContext>,
     rng: &mut Rng,
     dtype: DType,
     (m, k, n): (usize, usize, usize),
     path: Path,
     act: Option<Unary>,
-    with_residual: bool,
+    (with_residual, with_norm): (bool, bool),
 ) -> Result<(), String> {
-    let what = format!("epilogue {act:?} residual={with_residual} {dtype} {path:?} M={m} K={k} N={n}");
+    let what = format!("fused {act:?} residual={with_residual} norm={with_norm} {dtype} {path:?} M={m} K={k} N={n}");
     let x = rng.vec(m * k, -1.0, 1.0);
+    let nc = with_norm.then(|| NormCase::new(rng, &x, k));
     let w = rng.vec(n * k, -1.0, 1.0);
     let b = rng.vec(n, -1.0, 1.0);
     let r = rng.vec(m * n, -4.0, 4.0);
@@ -209,9 +246,12 @@ async fn run_epilogue(
     let tx = ctx.upload_f32(&x, &[m, k]).map_err(|e| e.to_string())?;
     let tb = ctx.upload_f32(&b, &[n]).map_err(|e| e.to_string())?;
     let tr = ctx.upload_f32(&r, &[m, n]).map_err(|e| e.to_string())?;
-    let epi = Epilogue { act, residual: with_residual.then_some(&tr) };
+    let tg = nc.as_ref().map(|c| ctx.upload_f32(&c.g, &[k])).transpose().map_err(|e| e.to_string())?;
+    let pre_norm = nc.as_ref().zip(tg.as_ref()).map(|(c, g)| PreNorm { w: g, eps: c.eps });
+    let fused = Fused { pre_norm, act, residual: with_residual.then_some(&tr) };
     let mut rec = Recorder::new(ctx);
-    let y = mm::linear_epilogue(&mut rec, &tx, &tw, Some(&tb), epi, path).map_err(|e| format!("{what}: {e}"))?;
+    let y = mm::linear_fused(&mut rec, &tx, &tw, Some(&tb), fused, path).map_err(|e| format!("{what}: {e}"))?;
+    let x = nc.as_ref().map_or(x.clone(), |c| c.xn.clone());
     rec.submit().map_err(|e| format!("{what}: {e}"))?;
     if y.shape != [m, n] {
         return Err(format!("{what}: output shape {:?}", y.shape));
@@ -227,7 +267,8 @@ async fn run_epilogue(
             let e = i * n + j;
             let res = if with_residual { r[e] as f64 } else { 0.0 };
             let want = activated[e] as f64 + res;
-            let eb = bound(&x, k, &w_deq, Some(&b), dtype.is_quantized(), i, j, lin[e]);
+            let eb = bound(&x, k, &w_deq, Some(&b), dtype.is_quantized(), i, j, lin[e])
+                + nc.as_ref().map_or(0.0, |c| c.slack(k, &w_deq, i, j));
             let tol = 1.13 * eb + 2e-6 * (1.0 + (activated[e] as f64).abs()) + U * want.abs() + 1e-30;
             let gv = got[e] as f64;
             if !((gv - want).abs() <= tol) {
@@ -241,41 +282,55 @@ async fn run_epilogue(
     Ok(())
 }
 
-/// Every epilogue on every path that runs here (the GEMV's separate kernels included), float and quantized
-/// weights, ragged M and N; a residual of the wrong shape is a typed error.
-async fn linear_epilogues() -> Result<(), String> {
+/// Every fusion on every path that runs here (the GEMV's separate kernels included), float and quantized
+/// weights, ragged M and N, one row of x (where the GEMV fuses the norm) and several; a residual of the wrong
+/// shape and a norm weight of the wrong length are typed errors.
+async fn linear_fused() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(21);
-    let mut paths = vec![Path::Gemv, Path::Gemm, Path::Direct];
-    if direct_subgroups(&ctx) {
-        paths.push(Path::DirectSubgroups);
+    let mut paths = vec![Path::Auto, Path::Gemv, Path::Gemm, Path::Direct];
+    if ctx.caps.subgroups {
+        paths.push(Path::GemvSubgroups);
     }
+    if direct_subgroups(&ctx) {
+        paths.extend([Path::DirectSubgroups, Path::GemvSharedX]);
+    }
+    let gemv = |p: Path| matches!(p, Path::Auto | Path::Gemv | Path::GemvSubgroups | Path::GemvSharedX);
     let acts = [None, Some(Unary::GeluTanh), Some(Unary::GeluErf), Some(Unary::Silu)];
     for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1].into_iter().enumerate() {
         for (j, &path) in paths.iter().enumerate() {
             for (a, &act) in acts.iter().enumerate() {
-                let m = if path == Path::Gemv { 1 + (a % 4) } else { [17, 64, 9][(i + a) % 3] };
+                let m = if gemv(path) { [1, 1, 3, 4][(i + a) % 4] } else { [17, 64, 9][(i + a) % 3] };
                 let n = [7, 64, 33][(j + a) % 3];
                 let k = if dtype == DType::Q4_1 { 64 } else { [32, 40][a % 2] };
-                run_epilogue(&ctx, &mut rng, dtype, (m, k, n), path, act, (i + j + a) % 2 == 0).await?;
-                run_epilogue(&ctx, &mut rng, dtype, (m, k, n), path, act, (i + j + a) % 2 == 1).await?;
+                let (r, q) = ((i + j + a) % 2 == 0, (i + a) % 2 == 0);
+                run_fused(&ctx, &mut rng, dtype, (m, k, n), path, act, (r, q)).await?;
+                run_fused(&ctx, &mut rng, dtype, (m, k, n), path, act, (!r, !q)).await?;
             }
         }
     }
     let tw = mm::upload_weight(&ctx, &[0.0; 8 * 32], &[8, 32], DType::F32).map_err(|e| e.to_string())?;
     let tx = ctx.upload_f32(&[0.0; 17 * 32], &[17, 32]).map_err(|e| e.to_string())?;
     let tr = ctx.upload_f32(&[0.0; 17 * 7], &[17, 7]).map_err(|e| e.to_string())?;
-    let epi = Epilogue { act: None, residual: Some(&tr) };
-    match mm::linear_epilogue(&mut Recorder::new(&ctx), &tx, &tw, None, epi, Path::Auto) {
+    let fused = Fused { residual: Some(&tr), ..Fused::default() };
+    match mm::linear_fused(&mut Recorder::new(&ctx), &tx, &tw, None, fused, Path::Auto) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("a [17, 7] residual for a [17, 8] output: expected a shape error, got {other:?}")),
+    }
+    let tg = ctx.upload_f32(&[1.0; 31], &[31]).map_err(|e| e.to_string())?;
+    let tx1 = ctx.upload_f32(&[0.0; 32], &[1, 32]).map_err(|e| e.to_string())?;
+    let fused = Fused { pre_norm: Some(PreNorm { w: &tg, eps: 1e-5 }), ..Fused::default() };
+    match mm::linear_fused(&mut Recorder::new(&ctx), &tx1, &tw, None, fused, Path::Auto) {
         Err(Error::Shape { .. }) => Ok(()),
-        other => Err(format!("a [17, 7] residual for a [17, 8] output: expected a shape error, got {other:?}")),
+        other => Err(format!("a norm weight of 31 for K = 32: expected a shape error, got {other:?}")),
     }
 }
 
 /// The q/k/v GEMV with the rotary embedding and the cache write in its store (`linear_rope_qkv`) against the CPU
 /// reference (`cpu_linear`, then `cpu_rope` on q and k; v as it is): q, the cache rows at `pos`, and every other
-/// cache row untouched; both pair layouts, every weight dtype, every GEMV variant the adapter has. Tolerance: the
-/// accumulation bounds of both rows of a rotated pair (|cos|, |sin| ≤ 1) plus a few ulps for the rotation.
+/// cache row untouched; both pair layouts, every weight dtype, every GEMV variant the adapter has, with and
+/// without the input RMSNorm before it. Tolerance: the accumulation bounds of both rows of a rotated pair (|cos|,
+/// |sin| ≤ 1; with the norm's slack) plus a few ulps for the rotation.
 async fn linear_rope_qkv() -> Result<(), String> {
     use webvlm::ops::rope::{self, RopeLayout};
     let ctx = common::ctx().await;
@@ -300,9 +355,12 @@ async fn linear_rope_qkv() -> Result<(), String> {
             for layout in [RopeLayout::RotateHalf, RopeLayout::Interleaved] {
                 for &path in &paths {
                     case += 1;
-                    let with_bias = case % 2 == 0;
-                    let what = format!("rope_qkv {dtype} {layout:?} {path:?} H={h} Hkv={hkv} D={d} K={k} pos={pos}");
+                    let (with_bias, with_norm) = (case % 2 == 0, case % 3 != 0);
+                    let what = format!(
+                        "rope_qkv {dtype} {layout:?} {path:?} H={h} Hkv={hkv} D={d} K={k} pos={pos} norm={with_norm}"
+                    );
                     let x = rng.vec(k, -1.0, 1.0);
+                    let nc = with_norm.then(|| NormCase::new(&mut rng, &x, k));
                     let w = rng.vec(n * k, -1.0, 1.0);
                     let b = rng.vec(n, -1.0, 1.0);
                     let bias = with_bias.then_some(&b[..]);
@@ -314,9 +372,12 @@ async fn linear_rope_qkv() -> Result<(), String> {
                     let kc = ctx.upload_f32(&k0, &[tmax, hkv, d]).map_err(|e| e.to_string())?;
                     let vc = ctx.upload_f32(&v0, &[tmax, hkv, d]).map_err(|e| e.to_string())?;
                     let r = mm::RopeQkv { table: &table, pos, layout, heads: h, k_cache: &kc, v_cache: &vc };
+                    let tg = nc.as_ref().map(|c| ctx.upload_f32(&c.g, &[k])).transpose().map_err(|e| e.to_string())?;
+                    let pre_norm = nc.as_ref().zip(tg.as_ref()).map(|(c, g)| PreNorm { w: g, eps: c.eps });
                     let mut rec = Recorder::new(&ctx);
-                    let q = mm::linear_rope_qkv(&mut rec, &tx, &tw, with_bias.then_some(&tb), &r, path)
+                    let q = mm::linear_rope_qkv(&mut rec, &tx, &tw, with_bias.then_some(&tb), &r, pre_norm, path)
                         .map_err(|e| format!("{what}: {e}"))?;
+                    let x = nc.as_ref().map_or(x.clone(), |c| c.xn.clone());
                     rec.submit().map_err(|e| format!("{what}: {e}"))?;
                     if q.shape != [1, h, d] {
                         return Err(format!("{what}: q shape {:?}", q.shape));
@@ -350,8 +411,11 @@ async fn linear_rope_qkv() -> Result<(), String> {
                             }
                         };
                         let quant = dtype.is_quantized();
+                        let slack = |j| nc.as_ref().map_or(0.0, |c| c.slack(k, &w_deq, 0, j));
                         let e = bound(&x, k, &w_deq, bias, quant, 0, j, y[j])
-                            + bound(&x, k, &w_deq, bias, quant, 0, pj, y[pj]);
+                            + bound(&x, k, &w_deq, bias, quant, 0, pj, y[pj])
+                            + slack(j)
+                            + slack(pj);
                         let tol = e + 4e-6 * (y[j].abs() + y[pj].abs()) as f64 + 1e-30;
                         let err = (got[j] as f64 - want[j] as f64).abs();
                         if !(err <= tol) {
@@ -381,15 +445,15 @@ async fn linear_rope_qkv() -> Result<(), String> {
     let r =
         |pos| mm::RopeQkv { table: &table, pos, layout: RopeLayout::Interleaved, heads: 1, k_cache: &kc, v_cache: &vc };
     let mut rec = Recorder::new(&ctx);
-    match mm::linear_rope_qkv(&mut rec, &x2, &tw, None, &r(0), Path::Auto) {
+    match mm::linear_rope_qkv(&mut rec, &x2, &tw, None, &r(0), None, Path::Auto) {
         Err(Error::Shape { .. }) => {}
         other => return Err(format!("two rows of x: expected a shape error, got {other:?}")),
     }
-    match mm::linear_rope_qkv(&mut rec, &x1, &tw, None, &r(0), Path::Direct) {
+    match mm::linear_rope_qkv(&mut rec, &x1, &tw, None, &r(0), None, Path::Direct) {
         Err(Error::Shape { .. }) => {}
         other => return Err(format!("a GEMM path: expected a shape error, got {other:?}")),
     }
-    match mm::linear_rope_qkv(&mut rec, &x1, &tw, None, &r(4), Path::Auto) {
+    match mm::linear_rope_qkv(&mut rec, &x1, &tw, None, &r(4), None, Path::Auto) {
         Err(Error::ContextOverflow { .. }) => {}
         other => return Err(format!("past the cache: expected ContextOverflow, got {other:?}")),
     }
@@ -398,7 +462,7 @@ async fn linear_rope_qkv() -> Result<(), String> {
     let tw2 = mm::upload_weight(&ctx, &[0.0; 6 * 32], &[6, 32], DType::F32).map_err(|e| e.to_string())?;
     let r2 =
         mm::RopeQkv { table: &table2, pos: 0, layout: RopeLayout::Interleaved, heads: 1, k_cache: &kc2, v_cache: &kc2 };
-    match mm::linear_rope_qkv(&mut rec, &x1, &tw2, None, &r2, Path::Auto) {
+    match mm::linear_rope_qkv(&mut rec, &x1, &tw2, None, &r2, None, Path::Auto) {
         Err(Error::Shape { .. }) => Ok(()),
         other => Err(format!("head dim 2: expected a shape error, got {other:?}")),
     }
@@ -834,7 +898,7 @@ mod run {
         chunked_upload_equals_whole,
         linear_float,
         linear_swiglu,
-        linear_epilogues,
+        linear_fused,
         linear_rope_qkv,
         stacked_weights_equal_their_parts,
         linear_quant,

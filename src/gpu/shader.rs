@@ -49,7 +49,7 @@ pub static SHADERS: &[ShaderFile] = &[
         ]
     ),
     shader!("elementwise", [&[], &["BINARY"]]),
-    shader!("norm", [&[], &["LAYER"], &["RESIDUAL"], &["ROWS"], &["LAYER", "ROWS"], &["RESIDUAL", "ROWS"]]),
+    shader!("norm", [&[], &["LAYER"], &["ROWS"], &["LAYER", "ROWS"]]),
     shader!("softmax", [&[], &["ROWS"], &["ROWS", "VEC4"]]),
     shader!("rope", [&[], &["INTERLEAVED"], &["QKV"], &["QKV", "INTERLEAVED"]]),
     shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
@@ -69,15 +69,20 @@ pub static SHADERS: &[ShaderFile] = &[
         "gemv",
         [
             &[],
-            &["SUBGROUPS"],
+            &["SUBGROUP_OPS", "SUBGROUPS"],
             &["SWIGLU"],
-            &["SUBGROUPS", "SWIGLU"],
-            &["SG_X", "SG4"],
-            &["SG_X", "SG8", "SWIGLU"],
+            &["SUBGROUP_OPS", "SUBGROUPS", "SWIGLU"],
+            &["SUBGROUP_OPS", "SG_X", "SG4"],
+            &["SUBGROUP_OPS", "SG_X", "SG8", "SWIGLU"],
             &["ROPE"],
-            &["ROPE", "INTERLEAVED", "SG_X", "SG8"],
-            &["ROPE", "SUBGROUPS"],
-            &["ROPE", "INTERLEAVED", "SUBGROUPS"]
+            &["SUBGROUP_OPS", "ROPE", "INTERLEAVED", "SG_X", "SG8"],
+            &["SUBGROUP_OPS", "ROPE", "SUBGROUPS"],
+            &["SUBGROUP_OPS", "ROPE", "INTERLEAVED", "SUBGROUPS"],
+            &["SUBGROUP_OPS", "NORM", "ROPE", "SG_X", "SG8"],
+            &["SUBGROUP_OPS", "NORM", "SWIGLU", "SUBGROUPS"],
+            &["SUBGROUP_OPS", "NORM"],
+            &["RESIDUAL"],
+            &["SUBGROUP_OPS", "SUBGROUPS", "RESIDUAL"]
         ]
     ),
     shader!("attention", [&[], &["SPLIT"], &["COMBINE"], &["TRANSPOSE_V"], &["SG_KEYS"], &["SG_KEYS", "SPLIT"]]),

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::nn::{KvCache, Linear, RmsNorm, VarBuilder};
-use crate::ops::{attention, elementwise, embedding, matmul, rope};
+use crate::ops::matmul::{self, Fused};
+use crate::ops::{attention, elementwise, embedding, rope};
 
 fn default_theta() -> f64 {
     10000.0
@@ -211,11 +212,14 @@ impl GateUp {
         Ok(Self::Split { gate: Linear::load(vb, names[0], d, ff, bias)?, up: Linear::load(vb, names[1], d, ff, bias)? })
     }
 
-    /// `silu(gate(h)) * up(h)`.
-    fn forward(&self, rec: &mut Recorder, h: &Tensor) -> Result<Tensor> {
+    /// `silu(gate(h)) * up(h)` for `h = norm(x)`.
+    fn forward(&self, rec: &mut Recorder, x: &Tensor, norm: &RmsNorm) -> Result<Tensor> {
         match self {
-            Self::Stacked(l) => crate::ops::matmul::linear_swiglu(rec, h, &l.w, l.b.as_ref()),
+            Self::Stacked(l) => {
+                matmul::linear_swiglu_with(rec, x, &l.w, l.b.as_ref(), Some(norm.pre()), matmul::Path::Auto)
+            }
             Self::Split { gate, up } => {
+                let h = &norm.forward(rec, x)?;
                 let g = gate.forward(rec, h)?;
                 let u = up.forward(rec, h)?;
                 elementwise::binary(rec, elementwise::Binary::SwiGlu, &g, &u)
@@ -311,21 +315,14 @@ impl Llama {
         let layout =
             if self.cfg.interleaved_rope { rope::RopeLayout::Interleaved } else { rope::RopeLayout::RotateHalf };
         let scale = 1.0 / (hd as f32).sqrt();
+        // x is the residual stream; the norms are fused into the products after them (the GEMV of one token
+        // normalizes x as it reads it), the residual adds into the products before them
         let mut x = x.clone();
-        // the residual stream is x + pending: each residual add is fused into the RMSNorm that follows it
-        let mut pending: Option<Tensor> = None;
         for (i, l) in self.layers.iter().enumerate().take(stop_after.unwrap_or(usize::MAX)) {
-            let h = match pending.take() {
-                Some(r) => {
-                    let (s, h) = l.input_norm.forward_residual(rec, &x, &r)?;
-                    x = s;
-                    h
-                }
-                None => l.input_norm.forward(rec, &x)?,
-            };
+            let pre = Fused { pre_norm: Some(l.input_norm.pre()), ..Fused::default() };
             let q = match &l.qkv {
                 // one token: the rotation and the cache write in the projection's GEMV (no qkv tensor)
-                Qkv::Stacked(w) if t == 1 && hd % 4 == 0 && matmul::gemv_supports(w.w.dtype, h.cols()) => {
+                Qkv::Stacked(w) if t == 1 && hd % 4 == 0 && matmul::gemv_supports(w.w.dtype, x.cols()) => {
                     let r = matmul::RopeQkv {
                         table: &self.rope_table,
                         pos: pos0,
@@ -334,14 +331,15 @@ impl Llama {
                         k_cache: &cache.k[i],
                         v_cache: &cache.v[i],
                     };
-                    matmul::linear_rope_qkv(rec, &h, &w.w, w.b.as_ref(), &r, matmul::Path::Auto)?
+                    matmul::linear_rope_qkv(rec, &x, &w.w, w.b.as_ref(), &r, pre.pre_norm, matmul::Path::Auto)?
                         .reshape(&[t, nh, hd])?
                 }
                 Qkv::Stacked(w) => {
-                    let qkv = w.forward(rec, &h)?;
+                    let qkv = w.forward_fused(rec, &x, pre)?;
                     rope::rope_qkv(rec, &qkv, &self.rope_table, pos0, layout, nh, &cache.k[i], &cache.v[i])?
                 }
                 Qkv::Split { q, k, v } => {
+                    let h = l.input_norm.forward(rec, &x)?;
                     let q = q.forward(rec, &h)?.reshape(&[t, nh, hd])?;
                     let k = k.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
                     let v = v.forward(rec, &h)?.reshape(&[t, nkv, hd])?;
@@ -354,14 +352,9 @@ impl Llama {
             };
             let p = attention::AttnParams { causal: true, scale, kv_len: pos0 + t, q_pos0: pos0 };
             let a = attention::attention(rec, &q, &cache.k[i], &cache.v[i], &p)?.reshape(&[t, nh * hd])?;
-            let o = l.o.forward(rec, &a)?;
-            let (s, h) = l.post_norm.forward_residual(rec, &x, &o)?;
-            x = s;
-            let m = l.gate_up.forward(rec, &h)?;
-            pending = Some(l.down.forward(rec, &m)?);
-        }
-        if let Some(r) = pending {
-            x = elementwise::add(rec, &x, &r)?;
+            let s = l.o.forward_fused(rec, &a, Fused { residual: Some(&x), ..Fused::default() })?;
+            let m = l.gate_up.forward(rec, &s, &l.post_norm)?;
+            x = l.down.forward_fused(rec, &m, Fused { residual: Some(&s), ..Fused::default() })?;
         }
         if stop_after.is_none() {
             cache.len = pos0 + t;
@@ -372,17 +365,14 @@ impl Llama {
     /// Final norm + LM head, on the last row only unless `all`.
     pub fn logits(&self, rec: &mut Recorder, h: &Tensor, all: bool) -> Result<Tensor> {
         let h = if all || h.rows() == 1 { h.clone() } else { last_row(rec, h)? };
-        let h = self.norm.forward(rec, &h)?;
-        self.head(rec, &h)
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let fused = Fused { pre_norm: Some(self.norm.pre()), ..Fused::default() };
+        matmul::linear_fused(rec, &h, head, None, fused, matmul::Path::Auto)
     }
 
     /// The final RMSNorm alone (tests compare it with the reference's last hidden state).
     pub fn final_norm(&self, rec: &mut Recorder, h: &Tensor) -> Result<Tensor> {
         self.norm.forward(rec, h)
-    }
-
-    fn head(&self, rec: &mut Recorder, h: &Tensor) -> Result<Tensor> {
-        crate::ops::matmul::linear(rec, h, self.lm_head.as_ref().unwrap_or(&self.embed), None)
     }
 
     /// Bytes of weights on the GPU.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
 use crate::nn::{Activation, LayerNorm, Linear, Mlp, VarBuilder};
-use crate::ops::matmul::Epilogue;
+use crate::ops::matmul::Fused;
 use crate::ops::{attention, elementwise, vision};
 
 fn default_eps() -> f64 {
@@ -156,7 +156,7 @@ impl VisionTransformer {
             let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
             let a = attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?;
             // the residual adds fused into the out-projection's and fc2's GEMMs
-            x = l.out.forward_epilogue(rec, &a, Epilogue { act: None, residual: Some(&x) })?;
+            x = l.out.forward_fused(rec, &a, Fused { residual: Some(&x), ..Default::default() })?;
             let h = l.ln2.forward(rec, &x)?;
             x = l.mlp.forward_residual(rec, &h, Some(&x))?;
         }

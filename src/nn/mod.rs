@@ -46,9 +46,10 @@ impl Linear {
         matmul::linear(rec, x, &self.w, self.b.as_ref())
     }
 
-    /// `act(x·Wᵀ + b) + residual`, the activation and the add fused into the GEMM's stores ([`matmul::Epilogue`]).
-    pub fn forward_epilogue(&self, rec: &mut Recorder, x: &Tensor, epi: matmul::Epilogue) -> Result<Tensor> {
-        matmul::linear_epilogue(rec, x, &self.w, self.b.as_ref(), epi, matmul::Path::Auto)
+    /// `act(norm(x)·Wᵀ + b) + residual`, each part where given and in the product's kernel where it can take it
+    /// ([`matmul::Fused`]).
+    pub fn forward_fused(&self, rec: &mut Recorder, x: &Tensor, fused: matmul::Fused) -> Result<Tensor> {
+        matmul::linear_fused(rec, x, &self.w, self.b.as_ref(), fused, matmul::Path::Auto)
     }
 
     pub fn out_dim(&self) -> usize {
@@ -77,9 +78,9 @@ impl RmsNorm {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         norm::rms_norm(rec, x, &self.w, self.eps)
     }
-    /// `(x + r, norm(x + r))` in one dispatch (a residual add followed by this norm).
-    pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, r: &Tensor) -> Result<(Tensor, Tensor)> {
-        norm::add_rms_norm(rec, x, r, &self.w, self.eps)
+    /// This norm as the prologue of the product that follows it ([`matmul::Fused::pre_norm`]).
+    pub fn pre(&self) -> matmul::PreNorm<'_> {
+        matmul::PreNorm { w: &self.w, eps: self.eps }
     }
 }
 
@@ -144,8 +145,8 @@ impl Mlp {
 
     /// `fc2(act(fc1(x))) + residual`: the activation fused into fc1's GEMM, the add into fc2's.
     pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.fc1.forward_epilogue(rec, x, matmul::Epilogue { act: Some(self.act.op()), residual: None })?;
-        self.fc2.forward_epilogue(rec, &h, matmul::Epilogue { act: None, residual })
+        let h = self.fc1.forward_fused(rec, x, matmul::Fused { act: Some(self.act.op()), ..Default::default() })?;
+        self.fc2.forward_fused(rec, &h, matmul::Fused { residual, ..Default::default() })
     }
 }
 

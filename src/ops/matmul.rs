@@ -18,6 +18,7 @@ use crate::gpu::{grid_1d, Binding, Caps, DType, GpuContext, PipelineKey, Recorde
 use crate::loader::{self, quant};
 
 use super::elementwise::{self, Unary};
+use super::norm;
 use super::rope::{self, QkvDims, RopeLayout};
 use super::{expect_dtype, params};
 
@@ -42,7 +43,8 @@ struct GemvParams {
     /// ROPE: the token's position and the table's positions
     pos: u32,
     max_pos: u32,
-    _pad: u32,
+    /// NORM: the RMSNorm's epsilon
+    eps: f32,
 }
 
 #[repr(C)]
@@ -83,17 +85,30 @@ pub enum Path {
     DirectSubgroups,
 }
 
-/// What a linear layer does to its outputs before they are stored: `y = act(x·wᵀ + bias) + residual`. The GEMMs
-/// (direct and tiled) do it in their store loop, with no extra pass over y (a ViT's GELU after fc1 and its two
-/// residual adds per layer); the GEMV paths run the same ops as separate kernels.
+/// An RMSNorm of x before a product, `x / sqrt(mean(x²) + eps) · w` over the last dim (a decoder's input and
+/// post-attention norms, the final norm before the LM head).
+#[derive(Clone, Copy, Debug)]
+pub struct PreNorm<'a> {
+    /// `[K]` f32
+    pub w: &'a Tensor,
+    pub eps: f32,
+}
+
+/// What a linear layer fuses around its product: `y = act(norm(x)·wᵀ + bias) + residual`.
+/// - `pre_norm`: the GEMV of one row of x normalizes x as it reads it (`gemv.wgsl` NORM), where the adapter has
+///   subgroups (each subgroup sums x² itself) and a storage binding to spare; otherwise, and for the GEMMs, the
+///   norm is a kernel of its own before the product.
+/// - `act`: in the GEMMs' stores (a ViT's GELU after fc1); a kernel after the GEMV.
+/// - `residual` (`[.., N]` like the output): in every kernel's stores (a ViT's two residual adds per layer, a
+///   decoder's after o_proj and down_proj), unless an activation comes first on the GEMV path.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Epilogue<'a> {
+pub struct Fused<'a> {
+    pub pre_norm: Option<PreNorm<'a>>,
     pub act: Option<Unary>,
-    /// `[.., N]` like the output
     pub residual: Option<&'a Tensor>,
 }
 
-impl Epilogue<'_> {
+impl Fused<'_> {
     /// The shaders' ACT number (`activation4` of activation.wgsl).
     fn act_code(&self) -> u32 {
         match self.act {
@@ -101,18 +116,6 @@ impl Epilogue<'_> {
             Some(Unary::GeluTanh) => 1,
             Some(Unary::GeluErf) => 2,
             Some(Unary::Silu) => 3,
-        }
-    }
-
-    /// The epilogue as separate kernels over a finished `y` (the GEMV paths).
-    fn apply(&self, rec: &mut Recorder, y: Tensor) -> Result<Tensor> {
-        let y = match self.act {
-            Some(op) => elementwise::unary(rec, op, &y)?,
-            None => y,
-        };
-        match self.residual {
-            Some(r) => elementwise::add(rec, &y, r),
-            None => Ok(y),
         }
     }
 }
@@ -144,7 +147,7 @@ impl GemvParams {
             has_bias: bias.is_some() as u32,
             pos: 0,
             max_pos: 0,
-            _pad: 0,
+            eps: 0.0,
         })
     }
 }
@@ -208,19 +211,20 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>)
 
 /// [`linear`] with the kernel chosen by the caller.
 pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, path: Path) -> Result<Tensor> {
-    product(rec, "linear", x, w, bias, path, false, Epilogue::default())
+    product(rec, "linear", x, w, bias, path, false, Fused::default())
 }
 
-/// [`linear`] followed by an activation and/or a residual add ([`Epilogue`]), fused into the GEMM's stores.
-pub fn linear_epilogue(
+/// [`linear`] with an RMSNorm of x before it and/or an activation and a residual add after it ([`Fused`]), in
+/// the product's kernel where it can take them.
+pub fn linear_fused(
     rec: &mut Recorder,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
-    epi: Epilogue,
+    fused: Fused,
     path: Path,
 ) -> Result<Tensor> {
-    product(rec, "linear", x, w, bias, path, false, epi)
+    product(rec, "linear", x, w, bias, path, false, fused)
 }
 
 /// The SwiGLU MLP's first half: `silu(x·gateᵀ + b_g) ∘ (x·upᵀ + b_u)` for `w = [gate; up]` stacked (`[2F, K]`,
@@ -229,18 +233,20 @@ pub fn linear_epilogue(
 ///
 /// [`elementwise::swiglu_halves`]: super::elementwise::swiglu_halves
 pub fn linear_swiglu(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    linear_swiglu_with(rec, x, w, bias, Path::Auto)
+    linear_swiglu_with(rec, x, w, bias, None, Path::Auto)
 }
 
-/// [`linear_swiglu`] with the kernel chosen by the caller (GEMV paths fuse the gate, GEMM paths do not).
+/// [`linear_swiglu`] of `pre_norm(x)` (where given) with the kernel chosen by the caller (GEMV paths fuse the
+/// gate, and the norm as [`Fused`] says; GEMM paths neither).
 pub fn linear_swiglu_with(
     rec: &mut Recorder,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
+    pre_norm: Option<PreNorm>,
     path: Path,
 ) -> Result<Tensor> {
-    product(rec, "linear_swiglu", x, w, bias, path, true, Epilogue::default())
+    product(rec, "linear_swiglu", x, w, bias, path, true, Fused { pre_norm, ..Fused::default() })
 }
 
 /// The rotary embedding and KV-cache write that [`linear_rope_qkv`] fuses into attention's q/k/v projection
@@ -269,6 +275,7 @@ pub fn linear_rope_qkv(
     w: &Tensor,
     bias: Option<&Tensor>,
     rope: &RopeQkv,
+    pre_norm: Option<PreNorm>,
     path: Path,
 ) -> Result<Tensor> {
     const OP: &str = "linear_rope_qkv";
@@ -291,10 +298,53 @@ pub fn linear_rope_qkv(
         return Err(Error::Shape { op: OP, detail: format!("{path:?} is not a GEMV path") });
     }
     let (force_subgroups, shared_x) = gemv_variant(&rec.ctx().caps, path)?;
+    let (x, norm) = pre_norm_for(rec, OP, x, pre_norm, true, GEMV_BUFFERS + 3)?;
     let q = rec.empty(&[1, rope.heads, dims.d], DType::F32)?;
-    let kernel = Gemv { w, bias, n, k, force_subgroups, shared_x, swiglu: false, rope: Some((rope, dims)) };
-    kernel.run(rec, x, 0, 1, &q)?;
+    let kernel = Gemv {
+        w,
+        bias,
+        n,
+        k,
+        force_subgroups,
+        shared_x,
+        swiglu: false,
+        rope: Some((rope, dims)),
+        norm,
+        residual: None,
+    };
+    kernel.run(rec, &x, 0, 1, &q)?;
     Ok(q)
+}
+
+/// Storage buffers `gemv.wgsl` binds in every variant (x, w, bias, y, and w again for the scales).
+const GEMV_BUFFERS: u32 = 5;
+
+/// Whether the GEMV of one x row can normalize it itself (`gemv.wgsl` NORM) next to `storage` other storage
+/// buffers: it needs subgroups (each subgroup sums x² without a barrier) and one more storage binding.
+pub fn gemv_fuses_norm(caps: &Caps, storage: u32) -> bool {
+    caps.subgroups && storage < caps.max_storage_buffers_per_stage
+}
+
+/// x and the norm the kernel is to apply: `pre_norm` itself where a GEMV of one x row (`gemv_row`) with
+/// `storage` other storage buffers can fuse it, else x normalized by a kernel of its own (and no norm).
+fn pre_norm_for<'a>(
+    rec: &mut Recorder,
+    op: &'static str,
+    x: &Tensor,
+    pre_norm: Option<PreNorm<'a>>,
+    gemv_row: bool,
+    storage: u32,
+) -> Result<(Tensor, Option<PreNorm<'a>>)> {
+    let Some(nm) = pre_norm else { return Ok((x.clone(), None)) };
+    expect_dtype(op, nm.w, DType::F32)?;
+    if nm.w.numel() != x.cols() {
+        return Err(Error::Shape { op, detail: format!("norm weight {:?} vs x {:?}", nm.w.shape, x.shape) });
+    }
+    if gemv_row && gemv_fuses_norm(&rec.ctx().caps, storage) {
+        Ok((x.clone(), Some(nm)))
+    } else {
+        Ok((norm::rms_norm(rec, x, nm.w, nm.eps)?, None))
+    }
 }
 
 /// A bias, if any: f32 with `n` elements.
@@ -338,7 +388,7 @@ fn product(
     bias: Option<&Tensor>,
     path: Path,
     swiglu: bool,
-    epi: Epilogue,
+    fused: Fused,
 ) -> Result<Tensor> {
     expect_dtype(op, x, DType::F32)?;
     let (n, k) = match w.shape[..] {
@@ -377,14 +427,14 @@ fn product(
         Path::Gemm | Path::Direct | Path::DirectSubgroups => false,
     };
     if swiglu && !use_gemv {
-        let full = product(rec, op, x, w, bias, path, false, Epilogue::default())?;
+        let full = product(rec, op, x, w, bias, path, false, Fused { pre_norm: fused.pre_norm, ..Fused::default() })?;
         return super::elementwise::swiglu_halves(rec, &full);
     }
     // outputs per row of x: the SwiGLU GEMV writes one per gate/up pair
     let n_out = if swiglu { n / 2 } else { n };
     let mut out_shape = x.shape.clone();
     *out_shape.last_mut().unwrap() = n_out;
-    if let Some(r) = epi.residual {
+    if let Some(r) = fused.residual {
         expect_dtype(op, r, DType::F32)?;
         if swiglu || r.shape != out_shape {
             return Err(Error::Shape {
@@ -393,9 +443,13 @@ fn product(
             });
         }
     }
-    if swiglu && epi.act.is_some() {
+    if swiglu && fused.act.is_some() {
         return Err(Error::Shape { op, detail: "SwiGLU takes no further activation".into() });
     }
+    // the GEMV adds the residual in its stores unless an activation comes first
+    let gemv_residual = fused.residual.filter(|_| use_gemv && fused.act.is_none());
+    let storage = GEMV_BUFFERS + gemv_residual.is_some() as u32;
+    let (x, norm) = pre_norm_for(rec, op, x, fused.pre_norm, use_gemv && m == 1, storage)?;
     let out = rec.empty(&out_shape, DType::F32)?;
     if m == 0 || n == 0 {
         return Ok(out);
@@ -429,15 +483,22 @@ fn product(
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
         let (force_subgroups, shared_x) = gemv_variant(caps, path)?;
-        let kernel = Gemv { w, bias, n: n_out, k, force_subgroups, shared_x, swiglu, rope: None };
+        let kernel =
+            Gemv { w, bias, n: n_out, k, force_subgroups, shared_x, swiglu, rope: None, norm, residual: gemv_residual };
         for m0 in (0..m).step_by(GEMV_MAX_M) {
-            kernel.run(rec, x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
+            kernel.run(rec, &x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
         }
-        return epi.apply(rec, out);
+        // an activation, then the residual add: kernels of their own after the GEMV
+        let Some(act) = fused.act else { return Ok(out) };
+        let y = elementwise::unary(rec, act, &out)?;
+        return match fused.residual {
+            Some(r) => elementwise::add(rec, &y, r),
+            None => Ok(y),
+        };
     } else if direct {
-        gemm_direct(rec, x, w, bias, &out, [m, n, k], sg, &epi)?;
+        gemm_direct(rec, &x, w, bias, &out, [m, n, k], sg, &fused)?;
     } else {
-        gemm(rec, x, w, bias, &out, m, n, k, 1, [0, 0, 0], true, &epi)?;
+        gemm(rec, &x, w, bias, &out, m, n, k, 1, [0, 0, 0], true, &fused)?;
     }
     Ok(out)
 }
@@ -464,7 +525,7 @@ fn gemm_direct(
     out: &Tensor,
     [m, n, k]: [usize; 3],
     sg: Option<u32>,
-    epi: &Epilogue,
+    epi: &Fused,
 ) -> Result<()> {
     const OP: &str = "matmul_direct";
     const WG: u32 = 64;
@@ -606,6 +667,10 @@ struct Gemv<'a> {
     swiglu: bool,
     /// the fused RoPE + KV-cache write (one row of x; `out` is q)
     rope: Option<(&'a RopeQkv<'a>, QkvDims)>,
+    /// the RMSNorm of x as the prologue (one row of x; [`gemv_fuses_norm`])
+    norm: Option<PreNorm<'a>>,
+    /// added in the stores, laid out like the output
+    residual: Option<&'a Tensor>,
 }
 
 impl Gemv<'_> {
@@ -634,7 +699,11 @@ impl Gemv<'_> {
             (true, _) => GEMV_SG_ROWS,
             (false, _) => GEMV_WG * rpt,
         };
+        if self.norm.is_some() && (mr != 1 || !ctx.caps.subgroups) {
+            return Err(Error::Shape { op: OP, detail: "the fused norm needs one row of x and subgroups".into() });
+        }
         let key = PipelineKey::new("gemv", entry)
+            .define_if(subgroups || sg_x.is_some() || self.norm.is_some(), "SUBGROUP_OPS")
             .define_if(subgroups, "SUBGROUPS")
             .define_if(sg_x.is_some(), "SG_X")
             .define_if(sg_x == Some(4), "SG4")
@@ -658,20 +727,28 @@ impl Gemv<'_> {
             None => key,
         };
         let xs = row_chunk(rec, x, m0, mr, k)?;
+        let res = self.residual.map(|r| row_chunk(rec, r, m0, mr, n)).transpose()?;
         // Output rows m0.. are a separate chunk when m0 > 0: write them to a small buffer and copy back.
         let ys = if m0 == 0 { out.clone() } else { rec.empty(&[mr, n], DType::F32)? };
         // Without a bias, x is bound in its place (read-only aliasing is allowed) and never read.
         let b: Binding = self.bias.unwrap_or(&xs).into();
         let grid = grid_1d((n as u32).div_ceil(rows_per_wg), ctx.caps.max_workgroups_per_dim);
-        let bindings: [Binding; 5] = [(&xs).into(), w.into(), b, (&ys).into(), w.into()];
-        match self.rope {
-            Some((r, _)) => {
-                let [b0, b1, b2, b3, b4] = bindings;
-                let all = [b0, b1, b2, b3, b4, r.table.into(), r.k_cache.into(), r.v_cache.into()];
-                rec.dispatch(&key, &params(&p), &all, grid)?;
-            }
-            None => rec.dispatch(&key, &params(&p), &bindings, grid)?,
+        let mut bindings: Vec<Binding> = vec![(&xs).into(), w.into(), b, (&ys).into(), w.into()];
+        if let Some((r, _)) = self.rope {
+            bindings.extend([r.table.into(), r.k_cache.into(), r.v_cache.into()]);
         }
+        // the optional bindings' numbers follow the ones bound before them (binding i + 1 is bindings[i])
+        let mut key = key;
+        if let Some(nm) = self.norm {
+            p.eps = nm.eps;
+            key = key.define("NORM").define_value("NORM_AT", bindings.len() + 1);
+            bindings.push(nm.w.into());
+        }
+        if let Some(r) = &res {
+            key = key.define("RESIDUAL").define_value("RES_AT", bindings.len() + 1);
+            bindings.push(r.into());
+        }
+        rec.dispatch(&key, &params(&p), &bindings, grid)?;
         if m0 > 0 {
             rec.copy(&ys, 0, out, (m0 * n * 4) as u64, (mr * n * 4) as u64)?;
         }
@@ -692,7 +769,7 @@ fn gemm(
     batch: usize,
     strides: [usize; 3],
     trans_b: bool,
-    epi: &Epilogue,
+    epi: &Fused,
 ) -> Result<()> {
     const OP: &str = "matmul";
     let ctx = rec.ctx();
@@ -775,7 +852,7 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, transpose_b: bool) -> 
         });
     }
     let strides = [m * k, if b_batch.is_some() { k * n } else { 0 }, m * n];
-    gemm(rec, a, b, None, &out, m, n, k, batch, strides, transpose_b, &Epilogue::default())?;
+    gemm(rec, a, b, None, &out, m, n, k, batch, strides, transpose_b, &Fused::default())?;
     Ok(out)
 }
 

@@ -34,7 +34,7 @@ pub enum NormKernel {
     PerRow,
 }
 
-/// One dispatch of `norm.wgsl` (`variant`: "", "LAYER" or "RESIDUAL") over the rows of x.
+/// One dispatch of `norm.wgsl` (`variant`: "" or "LAYER") over the rows of x.
 fn run(
     rec: &mut Recorder,
     op: &'static str,
@@ -75,42 +75,6 @@ pub fn rms_norm_with(rec: &mut Recorder, x: &Tensor, w: &Tensor, eps: f32, kerne
     let out = rec.empty(&x.shape, DType::F32)?;
     run(rec, "rms_norm", "", x, eps, &[x.into(), w.into(), (&out).into()], kernel)?;
     Ok(out)
-}
-
-/// The residual add and the RMSNorm after it in one dispatch: returns `(s, rms_norm(s, w))` with `s = x + r`.
-pub fn add_rms_norm(rec: &mut Recorder, x: &Tensor, r: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
-    add_rms_norm_with(rec, x, r, w, eps, NormKernel::Auto)
-}
-
-/// [`add_rms_norm`] with a chosen kernel.
-pub fn add_rms_norm_with(
-    rec: &mut Recorder,
-    x: &Tensor,
-    r: &Tensor,
-    w: &Tensor,
-    eps: f32,
-    kernel: NormKernel,
-) -> Result<(Tensor, Tensor)> {
-    check("add_rms_norm", x, w)?;
-    expect_dtype("add_rms_norm", r, DType::F32)?;
-    if r.shape != x.shape {
-        return Err(Error::Shape {
-            op: "add_rms_norm",
-            detail: format!("addend {:?} vs input {:?}", r.shape, x.shape),
-        });
-    }
-    let sum = rec.empty(&x.shape, DType::F32)?;
-    let out = rec.empty(&x.shape, DType::F32)?;
-    run(
-        rec,
-        "add_rms_norm",
-        "RESIDUAL",
-        x,
-        eps,
-        &[x.into(), w.into(), (&out).into(), r.into(), (&sum).into()],
-        kernel,
-    )?;
-    Ok((sum, out))
 }
 
 /// `(x - mean) / sqrt(var + eps) * w + b` over the last dim (biased variance, like PyTorch).
