@@ -527,13 +527,13 @@ fn gemv(fmt: u32, wg: u32, li: u32) {
 
 #endif
 
-// The invocation's ids; lanes wherever subgroup operations are used, subgroups for SUBGROUPS.
-struct Ids {
+// The invocation's ids, in two structs because uniformity analysis (Tint's) tracks a struct as a whole: the
+// workgroup's and subgroup's (uniform within a subgroup), and the invocation's own (lanes wherever subgroup
+// operations are used).
+struct Group {
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
 #ifdef SUBGROUP_OPS
-    @builtin(subgroup_invocation_id) lane: u32,
     @builtin(subgroup_size) sgs: u32,
 #endif
 #ifdef SUBGROUPS
@@ -542,29 +542,36 @@ struct Ids {
 #endif
 }
 
-fn entry(fmt: u32, ids: Ids) {
-    let wg = ids.wid.x + ids.wid.y * ids.nwg.x;
+struct Lane {
+    @builtin(local_invocation_index) li: u32,
+#ifdef SUBGROUP_OPS
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
+}
+
+fn entry(fmt: u32, g: Group, l: Lane) {
+    let wg = g.wid.x + g.wid.y * g.nwg.x;
 #ifdef SG_X
-    sl = ids.lane;
+    sl = l.lane;
 #endif
 #ifdef NORM
     // before any return: the subgroup is whole (a workgroup smaller than the subgroup has WG lanes)
-    norm_prologue(ids.lane, min(ids.sgs, WG));
+    norm_prologue(l.lane, min(g.sgs, WG));
 #endif
 #ifdef SUBGROUPS
-    gemv(fmt, wg, ids.sid, ids.nsg, ids.lane, ids.sgs);
+    gemv(fmt, wg, g.sid, g.nsg, l.lane, g.sgs);
 #else
-    gemv(fmt, wg, ids.li);
+    gemv(fmt, wg, l.li);
 #endif
 }
 
 @compute @workgroup_size(WG)
-fn gemv_f32(ids: Ids) { entry(FMT_F32, ids); }
+fn gemv_f32(g: Group, l: Lane) { entry(FMT_F32, g, l); }
 @compute @workgroup_size(WG)
-fn gemv_f16(ids: Ids) { entry(FMT_F16, ids); }
+fn gemv_f16(g: Group, l: Lane) { entry(FMT_F16, g, l); }
 @compute @workgroup_size(WG)
-fn gemv_q8_0(ids: Ids) { entry(FMT_Q8_0, ids); }
+fn gemv_q8_0(g: Group, l: Lane) { entry(FMT_Q8_0, g, l); }
 @compute @workgroup_size(WG)
-fn gemv_q4_0(ids: Ids) { entry(FMT_Q4_0, ids); }
+fn gemv_q4_0(g: Group, l: Lane) { entry(FMT_Q4_0, g, l); }
 @compute @workgroup_size(WG)
-fn gemv_q4_1(ids: Ids) { entry(FMT_Q4_1, ids); }
+fn gemv_q4_1(g: Group, l: Lane) { entry(FMT_Q4_1, g, l); }
