@@ -77,11 +77,11 @@ async fn case(
     Ok(())
 }
 
-/// The sweep of the brief, thinned so each (Tq, kv_len) pair meets every head layout / head dim once across
-/// the two masks.
-async fn attention_matches_reference() -> Result<(), String> {
-    let ctx = common::ctx().await;
-    let mut rng = Rng::new(11);
+/// The sweep of the brief as (Tq, (Hq, Hkv), D, kv_len, causal), thinned so each (Tq, kv_len) pair meets every
+/// head layout / head dim once across the two masks. A causal case is a cache: its queries are the last Tq of
+/// kv_len positions (so kv_len ≥ Tq; q_pos0 = kv_len − Tq > 0 when kv_len > Tq).
+fn sweep() -> Vec<(usize, (usize, usize), usize, usize, bool)> {
+    let mut cases = Vec::new();
     let mut n = 0usize;
     for &tq in TQ {
         for &kv in KV {
@@ -89,17 +89,22 @@ async fn attention_matches_reference() -> Result<(), String> {
                 let heads = HEADS[n % HEADS.len()];
                 let d = DIMS[(n / HEADS.len() + n) % DIMS.len()];
                 n += 1;
-                if causal {
-                    // a cache: the queries are the last tq of kv_len positions (q_pos0 > 0 when kv > tq)
-                    if kv < tq {
-                        continue;
-                    }
-                    case(&ctx, &mut rng, tq, heads, d, kv, kv + 7, true, kv - tq, Kernel::Auto).await?;
-                } else {
-                    case(&ctx, &mut rng, tq, heads, d, kv, kv, false, 0, Kernel::Auto).await?;
+                if !causal || kv >= tq {
+                    cases.push((tq, heads, d, kv, causal));
                 }
             }
         }
+    }
+    cases
+}
+
+/// The default kernels on the sweep; a causal case's cache has 7 rows past kv_len (NaN).
+async fn attention_matches_reference() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(11);
+    for (tq, heads, d, kv, causal) in sweep() {
+        let (tmax, q_pos0) = if causal { (kv + 7, kv - tq) } else { (kv, 0) };
+        case(&ctx, &mut rng, tq, heads, d, kv, tmax, causal, q_pos0, Kernel::Auto).await?;
     }
     Ok(())
 }
@@ -146,21 +151,10 @@ async fn attention_subgroup_kernel() -> Result<(), String> {
             other => Err(format!("without a known subgroup size: expected MissingFeature, got {:?}", other.err())),
         };
     };
-    let mut n = 0usize;
-    for &tq in TQ {
-        for &kv in KV {
-            for causal in [false, true] {
-                let heads = HEADS[n % HEADS.len()];
-                let d = DIMS[(n / HEADS.len() + n) % DIMS.len()];
-                n += 1;
-                if causal && kv < tq {
-                    continue;
-                }
-                let q_pos0 = if causal { kv - tq } else { 0 };
-                let plan = AttnPlan::subgroups(tq, heads.0, kv, sg as usize);
-                case(&ctx, &mut rng, tq, heads, d, kv, kv + 7, causal, q_pos0, Kernel::Subgroups(plan.n_split)).await?;
-            }
-        }
+    for (tq, heads, d, kv, causal) in sweep() {
+        let q_pos0 = if causal { kv - tq } else { 0 };
+        let plan = AttnPlan::subgroups(tq, heads.0, kv, sg as usize);
+        case(&ctx, &mut rng, tq, heads, d, kv, kv + 7, causal, q_pos0, Kernel::Subgroups(plan.n_split)).await?;
     }
     for (tq, heads, d, kv, causal) in
         [(1, (4, 2), 64, 1100, true), (17, (3, 1), 8, 300, true), (3, (9, 3), 128, 70, false)]
