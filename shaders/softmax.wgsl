@@ -1,7 +1,7 @@
 // Row softmax, numerically stable (max-subtracted), one workgroup per row.
 // ROWS (CPU adapters): one invocation per row, no workgroup memory and no barriers (each barrier splits a shader
 // into resumable pieces on lavapipe / SwiftShader); VEC4 with it where cols % 4 == 0.
-// bindings: 1 x (rows, cols), 2 out (rows, cols)
+// bindings: 1 x (rows, cols), 2 out (rows, cols); IN_PLACE: 1 x, overwritten with the output
 
 override WG: u32 = 64u;
 
@@ -15,11 +15,20 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 #ifdef VEC4
 // ROWS with cols % 4 == 0: the row as vec4s (CPU adapters pay per load, not per byte)
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+alias E = vec4<f32>;
 #else
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+alias E = f32;
+#endif
+#ifdef IN_PLACE
+// the output over x (every element is read before it is written, by the invocation that writes it)
+@group(0) @binding(1) var<storage, read_write> x: array<E>;
+fn put(i: u32, v: E) { x[i] = v; }
+fn got(i: u32) -> E { return x[i]; }
+#else
+@group(0) @binding(1) var<storage, read> x: array<E>;
+@group(0) @binding(2) var<storage, read_write> out: array<E>;
+fn put(i: u32, v: E) { out[i] = v; }
+fn got(i: u32) -> E { return out[i]; }
 #endif
 
 #ifdef ROWS
@@ -38,7 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var s4 = vec4<f32>(0.0);
     for (var i = 0u; i < n; i++) {
         let e = exp(x[base + i] - m);
-        out[base + i] = e;
+        put(base + i, e);
         s4 += e;
     }
     let inv = 1.0 / ((s4.x + s4.y) + (s4.z + s4.w));
@@ -50,13 +59,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var s = 0.0;
     for (var i = 0u; i < n; i++) {
         let e = exp(x[base + i] - m);
-        out[base + i] = e;
+        put(base + i, e);
         s += e;
     }
     let inv = 1.0 / s;
 #endif
     for (var i = 0u; i < n; i++) {
-        out[base + i] *= inv;
+        put(base + i, got(base + i) * inv);
     }
 }
 #else
@@ -99,7 +108,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let inv = 1.0 / red[0];
     for (var i = lid; i < p.cols; i += WG) {
-        out[base + i] = exp(x[base + i] - gm) * inv;
+        put(base + i, exp(x[base + i] - gm) * inv);
     }
 }
 #endif

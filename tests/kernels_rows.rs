@@ -77,7 +77,14 @@ async fn softmax_rows() -> Result<(), String> {
             rec.submit().map_err(e)?;
             let got = ctx.read_f32(&y).await.map_err(e)?;
             let what = format!("softmax [{r},{c}] invocation per row: {per_invocation}");
-            check_close(&what, &got, &softmax::cpu_softmax(&x, c), 1e-7, 1e-5)?;
+            let want = softmax::cpu_softmax(&x, c);
+            check_close(&what, &got, &want, 1e-7, 1e-5)?;
+            // in place: the same values over a copy of x
+            let tc = ctx.upload_f32(&x, &[r, c]).map_err(e)?;
+            let mut rec = Recorder::new(&ctx);
+            softmax::softmax_in_place_with(&mut rec, &tc, per_invocation).map_err(e)?;
+            rec.submit().map_err(e)?;
+            check_close(&format!("{what}, in place"), &ctx.read_f32(&tc).await.map_err(e)?, &want, 1e-7, 1e-5)?;
         }
     }
     // rows too long for one invocation's loops: a typed error, not a silently truncated row

@@ -570,11 +570,13 @@ mod native {
                     images: vec![bytes.clone()],
                     generation: GenerationConfig { max_new_tokens: 1, ..Default::default() },
                 };
-                let r = pollster::block_on(engine.chat(&req, &CancelToken::default(), |_| {}))?;
+                let r = pollster::block_on(engine.chat(&req, &CancelToken::default(), |_| {})).context(
+                    "the image run (its prompt must fit the context: --prompt-tokens + --decode-tokens + 8)",
+                )?;
                 encode_ms.push(r.stats.image_encode_ms);
             }
         }
-        let peak_held = ctx.pool_stats().peak_held_bytes;
+        let (peak_held, peak_live) = (ctx.pool_stats().peak_held_bytes, ctx.pool_stats().peak_live_bytes);
         ctx.trim_pool();
         let (copy, copy_best, _, _) = bench::copy_gbps(&ctx, copy_mib, 5, 0.3)?;
         // GPU time per kernel: one more run, profiled from the start to its first token (prefill) and from there
@@ -646,6 +648,7 @@ mod native {
             "decode_roofline_tok_s": roofline,
             "decode_vs_roofline": decode_tok_s / roofline,
             "gpu_weight_bytes": weights_gpu, "gpu_kv_cache_bytes": kv_bytes, "gpu_peak_bytes": peak_held,
+            "gpu_peak_live_bytes": peak_live,
             "gpu_peak_vs_weights_plus_kv": peak_held as f64 / (weights_gpu + kv_bytes).max(1) as f64,
             "profile": profile_report,
             "note": "roofline = best copy-kernel GB/s (read + write) / decoder weight bytes read per token; medians over runs; GPU bytes = webvlm's buffer pool (weights, KV cache, activations live or parked), peak over the timed runs",

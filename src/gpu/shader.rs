@@ -50,7 +50,7 @@ pub static SHADERS: &[ShaderFile] = &[
     ),
     shader!("elementwise", [&[], &["BINARY"]]),
     shader!("norm", [&[], &["LAYER"], &["ROWS"], &["LAYER", "ROWS"]]),
-    shader!("softmax", [&[], &["ROWS"], &["ROWS", "VEC4"]]),
+    shader!("softmax", [&[], &["ROWS"], &["ROWS", "VEC4"], &["IN_PLACE"], &["ROWS", "VEC4", "IN_PLACE"]]),
     shader!("rope", [&[], &["INTERLEAVED"], &["QKV"], &["QKV", "INTERLEAVED"]]),
     shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
     shader!(

@@ -262,9 +262,8 @@ pub fn attention_gemm(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, p:
         let ks = Strided { t: k, off: h0 * d, stride: hkv * d, batch: d };
         let ss = Strided { t: &s, off: 0, stride: kv, batch: per_head };
         matmul_strided(rec, qs, ks, ss, (tq, kv, d), hc, p.scale)?;
-        let pr = softmax::softmax(rec, &s)?;
-        drop(s);
-        let ps = Strided { t: &pr, off: 0, stride: kv, batch: per_head };
+        softmax::softmax_in_place(rec, &s)?;
+        let ps = Strided { t: &s, off: 0, stride: kv, batch: per_head };
         let vs = Strided { t: &vt, off: h0 * d * kv, stride: kv, batch: d * kv };
         let os = Strided { t: &out, off: h0 * d, stride: hq * d, batch: d };
         matmul_strided(rec, ps, vs, os, (tq, d, kv), hc, 1.0)?;

@@ -27,6 +27,24 @@ pub fn softmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
 
 /// [`softmax`] with the kernel variant chosen by the caller (tests cover both on any adapter).
 pub fn softmax_with(rec: &mut Recorder, x: &Tensor, rows_per_invocation: bool) -> Result<Tensor> {
+    let out = rec.empty(&x.shape, DType::F32)?;
+    run(rec, x, Some(&out), rows_per_invocation)?;
+    Ok(out)
+}
+
+/// [`softmax`] written over x (no second buffer of x's size: attention's score blocks on CPU adapters).
+pub fn softmax_in_place(rec: &mut Recorder, x: &Tensor) -> Result<()> {
+    let rows_per_invocation = rec.ctx().caps.cpu_adapter && x.cols() <= ROWS_MAX_COLS;
+    softmax_in_place_with(rec, x, rows_per_invocation)
+}
+
+/// [`softmax_in_place`] with the kernel variant chosen by the caller.
+pub fn softmax_in_place_with(rec: &mut Recorder, x: &Tensor, rows_per_invocation: bool) -> Result<()> {
+    run(rec, x, None, rows_per_invocation)
+}
+
+/// One dispatch of `softmax.wgsl` over the rows of x into `out`, or over x itself.
+fn run(rec: &mut Recorder, x: &Tensor, out: Option<&Tensor>, rows_per_invocation: bool) -> Result<()> {
     expect_dtype("softmax", x, DType::F32)?;
     if rows_per_invocation && x.cols() > ROWS_MAX_COLS {
         return Err(Error::Shape {
@@ -34,16 +52,18 @@ pub fn softmax_with(rec: &mut Recorder, x: &Tensor, rows_per_invocation: bool) -
             detail: format!("an invocation per row takes rows of at most {ROWS_MAX_COLS}, got {:?}", x.shape),
         });
     }
-    let out = rec.empty(&x.shape, DType::F32)?;
     let p = Params { rows: x.rows() as u32, cols: x.cols() as u32, _p: [0; 2] };
     let key = PipelineKey::new("softmax", "main")
         .define_if(rows_per_invocation, "ROWS")
         .define_if(rows_per_invocation && x.cols() % 4 == 0, "VEC4")
+        .define_if(out.is_none(), "IN_PLACE")
         .constant("WG", 64);
     let groups = if rows_per_invocation { p.rows.div_ceil(64) } else { p.rows };
     let grid = grid_1d(groups, rec.ctx().caps.max_workgroups_per_dim);
-    rec.dispatch(&key, &params(&p), &[x.into(), (&out).into()], grid)?;
-    Ok(out)
+    match out {
+        Some(o) => rec.dispatch(&key, &params(&p), &[x.into(), o.into()], grid),
+        None => rec.dispatch(&key, &params(&p), &[x.into()], grid),
+    }
 }
 
 pub fn cpu_softmax(x: &[f32], cols: usize) -> Vec<f32> {
