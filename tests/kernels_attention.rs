@@ -77,10 +77,13 @@ async fn case(
     Ok(())
 }
 
-/// The sweep of the brief as (Tq, (Hq, Hkv), D, kv_len, causal), thinned so each (Tq, kv_len) pair meets every
+/// A sweep case: (Tq, (Hq, Hkv), D, kv_len, causal).
+type SweepCase = (usize, (usize, usize), usize, usize, bool);
+
+/// The sweep of the brief, thinned so each (Tq, kv_len) pair meets every
 /// head layout / head dim once across the two masks. A causal case is a cache: its queries are the last Tq of
 /// kv_len positions (so kv_len ≥ Tq; q_pos0 = kv_len − Tq > 0 when kv_len > Tq).
-fn sweep() -> Vec<(usize, (usize, usize), usize, usize, bool)> {
+fn sweep() -> Vec<SweepCase> {
     let mut cases = Vec::new();
     let mut n = 0usize;
     for &tq in TQ {
