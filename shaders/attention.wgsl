@@ -353,24 +353,17 @@ fn attn_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let g = wid.x + wid.y * nwg.x;   // uniform over the workgroup (= the subgroup)
     let rows = p.tq * p.hq;
     if (g >= rows * p.n_split) { return; }
-    let u = unit(g);
-    let row = u.row;
-    let s = u.s;
-    let i = u.i;
-    let h = u.h;
-    let hk = u.hk;
-    let start = u.start;
-    let stop = u.stop;
+    let u = unit(g); // the work unit: row (i, h), split s, kv head hk, keys start..stop
 
-    load_q((i * p.hq + h) * D4, p.scale);
+    load_q((u.i * p.hq + u.h) * D4, p.scale);
     var o: array<f32, DL>;
     var m = NEG_BIG;
     var l = 0.0;
     let kstride = p.hkv * D4;
-    let kh = hk * D4;
-    for (var t0 = start; t0 < stop; t0 += SGN) {
+    let kh = u.hk * D4;
+    for (var t0 = u.start; t0 < u.stop; t0 += SGN) {
         let t = t0 + lane;
-        let valid = t < stop;
+        let valid = t < u.stop;
         var sc = NEG_BIG;
         if (valid) { sc = dot_k(t * kstride + kh); }
         let bm = max(m, subgroupMax(sc));
@@ -378,7 +371,7 @@ fn attn_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let w = select(0.0, exp(sc - bm), valid);
         l = l * corr + subgroupAdd(w);
         for (var r = 0u; r < DL; r++) { o[r] *= corr; }
-        let nb = min(SGN, stop - t0);
+        let nb = min(SGN, u.stop - t0);
         for (var j = 0u; j < nb; j++) {
             let wj = subgroupShuffle(w, j);
             let vb = (t0 + j) * kstride + kh;
@@ -391,12 +384,12 @@ fn attn_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 
 #ifdef SPLIT
-    let ob = (s * rows + row) * D4;
+    let ob = (u.s * rows + u.row) * D4;
     let c = 1.0;
-    if (lane == 0u) { part_ml[s * rows + row] = vec2<f32>(m, l); }
+    if (lane == 0u) { part_ml[u.s * rows + u.row] = vec2<f32>(m, l); }
 #else
     // l >= 1: every row sees at least key 0 (the op rejects kv_len = 0)
-    let ob = (i * p.hq + h) * D4;
+    let ob = (u.i * p.hq + u.h) * D4;
     let c = 1.0 / l;
 #endif
     for (var r = 0u; r < DL; r++) {
@@ -410,25 +403,18 @@ fn attn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let g = linear_id(wid, nwg, lid);
     let rows = p.tq * p.hq;
     if (g >= rows * p.n_split) { return; }
-    let u = unit(g);
-    let row = u.row;
-    let s = u.s;
-    let i = u.i;
-    let h = u.h;
-    let hk = u.hk;
-    let start = u.start;
-    let stop = u.stop;
+    let u = unit(g); // the work unit: row (i, h), split s, kv head hk, keys start..stop
 
-    load_q((i * p.hq + h) * D4, p.scale);
+    load_q((u.i * p.hq + u.h) * D4, p.scale);
     acc_scale(0.0);
     var m = NEG_BIG;
     var l = 0.0;
     let kstride = p.hkv * D4;   // vec4 slots per cache row
-    let kh = hk * D4;
-    var t = start;
+    let kh = u.hk * D4;
+    var t = u.start;
     loop {
-        if (t >= stop) { break; }
-        let nb = min(BK, stop - t);
+        if (t >= u.stop) { break; }
+        let nb = min(BK, u.stop - t);
         var sc: array<f32, BK>;
         var bm = m;
         for (var j = 0u; j < BK; j++) {
@@ -453,11 +439,11 @@ fn attn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 
 #ifdef SPLIT
-    store_acc((s * rows + row) * D4, 1.0);
-    part_ml[s * rows + row] = vec2<f32>(m, l);
+    store_acc((u.s * rows + u.row) * D4, 1.0);
+    part_ml[u.s * rows + u.row] = vec2<f32>(m, l);
 #else
     // l >= 1 here: every row sees at least key 0 (the op rejects kv_len = 0).
-    store_acc((i * p.hq + h) * D4, 1.0 / l);
+    store_acc((u.i * p.hq + u.h) * D4, 1.0 / l);
 #endif
 }
 #endif

@@ -576,7 +576,8 @@ mod native {
                 encode_ms.push(r.stats.image_encode_ms);
             }
         }
-        let (peak_held, peak_live) = (ctx.pool_stats().peak_held_bytes, ctx.pool_stats().peak_live_bytes);
+        let pool = ctx.pool_stats();
+        let (peak_held, peak_live) = (pool.peak_held_bytes, pool.peak_live_bytes);
         ctx.trim_pool();
         let (copy, copy_best, _, _) = bench::copy_gbps(&ctx, copy_mib, 5, 0.3)?;
         // GPU time per kernel: one more run, profiled from the start to its first token (prefill) and from there

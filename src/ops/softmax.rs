@@ -21,8 +21,12 @@ pub const ROWS_MAX_COLS: usize = 16384;
 /// Softmax over the last dim of x [.., C]: on CPU adapters an invocation per row (no barriers) for rows of up to
 /// [`ROWS_MAX_COLS`], else (and on GPUs) a workgroup per row (tree reductions).
 pub fn softmax(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-    let rows_per_invocation = rec.ctx().caps.cpu_adapter && x.cols() <= ROWS_MAX_COLS;
-    softmax_with(rec, x, rows_per_invocation)
+    softmax_with(rec, x, per_invocation_default(rec, x))
+}
+
+/// The variant [`softmax`] and [`softmax_in_place`] pick: an invocation per row on CPU adapters where it fits.
+fn per_invocation_default(rec: &Recorder, x: &Tensor) -> bool {
+    rec.ctx().caps.cpu_adapter && x.cols() <= ROWS_MAX_COLS
 }
 
 /// [`softmax`] with the kernel variant chosen by the caller (tests cover both on any adapter).
@@ -34,8 +38,7 @@ pub fn softmax_with(rec: &mut Recorder, x: &Tensor, rows_per_invocation: bool) -
 
 /// [`softmax`] written over x (no second buffer of x's size: attention's score blocks on CPU adapters).
 pub fn softmax_in_place(rec: &mut Recorder, x: &Tensor) -> Result<()> {
-    let rows_per_invocation = rec.ctx().caps.cpu_adapter && x.cols() <= ROWS_MAX_COLS;
-    softmax_in_place_with(rec, x, rows_per_invocation)
+    softmax_in_place_with(rec, x, per_invocation_default(rec, x))
 }
 
 /// [`softmax_in_place`] with the kernel variant chosen by the caller.
