@@ -25,7 +25,8 @@ export type ModelSpec =
   | { files: Record<string, ModelBytes>; id?: string };
 
 export interface EngineOptions {
-  /** Weight dtype of linear layers; default: keep the file's (quantized GGUF stays quantized). */
+  /** Weight dtype of linear layers; default: keep the file's (quantized GGUF stays quantized; bf16 becomes f16
+   *  where the adapter has shader-f16, f32 elsewhere). */
   dtype?: Dtype;
   /** KV-cache length in tokens (default 2048, capped by the model). */
   maxContext?: number;

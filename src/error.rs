@@ -38,6 +38,9 @@ pub enum Error {
     MissingTensor { name: String },
     #[error("tensor `{name}`: {detail}")]
     BadTensor { name: String, detail: String },
+    /// A value the target dtype cannot hold (an f32 or bf16 weight beyond f16's ±65504 converted to f16).
+    #[error("{what}: value {value} is beyond {dtype}'s range; load it as f32")]
+    ValueRange { what: String, value: f32, dtype: &'static str },
     #[error("unsupported model: {0}")]
     UnsupportedModel(String),
     #[error("bad config: {0}")]

@@ -767,6 +767,63 @@ async fn stacked_weights_equal_their_parts() -> Result<(), String> {
     }
 }
 
+/// BF16 matrices with the default dtype: F16 on adapters with shader-f16, F32 on the others, every value exact
+/// (read back through `linear` with identity rows of x: y[m, n] = w[n, m], one product each); a matrix with a
+/// value beyond f16's range stays F32 (and a stack holding one loads apart); asked for F16 explicitly, such a
+/// matrix is a `ValueRange` error naming it, not infinities.
+async fn bf16_weights_default_dtype() -> Result<(), String> {
+    use webvlm::loader::safetensors::ShardedSafetensors;
+    use webvlm::nn::{LoadOptions, VarBuilder};
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(15);
+    let (n, k) = (5, 32);
+    let bf16 = |v: &[f32]| -> (Vec<f32>, Vec<u8>) {
+        let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+        (h.iter().map(|x| x.to_f32()).collect(), h.iter().flat_map(|x| x.to_le_bytes()).collect())
+    };
+    // `s`: values f16 holds, up to 60000 and down to 3e-6 (below 2^-17 an f16 subnormal rounds the bf16 value)
+    let mut fits = rng.vec(n * k, -1.0, 1.0);
+    fits[3] = 60000.0;
+    fits[7] = -3.0e-6;
+    let mut past = rng.vec(n * k, -1.0, 1.0);
+    past[9] = -1.0e5;
+    let ((ws, bs), (wb, bb)) = (bf16(&fits), bf16(&past));
+    let file = safetensors(&[("s", "BF16", [n, k], bs), ("b", "BF16", [n, k], bb)]);
+    let st = ShardedSafetensors::single("t.safetensors", Box::new(file)).map_err(|e| e.to_string())?;
+    let eye: Vec<f32> = (0..k * k).map(|i| if i / k == i % k { 1.0 } else { 0.0 }).collect();
+    let x = ctx.upload_f32(&eye, &[k, k]).map_err(|e| e.to_string())?;
+    let f16 = ctx.caps.shader_f16;
+    let vb = VarBuilder::new(&st, &ctx, LoadOptions::default());
+    for (name, want, dtype) in [("s", &ws, if f16 { DType::F16 } else { DType::F32 }), ("b", &wb, DType::F32)] {
+        let t = vb.matrix(name, [n, k]).map_err(|e| format!("{name}: {e}"))?;
+        if t.dtype != dtype {
+            return Err(format!("bf16 `{name}` loaded as {}, want {dtype} (shader-f16 {f16})", t.dtype));
+        }
+        let mut rec = Recorder::new(&ctx);
+        let y = mm::linear(&mut rec, &x, &t, None).map_err(|e| e.to_string())?;
+        rec.submit().map_err(|e| e.to_string())?;
+        let y = ctx.read_f32(&y).await.map_err(|e| e.to_string())?;
+        for (i, &v) in want.iter().enumerate() {
+            let got = y[(i % k) * n + i / k];
+            // exact, but for |v| < 2^-17 as f16: a subnormal, within half its spacing 2^-24
+            let tol = if t.dtype == DType::F16 && v.abs() < 2f32.powi(-17) { 2f32.powi(-25) } else { 0.0 };
+            if (got - v).abs() > tol {
+                return Err(format!("bf16 `{name}` as {}: element {i} = {got}, stored {v}", t.dtype));
+            }
+        }
+    }
+    match vb.matrix_stack(&["s", "b"], k, &[n, n]) {
+        Ok(None) if f16 => {}
+        Ok(Some(t)) if !f16 && t.dtype == DType::F32 => {}
+        other => return Err(format!("stack with a value past f16 (shader-f16 {f16}): got {other:?}")),
+    }
+    let vb = VarBuilder::new(&st, &ctx, LoadOptions { dtype: Some(DType::F16), ..Default::default() });
+    match vb.matrix("b", [n, k]) {
+        Err(Error::ValueRange { what, value, .. }) if what.contains("`b`") && value == wb[9] => Ok(()),
+        other => Err(format!("explicit f16 of a value past 65504: expected ValueRange naming `b`, got {other:?}")),
+    }
+}
+
 async fn typed_errors() -> Result<(), String> {
     let ctx = common::ctx().await;
     let x = ctx.upload_f32(&[0.0; 2 * 64], &[2, 64]).map_err(|e| e.to_string())?;
@@ -901,6 +958,7 @@ mod run {
         linear_fused,
         linear_rope_qkv,
         stacked_weights_equal_their_parts,
+        bf16_weights_default_dtype,
         linear_quant,
         linear_plain_context,
         linear_keeps_leading_dims,

@@ -8,6 +8,7 @@ const rt = q.get('rt');
 const threads = Number(q.get('threads') || 2);
 const reps = Number(q.get('reps') || 3);
 const maxTokens = Number(q.get('max') || 64);
+const dtype = q.get('dtype'); // webvlm's GPU weight dtype; null: the engine's default for the file
 const log = (s) => (document.getElementById('log').textContent += `${s}\n`);
 const GGUF = '/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf';
 // the same photo in three files (distinct bytes: no image-cache hits between runs)
@@ -73,7 +74,7 @@ const chat = (p) => [{ role: 'system', content: p.system }, { role: 'user', cont
 async function loadWebvlm(model) {
   const { createEngine } = await import('/pkg/index.js');
   const t0 = performance.now();
-  const engine = await createEngine(model, { cache: false, maxContext: 512 });
+  const engine = await createEngine(model, { cache: false, maxContext: 512, ...(dtype ? { dtype } : {}) });
   const loadMs = performance.now() - t0;
   const info = engine.adapterInfo();
   return {

@@ -5,6 +5,7 @@
 //        node run.mjs --runtimes webvlm-vlm --reps 2 --out ../results/browser-smolvlm.json   (the image path)
 //        node run.mjs --runtimes tfjs-vlm-wasm,tfjs-vlm-webgpu --reps 3 --merge --out ../results/browser-smolvlm.json
 //                     [--prompts N] [--out ../results/browser-smollm2.json] [--merge]
+// --dtype f16|f32|q8_0|q4_0|q4_1 (webvlm, webvlm-vlm): the GPU weight dtype (default: the file's, BF16 -> f16).
 // --profile (webvlm, webvlm-vlm): one more run (the first prompt / an image) with GPU timestamps per kernel, reported as gpu_profile.
 // --merge keeps the other runtimes' entries of an existing --out file (rerun one runtime, keep the rest).
 // Greedy texts are compared with transformers (prompts.json, from tests/fixtures/real/smollm2_reference.json): every
@@ -110,7 +111,8 @@ for (const rt of runtimes) {
   // ... and its image encode takes minutes there: one image, no extra check run on the python inputs
   const slowVlm = rt === 'tfjs-vlm-webgpu' && !process.env.BENCH_FULL;
   const q = new URLSearchParams({ rt, reps: String(slow || slowVlm ? 1 : reps), max: String(slow ? Math.min(maxTokens, 16) : maxTokens), threads: String(threads),
-    n: String(slow ? 1 : prompts.length), ...(slowVlm ? { check: '0' } : {}), ...(process.argv.includes('--profile') ? { profile: '1' } : {}) });
+    n: String(slow ? 1 : prompts.length), ...(slowVlm ? { check: '0' } : {}), ...(process.argv.includes('--profile') ? { profile: '1' } : {}),
+    ...(arg('dtype', null) ? { dtype: arg('dtype', null) } : {}) });
   await page.goto(`${base}/?${q}`);
   let r;
   try {

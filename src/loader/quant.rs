@@ -118,11 +118,17 @@ pub fn quantize_q4_1(x: &[f32]) -> Result<Vec<u8>> {
 }
 
 /// Encodes `x` as `dtype` (plain floats are converted with round-to-nearest-even; quantized types use the
-/// ggml reference quantizers above).
+/// ggml reference quantizers above). A finite value beyond f16's range (±65504) converted to F16 is an
+/// [`Error::ValueRange`], not an infinity.
 pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>> {
     Ok(match dtype {
         DType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F16 => x.iter().flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes()).collect(),
+        DType::F16 => {
+            if let Some(&value) = x.iter().find(|v| v.is_finite() && v.abs() > f16::MAX.to_f32()) {
+                return Err(Error::ValueRange { what: "f16 conversion".into(), value, dtype: "f16" });
+            }
+            x.iter().flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes()).collect()
+        }
         DType::BF16 => x.iter().flat_map(|&v| bf16::from_f32(v).to_bits().to_le_bytes()).collect(),
         DType::Q8_0 => quantize_q8_0(x)?,
         DType::Q4_0 => quantize_q4_0(x)?,
@@ -308,6 +314,16 @@ mod tests {
         assert!(f16_bytes_to_f32(&[0u8; 3]).is_err());
         assert_eq!(bf16_bytes_to_f32(&[0x80, 0x3F]).unwrap(), vec![1.0]);
         assert_eq!(f16_bytes_to_f32(&[0x00, 0x3C]).unwrap(), vec![1.0]);
+    }
+
+    #[test]
+    fn f16_conversion_refuses_values_past_its_range() {
+        let ok = quantize(DType::F16, &[65504.0, -65504.0, f32::INFINITY, 1.5]).unwrap();
+        assert_eq!(f16_bytes_to_f32(&ok).unwrap(), vec![65504.0, -65504.0, f32::INFINITY, 1.5]);
+        match quantize(DType::F16, &[1.0, -70000.0]) {
+            Err(Error::ValueRange { value, dtype: "f16", .. }) => assert_eq!(value, -70000.0),
+            other => panic!("expected ValueRange, got {other:?}"),
+        }
     }
 
     #[test]

@@ -81,7 +81,10 @@ impl WeightStore for GgufStore {
 /// How weights are stored on the GPU.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
-    /// Dtype for the matrices of linear layers and embeddings. `None` keeps the file's dtype (BF16 becomes F32).
+    /// Dtype for the matrices of linear layers and embeddings. `None` keeps the file's dtype; BF16 becomes F16 on
+    /// adapters with shader-f16 (exact for every bf16 value of magnitude 2^-17 ..= 65504, within 2^-25 below;
+    /// a matrix holding a larger value stays F32) and F32 on the others (SwiftShader, whose emulated f16
+    /// unpacking made the image path 26 % slower: docs/benchmarks.md).
     /// A float weight is quantized at load (ggml's reference quantizer); an already quantized weight is kept as is.
     pub dtype: Option<DType>,
     /// Keep linear layers that read the same input (q/k/v, gate/up) as separate weights, one kernel each, instead
@@ -197,7 +200,20 @@ impl<'a> VarBuilder<'a> {
             return Err(Error::BadTensor { name: full, detail: format!("{stored:?} cannot be viewed as {shape:?}") });
         }
         let target = self.target_dtype(&meta, shape[1]);
-        let t = match Part::new(&full, &meta, shape[1], target) {
+        let t = match self.upload_matrix(&full, &meta, shape, target) {
+            // a bf16 matrix with values beyond f16's range: f32 after all
+            Err(Error::ValueRange { .. }) if self.bf16_as_f16(meta.dtype) => {
+                self.upload_matrix(&full, &meta, shape, DType::F32)
+            }
+            r => r,
+        }
+        .map_err(|e| weight_error(e, &full))?;
+        self.report(&t);
+        Ok(t)
+    }
+
+    fn upload_matrix(&self, full: &str, meta: &TensorMeta, shape: [usize; 2], target: DType) -> Result<Tensor> {
+        match Part::new(full, meta, shape[1], target) {
             Some(part) => {
                 let chunk = part.chunk_bytes();
                 matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
@@ -207,13 +223,16 @@ impl<'a> VarBuilder<'a> {
             }
             None => {
                 // rows that are not whole blocks of the stored dtype cannot be split: the whole tensor at once
-                let data = quant::dequantize(meta.dtype, &self.store.bytes(&full)?, shape[0] * shape[1])?;
+                let data = quant::dequantize(meta.dtype, &self.store.bytes(full)?, shape[0] * shape[1])?;
                 matmul::upload_weight(self.ctx, &data, &shape, target)
             }
         }
-        .map_err(|e| weight_limit(e, &full))?;
-        self.report(&t);
-        Ok(t)
+    }
+
+    /// Whether a stored matrix goes to F16 only by the BF16 default of [`LoadOptions::dtype`] (and may fall back
+    /// to F32).
+    fn bf16_as_f16(&self, stored: FileDType) -> bool {
+        self.opts.dtype.is_none() && stored == FileDType::BF16 && self.ctx.caps.shader_f16
     }
 
     /// Matrices `names` (each `[outs[i], in_dim]`) stacked into one `[Σ outs, in_dim]` weight, for layers that
@@ -243,7 +262,7 @@ impl<'a> VarBuilder<'a> {
         if self.ctx.check_binding("weight", target.storage_bytes(shape[0] * shape[1])).is_err() {
             return Ok(None);
         }
-        let t = matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
+        let stacked = matmul::upload_ggml_chunked(self.ctx, &shape, target, chunk, &mut |off, len| {
             // rows r0 .. r0 + n of the stack, gathered from the parts they fall in
             let (mut r0, mut n) = (off / row, len / row);
             let mut bytes = Vec::with_capacity(len as usize);
@@ -259,8 +278,13 @@ impl<'a> VarBuilder<'a> {
                 base += rows;
             }
             Ok(Cow::Owned(bytes))
-        })
-        .map_err(|e| weight_limit(e, &names.iter().map(|n| self.path(n)).collect::<Vec<_>>().join(" + ")))?;
+        });
+        let t = match stacked {
+            // a bf16 part's values beyond f16's range: the caller loads the parts apart, that one as f32
+            Err(Error::ValueRange { .. }) if parts.iter().any(|p| self.bf16_as_f16(p.0.src)) => return Ok(None),
+            r => r,
+        }
+        .map_err(|e| weight_error(e, &names.iter().map(|n| self.path(n)).collect::<Vec<_>>().join(" + ")))?;
         self.report(&t);
         Ok(Some(t))
     }
@@ -268,7 +292,9 @@ impl<'a> VarBuilder<'a> {
     /// The GPU dtype a stored matrix with rows of `cols` gets under [`LoadOptions`].
     fn target_dtype(&self, meta: &TensorMeta, cols: usize) -> DType {
         let file_gpu = match meta.dtype {
-            FileDType::F32 | FileDType::BF16 => DType::F32,
+            FileDType::F32 => DType::F32,
+            FileDType::BF16 if self.ctx.caps.shader_f16 => DType::F16,
+            FileDType::BF16 => DType::F32,
             FileDType::F16 => DType::F16,
             FileDType::Q8_0 => DType::Q8_0,
             FileDType::Q4_0 => DType::Q4_0,
@@ -332,11 +358,13 @@ impl Part {
     }
 }
 
-fn weight_limit(e: Error, name: &str) -> Error {
+/// `e` naming the weight it is about.
+fn weight_error(e: Error, name: &str) -> Error {
     match e {
         Error::LimitExceeded { limit, needed, offered, .. } => {
             Error::LimitExceeded { what: format!("weight `{name}`"), limit, needed, offered }
         }
+        Error::ValueRange { value, dtype, .. } => Error::ValueRange { what: format!("weight `{name}`"), value, dtype },
         e => e,
     }
 }

@@ -32,7 +32,7 @@ use crate::processor::chat::{Content, ContentPart, Message};
 const TS_TYPES: &'static str = r#"
 /** Options for `WebvlmEngine.loadFiles` / `loadGguf`. */
 export interface WasmLoadOptions {
-  /** Weight dtype for linear layers: "f32" | "f16" | "q8_0" | "q4_0" | "q4_1"; omitted keeps the file's. */
+  /** Weight dtype for linear layers: "f32" | "f16" | "q8_0" | "q4_0" | "q4_1"; omitted keeps the file's (bf16: f16 with shader-f16, else f32). */
   dtype?: string;
   /** KV-cache length in tokens (default 2048, capped by the model). */
   maxContext?: number;
@@ -354,7 +354,7 @@ pub fn to_js_error(e: &Error) -> JsValue {
             set(&err, "url", url.as_str());
             "NetworkError"
         }
-        Error::Config(_) | Error::Template(_) => "InvalidArgumentError",
+        Error::Config(_) | Error::Template(_) | Error::ValueRange { .. } => "InvalidArgumentError",
         _ => "WebvlmError",
     };
     err.set_name(name);
