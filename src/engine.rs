@@ -322,7 +322,7 @@ impl Engine {
         let mut dec = self.tokenizer.stream_decoder(true);
         let mut text = String::new();
         let mut err = None;
-        let out = generate(&self.ctx, &self.model, &mut cache, &x, &cfg, cancel, |id| match dec.push(id) {
+        let out = generate(&self.ctx, &self.model, &mut cache, &x, &ids, &cfg, cancel, |id| match dec.push(id) {
             Ok(Some(s)) => {
                 text.push_str(&s);
                 on_text(&s);

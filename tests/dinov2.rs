@@ -104,7 +104,8 @@ async fn llava_dinov2() -> Result<(), String> {
     compare(&ctx, "llava-dinov2 logits", &logits, &g.f32("logits")?).await?;
     let mut cache = model.lm.new_cache(&ctx).map_err(e)?;
     let cfg = GenerationConfig { max_new_tokens: 20, ..Default::default() };
-    let toks = generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true).await.map_err(e)?.tokens;
+    let toks =
+        generate(&ctx, &model, &mut cache, &x, &ids, &cfg, &CancelToken::default(), |_| true).await.map_err(e)?.tokens;
     let want = g.ids("greedy_tokens");
     if toks != want {
         return Err(format!("llava-dinov2 greedy tokens differ:\n got  {toks:?}\n want {want:?}"));

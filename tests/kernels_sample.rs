@@ -159,9 +159,11 @@ async fn repetition_penalty_matches_reference() -> Result<(), String> {
     let mut hist: Vec<u32> = (0..300).map(|_| rng.usize(0, v - 1) as u32).collect();
     hist.extend_from_slice(&[hist[0], hist[0], hist[7], v as u32, u32::MAX]);
     let tx = ctx.upload_f32(&x, &[t, v]).map_err(e)?;
-    let th = ctx.upload_u32(&hist, &[hist.len()]).map_err(e)?;
+    // the buffer holds more ids than the history's length: those past it (absent from the history) stay as they are
+    let past: Vec<u32> = (0..v as u32).filter(|i| !hist.contains(i)).take(5).collect();
+    let th = ctx.upload_u32(&[hist.as_slice(), &past].concat(), &[hist.len() + past.len()]).map_err(e)?;
     let mut rec = Recorder::new(&ctx);
-    let out = sm::repetition_penalty(&mut rec, &tx, &th, 1.3).map_err(e)?;
+    let out = sm::repetition_penalty(&mut rec, &tx, &th, hist.len(), 1.3).map_err(e)?;
     rec.submit().map_err(e)?;
     let got = ctx.read_f32(&out).await.map_err(e)?;
     let mut want = x.clone();
@@ -184,6 +186,7 @@ async fn sample_errors_are_typed() -> Result<(), String> {
         ("argmax of 3-D", sm::argmax(&mut rec, &x).err()),
         ("sample of 3-D", sm::sample(&mut rec, &x, &sp(0, 1.0, 0.5)).err()),
         ("argmax of u32", sm::argmax(&mut rec, &ids).err()),
+        ("3 ids of a history of 2", sm::repetition_penalty(&mut rec, &ok, &ids, 3, 1.3).err()),
     ];
     for (what, r) in shape {
         if !matches!(r, Some(Error::Shape { .. } | Error::UnsupportedDtype { .. })) {
@@ -194,7 +197,7 @@ async fn sample_errors_are_typed() -> Result<(), String> {
         ("top_k > 256", sm::sample(&mut rec, &ok, &sp(257, 1.0, 0.5)).err()),
         ("uniform = 1", sm::sample(&mut rec, &ok, &sp(0, 1.0, 1.0)).err()),
         ("top_p = 0", sm::sample(&mut rec, &ok, &sp(0, 0.0, 0.5)).err()),
-        ("penalty 0", sm::repetition_penalty(&mut rec, &ok, &ids, 0.0).err()),
+        ("penalty 0", sm::repetition_penalty(&mut rec, &ok, &ids, 2, 0.0).err()),
     ];
     for (what, r) in config {
         if !matches!(r, Some(Error::Config(_))) {

@@ -92,7 +92,7 @@ fn prompt_longer_than_the_context() {
     let x = model.embed_prompt(&mut rec, &ids, &[]).unwrap();
     let mut cache = model.lm.new_cache(&ctx).unwrap();
     let cfg = GenerationConfig { max_new_tokens: 4, ..Default::default() };
-    let err = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true))
+    let err = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &ids, &cfg, &CancelToken::default(), |_| true))
         .err()
         .expect("must fail");
     assert!(matches!(err, Error::ContextOverflow { tokens: 40, context: 16 }), "{err:?}");
@@ -103,8 +103,8 @@ fn prompt_longer_than_the_context() {
     rec.submit().unwrap();
     let mut cache = model.lm.new_cache(&ctx).unwrap();
     let cfg = GenerationConfig { max_new_tokens: 100, ..Default::default() };
-    let out =
-        pollster::block_on(generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true)).unwrap();
+    let out = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &ids, &cfg, &CancelToken::default(), |_| true))
+        .unwrap();
     assert_eq!(out.stop, webvlm::generation::StopReason::ContextFull);
     assert_eq!(cache.len, 16);
 }
@@ -128,8 +128,16 @@ fn cancellation_before_the_first_token() {
     let mut cache = model.lm.new_cache(&ctx).unwrap();
     let cancel = CancelToken::default();
     cancel.cancel();
-    let err =
-        pollster::block_on(generate(&ctx, &model, &mut cache, &x, &GenerationConfig::default(), &cancel, |_| true))
-            .err();
+    let err = pollster::block_on(generate(
+        &ctx,
+        &model,
+        &mut cache,
+        &x,
+        &[1, 2, 3],
+        &GenerationConfig::default(),
+        &cancel,
+        |_| true,
+    ))
+    .err();
     assert!(matches!(err, Some(Error::Cancelled)), "{err:?}");
 }

@@ -66,10 +66,18 @@ async fn compare(ctx: &GpuContext, what: &str, t: &Tensor, want: &[f32]) -> Resu
     Ok(())
 }
 
-async fn greedy(ctx: &GpuContext, model: &Model, x: &Tensor, n: usize) -> Result<Vec<u32>, String> {
+/// `n` greedy tokens from the embeddings `x` of prompt `ids`, with a repetition penalty (1 = off).
+async fn greedy(
+    ctx: &GpuContext,
+    model: &Model,
+    x: &Tensor,
+    ids: &[u32],
+    n: usize,
+    penalty: f32,
+) -> Result<Vec<u32>, String> {
     let mut cache = model.lm.new_cache(ctx).map_err(e)?;
-    let cfg = GenerationConfig { max_new_tokens: n, ..Default::default() };
-    let out = generate(ctx, model, &mut cache, x, &cfg, &CancelToken::default(), |_| true).await.map_err(e)?;
+    let cfg = GenerationConfig { max_new_tokens: n, repetition_penalty: penalty, ..Default::default() };
+    let out = generate(ctx, model, &mut cache, x, ids, &cfg, &CancelToken::default(), |_| true).await.map_err(e)?;
     Ok(out.tokens)
 }
 
@@ -109,6 +117,36 @@ async fn llama_untied_llama3_rope() -> Result<(), String> {
     llama_checks(&ctx, "llama_untied", &model, &g).await
 }
 
+/// Hugging Face's repetition penalty (`generate(repetition_penalty=…)` on the same checkpoint,
+/// scripts/make_penalty_fixture.py): the prompt's ids are penalized from the first step, each distinct id once;
+/// 1.3 (the plain greedy tokens repeat one id 6 times) and 0.7 (a reward). Greedy tokens exact.
+async fn llama_repetition_penalty() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let f = files(&[
+        ("config.json", fixture!("llama", "config.json")),
+        ("model.safetensors", fixture!("llama", "model.safetensors")),
+    ]);
+    let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
+    let golden: serde_json::Value = serde_json::from_slice(fixture!("llama", "penalty.json")).map_err(e)?;
+    let as_ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
+    };
+    let ids = as_ids(&golden["input_ids"]);
+    let runs = golden["runs"].as_array().ok_or("penalty.json: no runs")?;
+    for run in runs {
+        let penalty = run["repetition_penalty"].as_f64().ok_or("no penalty")? as f32;
+        let want = as_ids(&run["tokens"]);
+        let mut rec = Recorder::new(&ctx);
+        let x = model.embed_prompt(&mut rec, &ids, &[]).map_err(e)?;
+        rec.submit().map_err(e)?;
+        let toks = greedy(&ctx, &model, &x, &ids, want.len(), penalty).await?;
+        if toks != want {
+            return Err(format!("repetition penalty {penalty}: tokens differ\n got  {toks:?}\n want {want:?}"));
+        }
+    }
+    Ok(())
+}
+
 async fn llama_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &Golden) -> Result<(), String> {
     let ids = g.ids("input_ids");
     let mut rec = Recorder::new(ctx);
@@ -124,7 +162,7 @@ async fn llama_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &Gold
     let mut rec = Recorder::new(ctx);
     let x = model.embed_prompt(&mut rec, &ids, &[]).map_err(e)?;
     rec.submit().map_err(e)?;
-    let toks = greedy(ctx, model, &x, 20).await?;
+    let toks = greedy(ctx, model, &x, &ids, 20, 1.0).await?;
     let want = g.ids("greedy_tokens");
     if toks != want {
         return Err(format!("{name} greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
@@ -155,7 +193,7 @@ async fn idefics3_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &G
     rec.submit().map_err(e)?;
     compare(ctx, &format!("{name} inputs_embeds"), &x, &g.f32("inputs_embeds")?).await?;
     compare(ctx, &format!("{name} logits"), &logits, &g.f32("logits")?).await?;
-    let toks = greedy(ctx, model, &x, 20).await?;
+    let toks = greedy(ctx, model, &x, &ids, 20, 1.0).await?;
     let want = g.ids("greedy_tokens");
     if toks != want {
         return Err(format!("{name} greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
@@ -211,7 +249,7 @@ async fn llava_siglip() -> Result<(), String> {
     compare(&ctx, "llava vision_feature (pre post-LN)", &out.last_layer, &g.f32("vision_feature")?).await?;
     compare(&ctx, "llava projector", &img, &g.f32("projector")?).await?;
     compare(&ctx, "llava logits", &logits, &g.f32("logits")?).await?;
-    let toks = greedy(&ctx, &model, &x, 20).await?;
+    let toks = greedy(&ctx, &model, &x, &ids, 20, 1.0).await?;
     let want = g.ids("greedy_tokens");
     if toks != want {
         return Err(format!("llava greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
@@ -255,6 +293,7 @@ mod run {
         llama_tied,
         llama_separate_projections,
         llama_untied_llama3_rope,
+        llama_repetition_penalty,
         idefics3_safetensors,
         idefics3_gguf,
         llava_siglip,

@@ -41,7 +41,10 @@ fn smollm2_greedy_matches_transformers() {
         rec.submit().unwrap();
         let mut cache = model.lm.new_cache(&ctx).unwrap();
         let cfg = GenerationConfig { max_new_tokens: want.len(), ..Default::default() };
-        let out = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &cfg, &CancelToken::default(), |_| true))
+        let out =
+            pollster::block_on(generate(&ctx, &model, &mut cache, &x, &prompt, &cfg, &CancelToken::default(), |_| {
+                true
+            }))
             .unwrap();
         let first_diff =
             out.tokens.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(out.tokens.len().min(want.len()));

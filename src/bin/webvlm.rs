@@ -50,7 +50,8 @@ mod native {
             image: Vec<PathBuf>,
             #[arg(long)]
             prompt: String,
-            /// Weight dtype on the GPU: auto (as stored), f32, f16, q8_0, q4_0.
+            /// Weight dtype on the GPU: auto (as stored; bf16 as f16 where the adapter has shader-f16), f32, f16, q8_0, q4_0,
+            /// q4_1.
             #[arg(long, default_value = "auto")]
             dtype: String,
             #[arg(long, default_value_t = 256)]
@@ -552,7 +553,7 @@ mod native {
             let mut cache = engine.model.lm.new_cache(&ctx)?;
             let cfg = GenerationConfig { max_new_tokens: decode_tokens, ..Default::default() };
             let cancel = CancelToken::default();
-            Ok(pollster::block_on(generate(&ctx, &engine.model, &mut cache, &x, &cfg, &cancel, on_token))?)
+            Ok(pollster::block_on(generate(&ctx, &engine.model, &mut cache, &x, &ids, &cfg, &cancel, on_token))?)
         };
         let (mut prefill, mut decode) = (Vec::new(), Vec::new());
         for _ in 0..runs.max(1) {

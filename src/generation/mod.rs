@@ -3,8 +3,11 @@
 //!
 //! Prefill runs the prompt embeddings (text + image features) through the decoder in one submission; each decode
 //! step is one submission too (embed the last token → decoder → LM head → repetition penalty → sample), and reads
-//! back one u32. Sampling is greedy, or temperature / top-k / top-p with a seeded RNG, with HF-style repetition
-//! penalty; stops on stop tokens or `max_new_tokens`; streams text at UTF-8-safe boundaries; can be cancelled.
+//! back one u32: the step embeds the id where the last step left it on the GPU, and the penalty's history (the
+//! prompt's ids, then each picked one) grows by a buffer copy in the same submission, so nothing is uploaded per
+//! token. Sampling is greedy, or temperature / top-k / top-p with a seeded RNG, with Hugging Face's repetition
+//! penalty (over the prompt and the generated ids; tests/models.rs checks it against `generate`); stops on stop
+//! tokens or `max_new_tokens`; streams text at UTF-8-safe boundaries; can be cancelled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -121,12 +124,43 @@ pub fn now_ms() -> f64 {
     }
 }
 
+/// The ids the repetition penalty sees, on the GPU: the prompt's (as Hugging Face's `input_ids`, image
+/// placeholders included), then each picked id, copied in by the step that picked it (no upload per step).
+struct PenaltyHistory {
+    ids: Tensor,
+    len: usize,
+}
+
+impl PenaltyHistory {
+    /// Room for the prompt and `max_new` picks.
+    fn new(ctx: &GpuContext, prompt_ids: &[u32], max_new: usize) -> Result<Self> {
+        let cap = prompt_ids.len() + max_new + 1;
+        let ids = ctx.empty(&[cap], crate::gpu::DType::U32)?; // read only up to `len`
+        if !prompt_ids.is_empty() {
+            ctx.write_words(&ids, 0, prompt_ids)?;
+        }
+        Ok(Self { ids, len: prompt_ids.len() })
+    }
+
+    /// Appends the picked id (U32 `[1]` on the GPU) in `rec`'s submission.
+    fn push(&mut self, rec: &mut Recorder, id: &Tensor) -> Result<()> {
+        rec.copy(id, 0, &self.ids, self.len as u64 * 4, 4)?;
+        self.len += 1;
+        Ok(())
+    }
+}
+
 /// Picks the next token from logits [1, V] on the GPU; returns the U32 [1] tensor to read back.
-fn pick(rec: &mut Recorder, logits: &Tensor, cfg: &GenerationConfig, history: &[u32], rng: &mut Rng) -> Result<Tensor> {
+fn pick(
+    rec: &mut Recorder,
+    logits: &Tensor,
+    cfg: &GenerationConfig,
+    history: Option<&PenaltyHistory>,
+    rng: &mut Rng,
+) -> Result<Tensor> {
     let mut logits = logits.clone();
-    if cfg.repetition_penalty != 1.0 && !history.is_empty() {
-        let h = rec.ctx().upload_u32(history, &[history.len()])?;
-        logits = sample::repetition_penalty(rec, &logits, &h, cfg.repetition_penalty)?;
+    if let Some(h) = history.filter(|h| h.len > 0) {
+        logits = sample::repetition_penalty(rec, &logits, &h.ids, h.len, cfg.repetition_penalty)?;
     }
     if cfg.temperature <= 0.0 {
         sample::argmax(rec, &logits)
@@ -148,13 +182,17 @@ async fn read_id(ctx: &GpuContext, staging: crate::gpu::Staging) -> Result<u32> 
         .ok_or_else(|| Error::Readback(format!("token id readback returned {} bytes", b.len())))
 }
 
-/// Generates from prompt embeddings `x` [T, D] (see [`Model::embed_prompt`]) appended to `cache`.
+/// Generates from prompt embeddings `x` [T, D] (see [`Model::embed_prompt`]) appended to `cache`; `prompt_ids`
+/// are the ids `x` was embedded from (image placeholders included), which only the repetition penalty reads —
+/// as Hugging Face's does, it penalizes the prompt's ids and the generated ones.
 /// `on_token(id)` is called for every generated token (return `false` to stop).
+#[allow(clippy::too_many_arguments)]
 pub async fn generate(
     ctx: &GpuContext,
     model: &Model,
     cache: &mut KvCache,
     x: &Tensor,
+    prompt_ids: &[u32],
     cfg: &GenerationConfig,
     cancel: &CancelToken,
     mut on_token: impl FnMut(u32) -> bool,
@@ -163,12 +201,22 @@ pub async fn generate(
     if cache.len + x.rows() > cache.max_len {
         return Err(Error::ContextOverflow { tokens: cache.len + x.rows(), context: cache.max_len });
     }
+    if cfg.repetition_penalty.is_nan() || cfg.repetition_penalty <= 0.0 {
+        return Err(Error::Config(format!("repetition penalty must be > 0, got {}", cfg.repetition_penalty)));
+    }
+    let mut history = match cfg.repetition_penalty != 1.0 {
+        true => Some(PenaltyHistory::new(ctx, prompt_ids, cfg.max_new_tokens)?),
+        false => None,
+    };
     let mut rng = Rng::new(cfg.seed);
     let mut tokens = Vec::new();
     let t0 = now_ms();
     let mut rec = Recorder::new(ctx);
     let logits = model.lm.forward(&mut rec, x, cache, false)?;
-    let id_t = pick(&mut rec, &logits, cfg, &tokens, &mut rng)?;
+    let mut id_t = pick(&mut rec, &logits, cfg, history.as_ref(), &mut rng)?;
+    if let Some(h) = history.as_mut() {
+        h.push(&mut rec, &id_t)?;
+    }
     let staging = rec.submit_reading(&id_t, 4)?;
     let mut id = read_id(ctx, staging).await?;
     stats.prefill_ms = now_ms() - t0;
@@ -193,10 +241,13 @@ pub async fn generate(
             break StopReason::ContextFull;
         }
         let mut rec = Recorder::new(ctx);
-        let ids = ctx.upload_u32(&[id], &[1])?;
-        let x = model.lm.embed(&mut rec, &ids)?;
+        // the id is still on the GPU, where the last step picked it
+        let x = model.lm.embed(&mut rec, &id_t)?;
         let logits = model.lm.forward(&mut rec, &x, cache, false)?;
-        let id_t = pick(&mut rec, &logits, cfg, &tokens, &mut rng)?;
+        id_t = pick(&mut rec, &logits, cfg, history.as_ref(), &mut rng)?;
+        if let Some(h) = history.as_mut() {
+            h.push(&mut rec, &id_t)?;
+        }
         dispatches += rec.len();
         // the step and the copy of its token id go in one submission
         let staging = rec.submit_reading(&id_t, 4)?;

@@ -180,18 +180,30 @@ fn effective_k(p: &SampleParams, v: usize) -> usize {
     k.min(v)
 }
 
-/// Applies the repetition penalty to the last row of `logits` for every distinct id in `history` (U32 `[n]`;
-/// ids ≥ V are ignored): a positive logit is divided by `penalty`, others multiplied. Returns new logits (a copy;
-/// the input is unchanged), so repeated ids in the history are penalized once, as in HF's gather/scatter.
-pub fn repetition_penalty(rec: &mut Recorder, logits: &Tensor, history: &Tensor, penalty: f32) -> Result<Tensor> {
+/// Applies the repetition penalty to the last row of `logits` for every distinct id among the first `n` of
+/// `history` (U32; ids ≥ V are ignored): a positive logit is divided by `penalty`, others multiplied. Returns new
+/// logits (a copy; the input is unchanged), so repeated ids in the history are penalized once, as in HF's
+/// gather/scatter.
+pub fn repetition_penalty(
+    rec: &mut Recorder,
+    logits: &Tensor,
+    history: &Tensor,
+    n: usize,
+    penalty: f32,
+) -> Result<Tensor> {
     let (v, row_off) = last_row("repetition_penalty", logits)?;
     expect_dtype("repetition_penalty", history, DType::U32)?;
     if !(penalty > 0.0) {
         return Err(Error::Config(format!("repetition penalty must be > 0, got {penalty}")));
     }
+    if n > history.numel() {
+        return Err(Error::Shape {
+            op: "repetition_penalty",
+            detail: format!("{n} ids of a history of {}", history.numel()),
+        });
+    }
     let out = rec.empty(&logits.shape, DType::F32)?;
     rec.copy(logits, 0, &out, 0, logits.numel() as u64 * 4)?;
-    let n = history.numel();
     if n > 0 {
         let mut prm = Params::new(v, row_off, 1);
         prm.penalty = penalty;
