@@ -244,17 +244,29 @@ impl Dinov2 {
         let hd = d / nh;
         let p = attention::AttnParams { causal: false, scale: 1.0 / (hd as f32).sqrt(), kv_len: n, q_pos0: 0 };
         for l in self.layers.iter().take(layers.unwrap_or(usize::MAX)) {
-            let h = l.norm1.forward(rec, &x)?;
-            let q = l.q.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-            let k = l.k.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-            let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-            let a = attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?;
-            let o = l.out.forward(rec, &a)?;
-            let o = elementwise::mul(rec, &o, &l.ls1)?;
+            // every activation is dropped once its last reader is recorded: the recording then reuses its buffer
+            // (Recorder::empty), so the encode's peak holds one of them fewer at a time
+            let a = {
+                let h = l.norm1.forward(rec, &x)?;
+                let q = l.q.forward(rec, &h)?.reshape(&[n, nh, hd])?;
+                let k = l.k.forward(rec, &h)?.reshape(&[n, nh, hd])?;
+                let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
+                drop(h);
+                attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?
+            };
+            let o = {
+                let o = l.out.forward(rec, &a)?;
+                drop(a);
+                elementwise::mul(rec, &o, &l.ls1)?
+            };
             x = elementwise::add(rec, &x, &o)?;
-            let h = l.norm2.forward(rec, &x)?;
-            let m = l.mlp.forward(rec, &h)?;
-            let m = elementwise::mul(rec, &m, &l.ls2)?;
+            drop(o);
+            let m = {
+                let h = l.norm2.forward(rec, &x)?;
+                let m = l.mlp.forward(rec, &h)?;
+                drop(h);
+                elementwise::mul(rec, &m, &l.ls2)?
+            };
             x = elementwise::add(rec, &x, &m)?;
         }
         let post = self.layernorm.forward(rec, &x)?;

@@ -150,13 +150,19 @@ impl VisionTransformer {
         let (nh, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let p = attention::AttnParams { causal: false, scale: 1.0 / (hd as f32).sqrt(), kv_len: n, q_pos0: 0 };
         for l in self.layers.iter().take(layers.unwrap_or(usize::MAX)) {
-            let h = l.ln1.forward(rec, &x)?;
-            let q = l.q.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-            let k = l.k.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-            let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-            let a = attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?;
+            // every activation is dropped once its last reader is recorded: the recording then reuses its buffer
+            // (Recorder::empty), so the encode's peak holds one of them fewer at a time
+            let a = {
+                let h = l.ln1.forward(rec, &x)?;
+                let q = l.q.forward(rec, &h)?.reshape(&[n, nh, hd])?;
+                let k = l.k.forward(rec, &h)?.reshape(&[n, nh, hd])?;
+                let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
+                drop(h);
+                attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?
+            };
             // the residual adds fused into the out-projection's and fc2's GEMMs
             x = l.out.forward_fused(rec, &a, Fused { residual: Some(&x), ..Default::default() })?;
+            drop(a);
             let h = l.ln2.forward(rec, &x)?;
             x = l.mlp.forward_residual(rec, &h, Some(&x))?;
         }
