@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Recorder, Tensor};
-use crate::nn::{Activation, LayerNorm, Linear, Mlp, VarBuilder};
+use crate::nn::{vit_self_attention, Activation, LayerNorm, Linear, Mlp, VarBuilder};
 use crate::ops::{attention, elementwise, vision};
 
 use super::siglip::{VisionConfig, VisionOutput};
@@ -246,14 +246,8 @@ impl Dinov2 {
         for l in self.layers.iter().take(layers.unwrap_or(usize::MAX)) {
             // every activation is dropped once its last reader is recorded: the recording then reuses its buffer
             // (Recorder::empty), so the encode's peak holds one of them fewer at a time
-            let a = {
-                let h = l.norm1.forward(rec, &x)?;
-                let q = l.q.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-                let k = l.k.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-                let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-                drop(h);
-                attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?
-            };
+            let h = l.norm1.forward(rec, &x)?;
+            let a = vit_self_attention(rec, h, [&l.q, &l.k, &l.v], nh, &p)?;
             let o = {
                 let o = l.out.forward(rec, &a)?;
                 drop(a);

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
-use crate::nn::{Activation, LayerNorm, Linear, Mlp, VarBuilder};
+use crate::nn::{vit_self_attention, Activation, LayerNorm, Linear, Mlp, VarBuilder};
 use crate::ops::matmul::Fused;
 use crate::ops::{attention, elementwise, vision};
 
@@ -146,20 +146,14 @@ impl VisionTransformer {
     /// The encoder over one image; `layers` limits the depth (tests).
     pub fn forward(&self, rec: &mut Recorder, pixels: &Tensor, layers: Option<usize>) -> Result<VisionOutput> {
         let mut x = self.embed(rec, pixels)?;
-        let (n, d) = (x.rows(), self.cfg.hidden_size);
+        let n = x.rows();
         let (nh, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
         let p = attention::AttnParams { causal: false, scale: 1.0 / (hd as f32).sqrt(), kv_len: n, q_pos0: 0 };
         for l in self.layers.iter().take(layers.unwrap_or(usize::MAX)) {
             // every activation is dropped once its last reader is recorded: the recording then reuses its buffer
             // (Recorder::empty), so the encode's peak holds one of them fewer at a time
-            let a = {
-                let h = l.ln1.forward(rec, &x)?;
-                let q = l.q.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-                let k = l.k.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-                let v = l.v.forward(rec, &h)?.reshape(&[n, nh, hd])?;
-                drop(h);
-                attention::attention(rec, &q, &k, &v, &p)?.reshape(&[n, d])?
-            };
+            let h = l.ln1.forward(rec, &x)?;
+            let a = vit_self_attention(rec, h, [&l.q, &l.k, &l.v], nh, &p)?;
             // the residual adds fused into the out-projection's and fc2's GEMMs
             x = l.out.forward_fused(rec, &a, Fused { residual: Some(&x), ..Default::default() })?;
             drop(a);

@@ -66,6 +66,27 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// A ViT layer's bidirectional self-attention over all `n` rows of `h` (`[n, heads · head_dim]`, the normalized
+/// residual stream): q/k/v projections and attention, the heads concatenated `[n, d]`, before the output
+/// projection. `h`, q, k and v are dropped as soon as their readers are recorded, so the recording reuses them.
+pub fn vit_self_attention(
+    rec: &mut Recorder,
+    h: Tensor,
+    [q, k, v]: [&Linear; 3],
+    heads: usize,
+    p: &crate::ops::attention::AttnParams,
+) -> Result<Tensor> {
+    let (n, d) = (h.rows(), h.cols());
+    let shape = [n, heads, d / heads];
+    let (q, k, v) = (
+        q.forward(rec, &h)?.reshape(&shape)?,
+        k.forward(rec, &h)?.reshape(&shape)?,
+        v.forward(rec, &h)?.reshape(&shape)?,
+    );
+    drop(h);
+    crate::ops::attention::attention(rec, &q, &k, &v, p)?.reshape(&[n, d])
+}
+
 pub struct RmsNorm {
     pub w: Tensor,
     pub eps: f32,
