@@ -65,6 +65,7 @@ export interface ChatRequest {
   temperature?: number;
   top_k?: number;
   top_p?: number;
+  /** Hugging Face's: every distinct id of the prompt and the answer so far, logit / p if > 0 else · p (1 = off). */
   repetition_penalty?: number;
   seed?: number;
   /** Stops generation; a stream then ends with finish_reason "cancelled". */

@@ -46,6 +46,7 @@ export interface WasmGenerateOptions {
   temperature?: number;
   topK?: number;
   topP?: number;
+  /** Hugging Face's, over the prompt's ids and the generated ones (1 = off). */
   repetitionPenalty?: number;
   seed?: number;
 }
