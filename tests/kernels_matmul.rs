@@ -788,17 +788,24 @@ async fn bf16_weights_default_dtype() -> Result<(), String> {
     let mut past = rng.vec(n * k, -1.0, 1.0);
     past[9] = -1.0e5;
     let ((ws, bs), (wb, bb)) = (bf16(&fits), bf16(&past));
-    let file = safetensors(&[("s", "BF16", [n, k], bs), ("b", "BF16", [n, k], bb)]);
+    let (wo, bo) = bf16(&rng.vec(n * 12, -1.0, 1.0));
+    let file = safetensors(&[("s", "BF16", [n, k], bs), ("b", "BF16", [n, k], bb), ("o", "BF16", [n, 12], bo)]);
     let st = ShardedSafetensors::single("t.safetensors", Box::new(file)).map_err(|e| e.to_string())?;
-    let eye: Vec<f32> = (0..k * k).map(|i| if i / k == i % k { 1.0 } else { 0.0 }).collect();
-    let x = ctx.upload_f32(&eye, &[k, k]).map_err(|e| e.to_string())?;
     let f16 = ctx.caps.shader_f16;
     let vb = VarBuilder::new(&st, &ctx, LoadOptions::default());
-    for (name, want, dtype) in [("s", &ws, if f16 { DType::F16 } else { DType::F32 }), ("b", &wb, DType::F32)] {
+    // `o`: rows of 12, which the f16 kernels do not read as whole words: f32 on every adapter
+    let cases = [
+        ("s", &ws, k, if f16 { DType::F16 } else { DType::F32 }),
+        ("b", &wb, k, DType::F32),
+        ("o", &wo, 12, DType::F32),
+    ];
+    for (name, want, k, dtype) in cases {
         let t = vb.matrix(name, [n, k]).map_err(|e| format!("{name}: {e}"))?;
         if t.dtype != dtype {
             return Err(format!("bf16 `{name}` loaded as {}, want {dtype} (shader-f16 {f16})", t.dtype));
         }
+        let eye: Vec<f32> = (0..k * k).map(|i| if i / k == i % k { 1.0 } else { 0.0 }).collect();
+        let x = ctx.upload_f32(&eye, &[k, k]).map_err(|e| e.to_string())?;
         let mut rec = Recorder::new(&ctx);
         let y = mm::linear(&mut rec, &x, &t, None).map_err(|e| e.to_string())?;
         rec.submit().map_err(|e| e.to_string())?;

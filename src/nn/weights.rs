@@ -83,7 +83,7 @@ impl WeightStore for GgufStore {
 pub struct LoadOptions {
     /// Dtype for the matrices of linear layers and embeddings. `None` keeps the file's dtype; BF16 becomes F16 on
     /// adapters with shader-f16 (exact for every bf16 value of magnitude 2^-17 ..= 65504, within 2^-25 below;
-    /// a matrix holding a larger value stays F32) and F32 on the others (SwiftShader, whose emulated f16
+    /// a matrix holding a larger value, or rows of a length that is not a multiple of 8, stays F32) and F32 on the others (SwiftShader, whose emulated f16
     /// unpacking made the image path 26 % slower: docs/benchmarks.md).
     /// A float weight is quantized at load (ggml's reference quantizer); an already quantized weight is kept as is.
     pub dtype: Option<DType>,
@@ -293,7 +293,8 @@ impl<'a> VarBuilder<'a> {
     fn target_dtype(&self, meta: &TensorMeta, cols: usize) -> DType {
         let file_gpu = match meta.dtype {
             FileDType::F32 => DType::F32,
-            FileDType::BF16 if self.ctx.caps.shader_f16 => DType::F16,
+            // rows the f16 kernels read as whole words (else f16 would leave the GEMV and direct GEMM for the tiled one)
+            FileDType::BF16 if self.ctx.caps.shader_f16 && matmul::gemv_supports(DType::F16, cols) => DType::F16,
             FileDType::BF16 => DType::F32,
             FileDType::F16 => DType::F16,
             FileDType::Q8_0 => DType::Q8_0,
