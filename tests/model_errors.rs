@@ -107,6 +107,12 @@ fn prompt_longer_than_the_context() {
         .unwrap();
     assert_eq!(out.stop, webvlm::generation::StopReason::ContextFull);
     assert_eq!(cache.len, 16);
+    // the same with the repetition penalty and no token limit: its history is sized by the context, not the limit
+    let mut cache = model.lm.new_cache(&ctx).unwrap();
+    let cfg = GenerationConfig { max_new_tokens: usize::MAX, repetition_penalty: 1.2, ..Default::default() };
+    let out = pollster::block_on(generate(&ctx, &model, &mut cache, &x, &ids, &cfg, &CancelToken::default(), |_| true))
+        .unwrap();
+    assert_eq!((out.stop, out.tokens.len(), cache.len), (webvlm::generation::StopReason::ContextFull, 3, 16));
 }
 
 #[test]

@@ -132,9 +132,9 @@ struct PenaltyHistory {
 }
 
 impl PenaltyHistory {
-    /// Room for the prompt and `max_new` picks.
-    fn new(ctx: &GpuContext, prompt_ids: &[u32], max_new: usize) -> Result<Self> {
-        let cap = prompt_ids.len() + max_new + 1;
+    /// Room for the prompt and `picks` picked ids.
+    fn new(ctx: &GpuContext, prompt_ids: &[u32], picks: usize) -> Result<Self> {
+        let cap = prompt_ids.len() + picks;
         let ids = ctx.empty(&[cap], crate::gpu::DType::U32)?; // read only up to `len`
         if !prompt_ids.is_empty() {
             ctx.write_words(&ids, 0, prompt_ids)?;
@@ -205,7 +205,11 @@ pub async fn generate(
         return Err(Error::Config(format!("repetition penalty must be > 0, got {}", cfg.repetition_penalty)));
     }
     let mut history = match cfg.repetition_penalty != 1.0 {
-        true => Some(PenaltyHistory::new(ctx, prompt_ids, cfg.max_new_tokens)?),
+        // one pick after the prefill, then one per decode step, each of which needs a free cache row
+        true => {
+            let picks = cfg.max_new_tokens.min(1 + cache.max_len - cache.len - x.rows());
+            Some(PenaltyHistory::new(ctx, prompt_ids, picks.max(1))?)
+        }
         false => None,
     };
     let mut rng = Rng::new(cfg.seed);
