@@ -12,9 +12,13 @@ Needs torch + transformers (fixture generation only; the Rust tests read the JSO
 """
 import json
 import os
+import sys
 
 import torch
 from transformers import LlamaForCausalLM
+
+sys.path.insert(0, os.path.dirname(__file__))
+from make_model_fixtures import no_eos  # noqa: E402  (eos off, pure argmax: as the other goldens)
 
 D = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "models", "llama")
 N_NEW = 20
@@ -22,12 +26,7 @@ N_NEW = 20
 
 def main():
     model = LlamaForCausalLM.from_pretrained(D, torch_dtype=torch.float32, attn_implementation="eager").eval()
-    gc = model.generation_config
-    gc.eos_token_id = None
-    gc.do_sample = False
-    gc.temperature = None
-    gc.top_p = None
-    gc.top_k = None
+    no_eos(model)
     golden = json.load(open(os.path.join(D, "golden.json")))
     ids = torch.tensor([golden["input_ids"]], dtype=torch.long)
     out = {"producer": "scripts/make_penalty_fixture.py", "input_ids": golden["input_ids"], "runs": []}

@@ -29,6 +29,17 @@ macro_rules! fixture {
     };
 }
 
+/// The fixture checkpoint `$name` (config.json + model.safetensors) loaded with `$opts`, a 256-token context.
+macro_rules! fixture_model {
+    ($ctx:expr, $name:literal, $opts:expr) => {{
+        let f = files(&[
+            ("config.json", fixture!($name, "config.json")),
+            ("model.safetensors", fixture!($name, "model.safetensors")),
+        ]);
+        Model::load_hf($ctx, &f, $opts, 256).map_err(e)
+    }};
+}
+
 fn e(x: impl std::fmt::Display) -> String {
     x.to_string()
 }
@@ -49,8 +60,13 @@ impl Golden {
         self.st.tensor_f32(name).map_err(|x| format!("golden {name}: {x}"))
     }
     fn ids(&self, key: &str) -> Vec<u32> {
-        self.json[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+        json_ids(&self.json[key])
     }
+}
+
+/// A JSON array of token ids.
+fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
 }
 
 fn files(pairs: &[(&str, &'static [u8])]) -> MemoryFiles {
@@ -83,11 +99,7 @@ async fn greedy(
 
 async fn llama_tied() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[
-        ("config.json", fixture!("llama", "config.json")),
-        ("model.safetensors", fixture!("llama", "model.safetensors")),
-    ]);
-    let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
+    let model = fixture_model!(&ctx, "llama", LoadOptions::default())?;
     let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
     llama_checks(&ctx, "llama", &model, &g).await
 }
@@ -96,23 +108,15 @@ async fn llama_tied() -> Result<(), String> {
 /// differ in dtype): both layouts of the decoder must match the goldens.
 async fn llama_separate_projections() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[
-        ("config.json", fixture!("llama", "config.json")),
-        ("model.safetensors", fixture!("llama", "model.safetensors")),
-    ]);
     let opts = LoadOptions { separate_projections: true, ..Default::default() };
-    let model = Model::load_hf(&ctx, &f, opts, 256).map_err(e)?;
+    let model = fixture_model!(&ctx, "llama", opts)?;
     let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
     llama_checks(&ctx, "llama (separate projections)", &model, &g).await
 }
 
 async fn llama_untied_llama3_rope() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[
-        ("config.json", fixture!("llama_untied", "config.json")),
-        ("model.safetensors", fixture!("llama_untied", "model.safetensors")),
-    ]);
-    let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
+    let model = fixture_model!(&ctx, "llama_untied", LoadOptions::default())?;
     let g = Golden::new(fixture!("llama_untied", "golden.safetensors"), fixture!("llama_untied", "golden.json"))?;
     llama_checks(&ctx, "llama_untied", &model, &g).await
 }
@@ -122,20 +126,13 @@ async fn llama_untied_llama3_rope() -> Result<(), String> {
 /// 1.3 (the plain greedy tokens repeat one id 6 times) and 0.7 (a reward). Greedy tokens exact.
 async fn llama_repetition_penalty() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[
-        ("config.json", fixture!("llama", "config.json")),
-        ("model.safetensors", fixture!("llama", "model.safetensors")),
-    ]);
-    let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
+    let model = fixture_model!(&ctx, "llama", LoadOptions::default())?;
     let golden: serde_json::Value = serde_json::from_slice(fixture!("llama", "penalty.json")).map_err(e)?;
-    let as_ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
-    };
-    let ids = as_ids(&golden["input_ids"]);
+    let ids = json_ids(&golden["input_ids"]);
     let runs = golden["runs"].as_array().ok_or("penalty.json: no runs")?;
     for run in runs {
         let penalty = run["repetition_penalty"].as_f64().ok_or("no penalty")? as f32;
-        let want = as_ids(&run["tokens"]);
+        let want = json_ids(&run["tokens"]);
         let mut rec = Recorder::new(&ctx);
         let x = model.embed_prompt(&mut rec, &ids, &[]).map_err(e)?;
         rec.submit().map_err(e)?;
@@ -203,11 +200,7 @@ async fn idefics3_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &G
 
 async fn idefics3_safetensors() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[
-        ("config.json", fixture!("idefics3", "config.json")),
-        ("model.safetensors", fixture!("idefics3", "model.safetensors")),
-    ]);
-    let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
+    let model = fixture_model!(&ctx, "idefics3", LoadOptions::default())?;
     let g = Golden::new(fixture!("idefics3", "golden.safetensors"), fixture!("idefics3", "golden.json"))?;
     idefics3_checks(&ctx, "idefics3", &model, &g).await
 }
@@ -229,11 +222,7 @@ async fn idefics3_gguf() -> Result<(), String> {
 
 async fn llava_siglip() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[
-        ("config.json", fixture!("llava_siglip", "config.json")),
-        ("model.safetensors", fixture!("llava_siglip", "model.safetensors")),
-    ]);
-    let model = Model::load_hf(&ctx, &f, LoadOptions::default(), 256).map_err(e)?;
+    let model = fixture_model!(&ctx, "llava_siglip", LoadOptions::default())?;
     let g = Golden::new(fixture!("llava_siglip", "golden.safetensors"), fixture!("llava_siglip", "golden.json"))?;
     let vision = model.vision.as_ref().ok_or("no vision stack")?;
     let s = vision.tower.cfg.image_size;
@@ -260,12 +249,8 @@ async fn llava_siglip() -> Result<(), String> {
 /// Quantized at load (Q8_0): logits stay close to the f32 goldens and the greedy tokens survive.
 async fn llama_quantized_at_load() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let f = files(&[
-        ("config.json", fixture!("llama", "config.json")),
-        ("model.safetensors", fixture!("llama", "model.safetensors")),
-    ]);
     let opts = LoadOptions { dtype: Some(webvlm::gpu::DType::Q8_0), ..Default::default() };
-    let model = Model::load_hf(&ctx, &f, opts, 256).map_err(e)?;
+    let model = fixture_model!(&ctx, "llama", opts)?;
     let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
     let ids = g.ids("input_ids");
     let mut rec = Recorder::new(&ctx);

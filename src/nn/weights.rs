@@ -202,7 +202,7 @@ impl<'a> VarBuilder<'a> {
         let target = self.target_dtype(&meta, shape[1]);
         let t = match self.upload_matrix(&full, &meta, shape, target) {
             // a bf16 matrix with values beyond f16's range: f32 after all
-            Err(Error::ValueRange { .. }) if self.bf16_as_f16(meta.dtype) => {
+            Err(Error::ValueRange { .. }) if self.bf16_default(meta.dtype) => {
                 self.upload_matrix(&full, &meta, shape, DType::F32)
             }
             r => r,
@@ -229,10 +229,10 @@ impl<'a> VarBuilder<'a> {
         }
     }
 
-    /// Whether a stored matrix goes to F16 only by the BF16 default of [`LoadOptions::dtype`] (and may fall back
-    /// to F32).
-    fn bf16_as_f16(&self, stored: FileDType) -> bool {
-        self.opts.dtype.is_none() && stored == FileDType::BF16 && self.ctx.caps.shader_f16
+    /// Whether a stored matrix's dtype comes from the BF16 default of [`LoadOptions::dtype`] (so a conversion to
+    /// F16 that failed, which only that default asks for unbidden, may fall back to F32).
+    fn bf16_default(&self, stored: FileDType) -> bool {
+        self.opts.dtype.is_none() && stored == FileDType::BF16
     }
 
     /// Matrices `names` (each `[outs[i], in_dim]`) stacked into one `[Σ outs, in_dim]` weight, for layers that
@@ -281,7 +281,7 @@ impl<'a> VarBuilder<'a> {
         });
         let t = match stacked {
             // a bf16 part's values beyond f16's range: the caller loads the parts apart, that one as f32
-            Err(Error::ValueRange { .. }) if parts.iter().any(|p| self.bf16_as_f16(p.0.src)) => return Ok(None),
+            Err(Error::ValueRange { .. }) if parts.iter().any(|p| self.bf16_default(p.0.src)) => return Ok(None),
             r => r,
         }
         .map_err(|e| weight_error(e, &names.iter().map(|n| self.path(n)).collect::<Vec<_>>().join(" + ")))?;
