@@ -28,6 +28,9 @@
 //   f32 / f16 weights (one x chunk per weight chunk): blocks of 8 shared chunks spilled on SwiftShader (f32 GEMV
 //   1.5 x slower), blocks of 4 gained nothing on lavapipe.
 //
+// - WORDS (with SUBGROUPS, one x row, quantized weights; GPUs): the subgroup's lanes over consecutive u32 words
+//   of the quad's rows rather than a lane per block (see words4_dot).
+//
 // Layouts (src/gpu/tensor.rs): all weights are read as vec4<u32> words.
 //   f32: K % 4 == 0, 4 elements per vec4.   f16: K % 8 == 0, 8 halves per vec4 (element 2i in the low half).
 //   q8_0: 2 vec4 of qs per block (32 x i8). q4_0 / q4_1: 1 vec4 of qs per block. Scales at word p.scales_offset
@@ -384,6 +387,82 @@ fn x_block_sum(xi: u32) -> f32 {
 }
 #endif
 
+#ifdef WORDS
+// ---- WORDS (SUBGROUPS, RPT = 4, quantized weights): lanes over the rows' u32 words ------------------------------
+// A lane per block (rows4_dot's default) has each lane load its block's 8 x chunks, 128 bytes from its
+// neighbours': each x load of the subgroup touches a cache line per lane. Here a lane takes one u32 word of each
+// of the quad's rows per step (8 Q4 or 4 Q8_0 elements), so the subgroup reads consecutive words of every row and
+// nearly consecutive x chunks, and the lanes of a block share its scale word (one address). Integers become
+// floats by OR-ing them into the mantissa of 2^23 (exact for n < 2^23: the float 2^23 + n) and subtracting 2^23
+// and the offset: a logic op and an add in place of an integer-to-float conversion.
+
+fn ufloat4(v: vec4<u32>, off: f32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(v | vec4<u32>(0x4B000000u)) - vec4<f32>(8388608.0 + off);
+}
+
+// d of block b for Q8_0 / Q4_0 (two f16 per scale word)
+fn half_scale(b: u32) -> f32 {
+    let ds = unpack2x16float(word(p.scales_offset + b / 2u));
+    return select(ds.x, ds.y, (b & 1u) == 1u);
+}
+
+// Σ (q_i - off)·x_i over a Q4 word: low nibbles dotted with x0, high nibbles with x1
+fn q4_word(q: u32, off: f32, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
+    let lo = (vec4<u32>(q) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u);
+    let hi = (vec4<u32>(q) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u);
+    return dot(ufloat4(lo, off), x0) + dot(ufloat4(hi, off), x1);
+}
+
+// Σ q_i·x_i over a Q8_0 word (two's complement bytes, read as q + 128 after flipping their sign bits)
+fn q8_word(q: u32, xc: vec4<f32>) -> f32 {
+    let u = (vec4<u32>(q ^ 0x80808080u) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u);
+    return dot(ufloat4(u, 128.0), xc);
+}
+
+fn words4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    let bpr = p.k / 32u;
+    if (fmt == FMT_Q8_0) {
+        // word i of a row: elements 4i .. 4i + 3 (x chunk i) of block i / 8
+        let wpr = p.k / 4u;
+        let base = r * wpr;
+        for (var i = lane; i < wpr; i += stride) {
+            let xc = xv(i);
+            let b = r * bpr + vec4<u32>(i / 8u);
+            let s = vec4<f32>(q8_word(word(base.x + i), xc), q8_word(word(base.y + i), xc),
+                              q8_word(word(base.z + i), xc), q8_word(word(base.w + i), xc));
+            acc += s * vec4<f32>(half_scale(b.x), half_scale(b.y), half_scale(b.z), half_scale(b.w));
+        }
+    } else {
+        // word i of a row: word t = i % 4 of block j = i / 4, whose low nibbles are the block's elements
+        // 4t .. 4t + 3 (x chunk 8j + t) and high nibbles 16 + 4t .. 16 + 4t + 3 (x chunk 8j + 4 + t)
+        let wpr = p.k / 8u;
+        let base = r * wpr;
+        let off = select(0.0, 8.0, fmt == FMT_Q4_0);
+        for (var i = lane; i < wpr; i += stride) {
+            let xc = 2u * i - (i & 3u);
+            let x0 = xv(xc);
+            let x1 = xv(xc + 4u);
+            let b = r * bpr + vec4<u32>(i / 4u);
+            let s = vec4<f32>(q4_word(word(base.x + i), off, x0, x1), q4_word(word(base.y + i), off, x0, x1),
+                              q4_word(word(base.z + i), off, x0, x1), q4_word(word(base.w + i), off, x0, x1));
+            if (fmt == FMT_Q4_0) {
+                acc += s * vec4<f32>(half_scale(b.x), half_scale(b.y), half_scale(b.z), half_scale(b.w));
+            } else {
+                // Q4_1: Σ (q·d + m)·x = d·Σ q·x + m·Σ x
+                let d0 = unpack2x16float(word(p.scales_offset + b.x));
+                let d1 = unpack2x16float(word(p.scales_offset + b.y));
+                let d2 = unpack2x16float(word(p.scales_offset + b.z));
+                let d3 = unpack2x16float(word(p.scales_offset + b.w));
+                let xsum = dot(x0 + x1, vec4<f32>(1.0));
+                acc += s * vec4<f32>(d0.x, d1.x, d2.x, d3.x) + vec4<f32>(d0.y, d1.y, d2.y, d3.y) * xsum;
+            }
+        }
+    }
+    return acc;
+}
+#endif
+
 // The dot products of x with weight rows r (in range), as one vec4, over the chunks lane, lane + stride, ...
 // (one invocation: 0, 1; SUBGROUPS: the subgroup's lanes, whose partial sums the caller adds).
 fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
@@ -401,6 +480,9 @@ fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
             acc += f16_dot4(base + vec4<u32>(i), xv(2u * i), xv(2u * i + 1u));
         }
     } else {
+#ifdef WORDS
+        return words4_dot(fmt, r, lane, stride);
+#else
         let bpr = p.k / 32u;
         let base = r * bpr;
         // Q4: x pre-scaled for q4_sum, and its sum for the offsets
@@ -427,6 +509,7 @@ fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
             acc += vec4<f32>(blk_dot(fmt, base.x + j, xs, xsum), blk_dot(fmt, base.y + j, xs, xsum),
                              blk_dot(fmt, base.z + j, xs, xsum), blk_dot(fmt, base.w + j, xs, xsum));
         }
+#endif
     }
     return acc;
 }

@@ -173,6 +173,7 @@ async fn linear_swiglu() -> Result<(), String> {
                 run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::Auto, (i + j) % 2 == 1, i % 2 == 1).await?;
                 if ctx.caps.subgroups {
                     run_swiglu(&ctx, &mut rng, dtype, (m, k, f), Path::GemvSubgroups, (i + j) % 2 == 1, i != 1).await?;
+                    run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::GemvWords, (i + j) % 2 == 0, i != 0).await?;
                 }
                 if direct_subgroups(&ctx) {
                     run_swiglu(&ctx, &mut rng, dtype, (1, k, f), Path::GemvSharedX, (i + j) % 2 == 0, i != 2).await?;
@@ -290,12 +291,13 @@ async fn linear_fused() -> Result<(), String> {
     let mut rng = Rng::new(21);
     let mut paths = vec![Path::Auto, Path::Gemv, Path::Gemm, Path::Direct];
     if ctx.caps.subgroups {
-        paths.push(Path::GemvSubgroups);
+        paths.extend([Path::GemvSubgroups, Path::GemvWords]);
     }
     if direct_subgroups(&ctx) {
         paths.extend([Path::DirectSubgroups, Path::GemvSharedX]);
     }
-    let gemv = |p: Path| matches!(p, Path::Auto | Path::Gemv | Path::GemvSubgroups | Path::GemvSharedX);
+    let gemv =
+        |p: Path| matches!(p, Path::Auto | Path::Gemv | Path::GemvSubgroups | Path::GemvWords | Path::GemvSharedX);
     let acts = [None, Some(Unary::GeluTanh), Some(Unary::GeluErf), Some(Unary::Silu)];
     for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1].into_iter().enumerate() {
         for (j, &path) in paths.iter().enumerate() {
@@ -337,7 +339,7 @@ async fn linear_rope_qkv() -> Result<(), String> {
     let mut rng = Rng::new(23);
     let mut paths = vec![Path::Auto, Path::Gemv];
     if ctx.caps.subgroups {
-        paths.push(Path::GemvSubgroups);
+        paths.extend([Path::GemvSubgroups, Path::GemvWords]);
     }
     if direct_subgroups(&ctx) {
         paths.push(Path::GemvSharedX);
@@ -521,6 +523,8 @@ async fn quant_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
                 run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::Gemv, (i + j) % 2 == 0).await?;
                 if ctx.caps.subgroups {
                     run_linear(&ctx, &mut rng, dtype, (m, k, n), Path::GemvSubgroups, (i + j) % 2 == 1).await?;
+                    // lanes over words: one x row (more rows take the lane-per-block kernel)
+                    run_linear(&ctx, &mut rng, dtype, (1, k, n), Path::GemvWords, (i + j) % 2 == 0).await?;
                 }
                 // x chunks shared by subgroup broadcasts (one x row; K % 32 != 0 takes the plain variant)
                 if direct_subgroups(&ctx) {
@@ -663,7 +667,7 @@ async fn dequant_matches_gguf_fixtures() -> Result<(), String> {
         let tw = mm::upload_ggml(&ctx, bytes, &[rows, cols], dtype).map_err(|e| format!("{dtype}: {e}"))?;
         let mut paths = vec![Path::Gemv, Path::Gemm, Path::Direct];
         if ctx.caps.subgroups {
-            paths.push(Path::GemvSubgroups);
+            paths.extend([Path::GemvSubgroups, Path::GemvWords]);
         }
         if direct_subgroups(&ctx) {
             paths.push(Path::DirectSubgroups);

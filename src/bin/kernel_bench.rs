@@ -68,10 +68,20 @@ mod native {
 
     const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
 
-    fn gemv_bench(ctx: &GpuContext, cli: &Cli, path: Path, copy_gbps: Option<f64>) -> Result<Vec<Value>> {
+    fn gemv_bench(
+        ctx: &GpuContext,
+        cli: &Cli,
+        path: Path,
+        dtypes: &[DType],
+        copy_gbps: Option<f64>,
+    ) -> Result<Vec<Value>> {
         // the GEMV's variant for a dtype on this path (shared x: quantized weights only)
         let variant = |dtype: DType| {
-            if path == Path::GemvSubgroups || (path == Path::Gemv && mm::use_subgroup_gemv(&ctx.caps)) {
+            let default_sg = path == Path::Gemv && mm::use_subgroup_gemv(&ctx.caps);
+            let words = path == Path::GemvWords || (default_sg && mm::use_word_lanes(&ctx.caps));
+            if words && dtype.is_quantized() {
+                "words"
+            } else if path == Path::GemvSubgroups || path == Path::GemvWords || default_sg {
                 "subgroups"
             } else if dtype.is_quantized() && (path == Path::GemvSharedX || mm::gemv_shares_x(&ctx.caps).is_some()) {
                 "shared_x"
@@ -84,7 +94,7 @@ mod native {
         let k = 2048;
         // (name, N) per dtype: the large problem has ~gemv_mib of weights whatever the dtype; the model problems
         // are SmolLM2-135M's decode matrices (MLP up/gate and the LM head, K = 576).
-        for dtype in DTYPES {
+        for &dtype in dtypes {
             let variant = variant(dtype);
             let bytes_per_row = dtype.storage_bytes(k) as usize;
             let n_big = (cli.gemv_mib << 20) / bytes_per_row / 64 * 64;
@@ -278,13 +288,23 @@ mod native {
         }
         if wants("gemv") {
             // the default path for this adapter, and the others where the adapter has them (plain: no subgroups)
-            let mut rows = gemv_bench(&ctx, &cli, Path::Gemv, copy_gbps)?;
+            let mut rows = gemv_bench(&ctx, &cli, Path::Gemv, &DTYPES, copy_gbps)?;
+            let quantized = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
             if ctx.caps.subgroups && !mm::use_subgroup_gemv(&ctx.caps) {
-                rows.extend(gemv_bench(&ctx, &cli, Path::GemvSubgroups, copy_gbps)?);
+                rows.extend(gemv_bench(&ctx, &cli, Path::GemvSubgroups, &DTYPES, copy_gbps)?);
+            }
+            // the subgroup GEMV's other work split for quantized weights (lanes over words / a lane per block)
+            if ctx.caps.subgroups {
+                let other = if mm::use_subgroup_gemv(&ctx.caps) && mm::use_word_lanes(&ctx.caps) {
+                    Path::GemvSubgroups
+                } else {
+                    Path::GemvWords
+                };
+                rows.extend(gemv_bench(&ctx, &cli, other, &quantized, copy_gbps)?);
             }
             if mm::gemv_shares_x(&ctx.caps).is_some() || (ctx.caps.subgroups && mm::use_subgroup_gemv(&ctx.caps)) {
                 let plain = open(GpuOptions { allow_subgroups: false, ..GpuOptions::default() })?;
-                rows.extend(gemv_bench(&plain, &cli, Path::Gemv, copy_gbps)?);
+                rows.extend(gemv_bench(&plain, &cli, Path::Gemv, &DTYPES, copy_gbps)?);
             }
             report.insert("gemv".into(), Value::Array(rows));
         }

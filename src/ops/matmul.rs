@@ -69,8 +69,13 @@ pub enum Path {
     Auto,
     /// The GEMV in the variant [`use_subgroup_gemv`] and [`gemv_shares_x`] pick for this adapter.
     Gemv,
-    /// The subgroup GEMV even where it is not the default ([`Error::MissingFeature`] without subgroups).
+    /// The subgroup GEMV even where it is not the default ([`Error::MissingFeature`] without subgroups), with a
+    /// lane per quantized block (not [`Path::GemvWords`]).
     GemvSubgroups,
+    /// The subgroup GEMV with its lanes over consecutive u32 words of the weight rows (`gemv.wgsl` WORDS; one row
+    /// of x and quantized weights, else as [`Path::GemvSubgroups`]) even where it is not the default
+    /// ([`Error::MissingFeature`] without subgroups).
+    GemvWords,
     /// The GEMV of an invocation per 4 output rows sharing its x chunks by subgroup broadcasts (`gemv.wgsl`
     /// SG_X) even where it is not the default; one row of x and quantized weights, else the plain variant
     /// ([`Error::MissingFeature`] without one fixed subgroup size of 4 or 8).
@@ -297,21 +302,10 @@ pub fn linear_rope_qkv(
     if matches!(path, Path::Gemm | Path::Direct | Path::DirectSubgroups) {
         return Err(Error::Shape { op: OP, detail: format!("{path:?} is not a GEMV path") });
     }
-    let (force_subgroups, shared_x) = gemv_variant(&rec.ctx().caps, path)?;
+    let variant = gemv_variant(&rec.ctx().caps, path)?;
     let (x, norm) = pre_norm_for(rec, OP, x, pre_norm, true, GEMV_BUFFERS + 3)?;
     let q = rec.empty(&[1, rope.heads, dims.d], DType::F32)?;
-    let kernel = Gemv {
-        w,
-        bias,
-        n,
-        k,
-        force_subgroups,
-        shared_x,
-        swiglu: false,
-        rope: Some((rope, dims)),
-        norm,
-        residual: None,
-    };
+    let kernel = Gemv { w, bias, n, k, variant, swiglu: false, rope: Some((rope, dims)), norm, residual: None };
     kernel.run(rec, &x, 0, 1, &q)?;
     Ok(q)
 }
@@ -358,23 +352,49 @@ fn check_bias(op: &'static str, bias: Option<&Tensor>, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// The GEMV variant for `path` (Auto or a GEMV path): whether to force the subgroup kernel, and the subgroup
-/// size with which to share x (where it applies); [`Error::MissingFeature`] where a forced variant lacks its
+/// Which GEMV kernel a product takes (`gemv.wgsl`'s defines); what applies depends on the dtype and the rows of x.
+#[derive(Clone, Copy, Debug)]
+struct GemvVariant {
+    /// SUBGROUPS: a subgroup per output row (per quad of rows with one x row)
+    subgroups: bool,
+    /// SG_X's subgroup size (without SUBGROUPS; one x row, quantized weights)
+    shared_x: Option<u32>,
+    /// WORDS (with SUBGROUPS; one x row, quantized weights): lanes over words, not blocks
+    words: bool,
+}
+
+/// Whether the subgroup GEMV of one x row and quantized weights puts its lanes over consecutive u32 words of the
+/// rows (`gemv.wgsl` WORDS) rather than a lane per block: wherever [`use_subgroup_gemv`] holds (GPUs; measured
+/// on an H200 in docs/benchmarks.md).
+pub fn use_word_lanes(caps: &Caps) -> bool {
+    use_subgroup_gemv(caps)
+}
+
+/// The GEMV variant for `path` (Auto or a GEMV path); [`Error::MissingFeature`] where a forced variant lacks its
 /// subgroups.
-fn gemv_variant(caps: &Caps, path: Path) -> Result<(bool, Option<u32>)> {
+fn gemv_variant(caps: &Caps, path: Path) -> Result<GemvVariant> {
+    let forced = |words| GemvVariant { subgroups: true, shared_x: None, words };
     match path {
-        Path::GemvSubgroups if !caps.subgroups => {
+        Path::GemvSubgroups | Path::GemvWords if !caps.subgroups => {
             Err(Error::MissingFeature { feature: "subgroups", what: "the subgroup GEMV".into() })
         }
-        Path::GemvSubgroups => Ok((true, gemv_shares_x(caps))),
+        Path::GemvSubgroups => Ok(forced(false)),
+        Path::GemvWords => Ok(forced(true)),
         Path::GemvSharedX => match shared_rows_subgroup(caps) {
-            Some(sg) => Ok((false, Some(sg))),
+            Some(sg) => Ok(GemvVariant { subgroups: false, shared_x: Some(sg), words: false }),
             None => Err(Error::MissingFeature {
                 feature: "subgroups",
                 what: format!("the GEMV's shared-x variant (subgroup size {:?}, needs 4 or 8)", caps.subgroup_size),
             }),
         },
-        _ => Ok((false, gemv_shares_x(caps))),
+        _ => {
+            let subgroups = use_subgroup_gemv(caps);
+            Ok(GemvVariant {
+                subgroups,
+                shared_x: gemv_shares_x(caps).filter(|_| !subgroups),
+                words: subgroups && use_word_lanes(caps),
+            })
+        }
     }
 }
 
@@ -414,7 +434,7 @@ fn product(
     let m = x.rows();
     let use_gemv = match path {
         Path::Auto => m <= GEMV_MAX_M && gemv_supports(w.dtype, k),
-        Path::Gemv | Path::GemvSubgroups | Path::GemvSharedX => {
+        Path::Gemv | Path::GemvSubgroups | Path::GemvWords | Path::GemvSharedX => {
             gemv_variant(&rec.ctx().caps, path)?;
             if !gemv_supports(w.dtype, k) {
                 return Err(Error::Shape {
@@ -482,9 +502,8 @@ fn product(
     };
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
-        let (force_subgroups, shared_x) = gemv_variant(caps, path)?;
-        let kernel =
-            Gemv { w, bias, n: n_out, k, force_subgroups, shared_x, swiglu, rope: None, norm, residual: gemv_residual };
+        let variant = gemv_variant(caps, path)?;
+        let kernel = Gemv { w, bias, n: n_out, k, variant, swiglu, rope: None, norm, residual: gemv_residual };
         for m0 in (0..m).step_by(GEMV_MAX_M) {
             kernel.run(rec, &x, m0, (m - m0).min(GEMV_MAX_M), &out)?;
         }
@@ -661,9 +680,7 @@ struct Gemv<'a> {
     bias: Option<&'a Tensor>,
     n: usize,
     k: usize,
-    force_subgroups: bool,
-    /// SG_X's subgroup size where it applies (one x row, quantized weights, not the subgroup GEMV)
-    shared_x: Option<u32>,
+    variant: GemvVariant,
     swiglu: bool,
     /// the fused RoPE + KV-cache write (one row of x; `out` is q)
     rope: Option<(&'a RopeQkv<'a>, QkvDims)>,
@@ -679,7 +696,7 @@ impl Gemv<'_> {
         const OP: &str = "gemv";
         let (w, n, k) = (self.w, self.n, self.k);
         let ctx = rec.ctx();
-        let subgroups = self.force_subgroups || use_subgroup_gemv(&ctx.caps);
+        let subgroups = self.variant.subgroups;
         let entry = match w.dtype {
             DType::F32 => "gemv_f32",
             DType::F16 => "gemv_f16",
@@ -691,7 +708,8 @@ impl Gemv<'_> {
         // Rows per invocation (per subgroup with SUBGROUPS): 4 for a single x row, each x load serving 4 weight
         // rows (and, with subgroups, one reduction serving 4 rows).
         let rpt = if mr == 1 { 4 } else { 1 };
-        let sg_x = self.shared_x.filter(|_| !subgroups && rpt == 4 && w.dtype.is_quantized());
+        let sg_x = self.variant.shared_x.filter(|_| !subgroups && rpt == 4 && w.dtype.is_quantized());
+        let words = self.variant.words && subgroups && rpt == 4 && w.dtype.is_quantized();
         let rows_per_wg = match (subgroups, ctx.caps.subgroup_size) {
             // one quad per subgroup where the subgroup count is known: the small matrices of a small model
             // (SmolLM2: 1536 x 576) left a GPU's subgroups walking 8 rows each in turn (H100: 14 µs per GEMV)
@@ -708,6 +726,7 @@ impl Gemv<'_> {
             .define_if(sg_x.is_some(), "SG_X")
             .define_if(sg_x == Some(4), "SG4")
             .define_if(sg_x == Some(8), "SG8")
+            .define_if(words, "WORDS")
             .define_if(self.swiglu, "SWIGLU")
             .constant("WG", GEMV_WG)
             .constant("ROWS", rows_per_wg)
