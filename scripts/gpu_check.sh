@@ -3,8 +3,11 @@
 # models) and the benchmarks (kernel_bench: copy / GEMV / GEMM roofline; `webvlm bench` on a SmolVLM-256M-shaped
 # random checkpoint generated there by scripts/make_smolvlm256m_random.py, which needs torch + transformers).
 #
-#   scripts/gpu_check.sh build          here: build release binaries + test binaries into .devbin/ (stripped)
-#   scripts/gpu_check.sh run [OUTDIR]   on the GPU machine: tests, then benchmarks; JSON and logs in OUTDIR
+#   scripts/gpu_check.sh build          here: build release binaries + test binaries into .devbin/ (stripped);
+#                                       GPU_CHECK_BASE=<a webvlm binary of another commit> ships it as webvlm-base
+#                                       for an end-to-end A/B (decode and prefill, old / new alternated twice)
+#   scripts/gpu_check.sh run [OUTDIR]   on the GPU machine: benchmarks, then tests; JSON and logs in OUTDIR
+#                                       (GPU_CHECK_ONLY=copy,gemv: kernel_bench's sections; default all)
 #
 # The test binaries find their fixtures through the absolute path they were built in (CARGO_MANIFEST_DIR); `run`
 # links that path to this checkout when it differs. Nothing here is part of `scripts/test.sh` (CI has no GPU).
@@ -29,6 +32,7 @@ for l in sys.stdin:
     cp "$exe" ".devbin/$t"
   done
   cp target/release/webvlm target/release/kernel_bench .devbin/
+  if [ -n "${GPU_CHECK_BASE:-}" ]; then cp "$GPU_CHECK_BASE" .devbin/webvlm-base; fi
   strip .devbin/*
   echo "$root" >.devbin/built_in
   # the device tool carries at most 64 MiB: ship the binaries compressed
@@ -47,16 +51,36 @@ run)
   .devbin/webvlm info 2>&1 | tee -a "$out/log.txt" | head -30
   summary=()
   # at most 8 files come back from the device tool: kernels.json, bench-*.json (3), tests.log, log.txt
-  timeout 120 .devbin/kernel_bench --gemv-mib 256 --reps 5 --target-s 0.1 >"$out/kernels.json" 2>>"$out/log.txt"
+  timeout 120 .devbin/kernel_bench ${GPU_CHECK_ONLY:+--only "$GPU_CHECK_ONLY"} --gemv-mib 256 --reps 5 --target-s 0.1 >"$out/kernels.json" 2>>"$out/log.txt"
   summary+=("kernel_bench rc=$?")
   grep -aE '^(copy|gemv|gemm|attention)' "$out/log.txt" | head -40
   m=/tmp/smolvlm-256m-random
   [ -d "$m" ] || timeout 120 python3 scripts/make_smolvlm256m_random.py --out "$m" >>"$out/log.txt" 2>&1
-  for dt in q4_1 q8_0 f16; do
+  for dt in q4_1 q8_0 auto; do  # auto: bf16 as stored → f16 with shader-f16
     timeout 90 .devbin/webvlm bench --model "$m" --image tests/fixtures/images/chelsea.png --prompt-tokens 128 \
       --decode-tokens 128 --runs 3 --dtype "$dt" --copy-mib 256 --profile >"$out/bench-$dt.json" 2>>"$out/log.txt"
     summary+=("bench $dt rc=$?")
   done
+  if [ -x .devbin/webvlm-base ]; then
+    # ab.txt: per bench run, the binary, decode tok/s of each timed run, prefill tok/s, GPU ms per decoded token
+    for round in 1 2; do
+      for b in webvlm-base webvlm; do
+        timeout 60 ".devbin/$b" bench --model "$m" --prompt-tokens 64 --decode-tokens 128 --runs 3 --dtype q4_1 \
+          --profile >/tmp/ab.json 2>>"$out/log.txt"
+        python3 - "$b" >>"$out/ab.txt" <<'PY' || true
+import json, sys
+b = json.load(open("/tmp/ab.json"))
+prof = b.get("profile", {}).get("decode", {})
+ks = prof.get("kernels", [])
+gemv = sum(k["gpu_ms_per_step"] for k in ks if k["kernel"].startswith("gemv"))
+print(sys.argv[1], "decode", [round(v, 1) for v in b["decode_tok_s_runs"]], "prefill",
+      [round(v) for v in b["prefill_tok_s_runs"]], "gpu_ms_per_step", round(prof.get("gpu_ms_per_step", 0), 3),
+      "gemv_ms", round(gemv, 3), "dispatches", round(sum(k["dispatches_per_step"] for k in ks)))
+PY
+      done
+    done
+    cat "$out/ab.txt"
+  fi
   for t in $tests; do
     s=$(date +%s)
     timeout 90 ".devbin/$t" --test-threads=4 >"$out/test-$t.log" 2>&1
