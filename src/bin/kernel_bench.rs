@@ -4,12 +4,15 @@
 //!   memory roofline every GEMV is compared with, measured in the same run on the same adapter.
 //! - `gemv`: decode-shaped `linear` (M = 1) per weight dtype, GB/s = (weight bytes + x bytes) / time and the
 //!   ratio to the copy GB/s; once with the adapter's optional features (subgroups) and once on an f32-only
-//!   context (`*_plain`), so both kernel paths are measured.
+//!   context (`*_plain`), so both kernel paths are measured; with subgroups, quantized weights also in the
+//!   subgroup GEMV's other work split (`words`: lanes over u32 words, `subgroups`: a lane per block).
 //! - `gemm`: GFLOP/s (2·M·N·K / time) for ViT-shaped and prefill-shaped problems.
 //!
 //! Timing: many dispatches of one kernel recorded into one submission (enough for ~0.3 s), wall clock around
 //! submit + wait, median of `--reps` submissions, after a warm-up submission (pipeline compilation, pool
-//! allocation). GPU timestamp queries are not used (lavapipe offers none to the recorder).
+//! allocation) and an untimed one of the timed length (a GPU's clock falls within a second of idling: an H200's
+//! SM clock went to 345 MHz between problems). GPU timestamp queries are not used (lavapipe offers none to the
+//! recorder).
 //!
 //! ```text
 //! cargo run --bin kernel_bench -- [--only copy,gemv,gemm] [--reps 5] [--gemv-mib 48] > docs/bench-kernels.json
@@ -270,7 +273,7 @@ mod native {
             "method".into(),
             json!(format!(
                 "wall clock around submit+wait of one submission holding many dispatches of one kernel (~{} s), \
-                 median and best of {} submissions after a warm-up; per-dispatch time = submission time / dispatches; \
+                 median and best of {} submissions after a warm-up submission of the same length; per-dispatch time = submission time / dispatches; \
                  ratio_to_copy_best = GEMV best GB/s / copy best GB/s (the machine is shared: best is the estimate)",
                 cli.target_s, cli.reps
             )),

@@ -14,8 +14,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Seconds per call of `record` (which records one dispatch): calibrates the calls per submission to `target_s`,
-/// then returns the median and the best over `reps` submissions, and the call count used. The best is the
-/// estimate to trust on a shared machine (other processes only ever slow a run down).
+/// runs one submission of that length untimed (a GPU's clocks rise under sustained load), then returns the
+/// median and the best over `reps` submissions, and the call count used. The best is the estimate to trust on a
+/// shared machine (other processes only ever slow a run down).
 pub fn time_dispatches(
     ctx: &GpuContext,
     reps: usize,
@@ -37,6 +38,7 @@ pub fn time_dispatches(
     run(1)?; // warm-up: compile, allocate
     let one = run(1)?;
     let count = ((target_s / one.max(1e-6)) as usize).clamp(1, 500);
+    run(count)?;
     let times: Vec<f64> = (0..reps.max(1)).map(|_| run(count)).collect::<Result<_>>()?;
     let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
     Ok((median(times) / count as f64, best / count as f64, count))
