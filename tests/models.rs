@@ -144,6 +144,74 @@ async fn llama_repetition_penalty() -> Result<(), String> {
     Ok(())
 }
 
+/// Where generation stops, the KV cache holds exactly the rows of the steps whose tokens were used, pipelined or
+/// not: a pipelined decode submits each step before reading the id of the one before, and a step it then does not
+/// need (after a stop token, `max_new_tokens` or the caller's stop) gives its row back. Against the greedy goldens:
+/// stopped on a stop token at position k, the cache has the prompt and tokens 0 .. k (the stop token's own row is
+/// not there), and generating on from that cache with the stop token as the next input gives the goldens' next
+/// tokens.
+async fn llama_stops_leave_the_cache_whole() -> Result<(), String> {
+    use webvlm::generation::StopReason;
+    let ctx = common::ctx().await;
+    let model = fixture_model!(&ctx, "llama", LoadOptions::default())?;
+    let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
+    let ids = g.ids("input_ids");
+    let want = g.ids("greedy_tokens");
+    let t = ids.len();
+    // the first position from 3 on whose token has not come before (a stop token ends at its first occurrence)
+    let k = (3..want.len() - 4).find(|&i| !want[..i].contains(&want[i])).ok_or("no fresh token in the goldens")?;
+    let prompt = |ids: &[u32]| -> Result<Tensor, String> {
+        let mut rec = Recorder::new(&ctx);
+        let x = model.embed_prompt(&mut rec, ids, &[]).map_err(e)?;
+        rec.submit().map_err(e)?;
+        Ok(x)
+    };
+    for pipelined in [Some(true), Some(false)] {
+        let config = |max_new_tokens, stop_tokens| GenerationConfig {
+            max_new_tokens,
+            stop_tokens,
+            pipelined,
+            ..Default::default()
+        };
+        // (config, on_token's answer turns false at this token, expected tokens, stop reason, cache rows)
+        let cases = [
+            (config(20, vec![want[k]]), usize::MAX, k, StopReason::StopToken, t + k),
+            (config(7, vec![]), usize::MAX, 7, StopReason::MaxTokens, t + 6),
+            (config(20, vec![]), 4, 4, StopReason::Cancelled, t + 3),
+        ];
+        for (cfg, until, n, reason, rows) in cases {
+            let x = prompt(&ids)?;
+            let mut cache = model.lm.new_cache(&ctx).map_err(e)?;
+            let mut seen = 0;
+            let cancel = CancelToken::default();
+            let on_token = |_| {
+                seen += 1;
+                seen < until
+            };
+            let out = generate(&ctx, &model, &mut cache, &x, &ids, &cfg, &cancel, on_token).await.map_err(e)?;
+            if out.tokens != want[..n] || out.stop != reason || cache.len != rows {
+                return Err(format!(
+                    "pipelined {pipelined:?}, {reason:?}: got {:?} ({:?}, {} cache rows), want {:?} ({rows} rows)",
+                    out.tokens,
+                    out.stop,
+                    cache.len,
+                    &want[..n]
+                ));
+            }
+            if reason == StopReason::StopToken {
+                let next = &want[k..k + 1];
+                let x = prompt(next)?;
+                let cfg = config(3, vec![]);
+                let more = generate(&ctx, &model, &mut cache, &x, next, &cfg, &cancel, |_| true).await.map_err(e)?;
+                if more.tokens != want[k + 1..k + 4] {
+                    return Err(format!("on from the stop: got {:?}, want {:?}", more.tokens, &want[k + 1..k + 4]));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn llama_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &Golden) -> Result<(), String> {
     let ids = g.ids("input_ids");
     let mut rec = Recorder::new(ctx);
@@ -279,6 +347,7 @@ mod run {
         llama_separate_projections,
         llama_untied_llama3_rope,
         llama_repetition_penalty,
+        llama_stops_leave_the_cache_whole,
         idefics3_safetensors,
         idefics3_gguf,
         llava_siglip,

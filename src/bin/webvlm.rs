@@ -126,6 +126,10 @@ mod native {
             /// the stacked projections.
             #[arg(long)]
             separate_projections: bool,
+            /// Decode pipelining (each step submitted before the previous token id is read back): auto (on GPUs,
+            /// off on CPU adapters), on, off.
+            #[arg(long, default_value = "auto")]
+            pipelined: String,
         },
         /// Visual question answering accuracy: answer each `{image, question, answer}` line of a JSONL file
         /// (greedy), score the first word of the answer against `answer`, print per-item JSONL to --out and a
@@ -383,6 +387,7 @@ mod native {
                 copy_mib,
                 profile,
                 separate_projections,
+                pipelined,
             } => bench_cmd(
                 &model,
                 mmproj.as_deref(),
@@ -394,6 +399,7 @@ mod native {
                 copy_mib,
                 profile,
                 separate_projections,
+                &pipelined,
             ),
             Cmd::OfflineVlm { onnx, gguf, assets, out } => offline_vlm(&onnx, &gguf, &assets, &out),
             Cmd::Vqa { model, mmproj, data, limit, no_image, max_tokens, dtype, out } => {
@@ -439,6 +445,7 @@ mod native {
                         repetition_penalty,
                         seed,
                         stop_tokens: vec![],
+                        pipelined: None,
                     },
                 };
                 let cancel = CancelToken::default();
@@ -518,8 +525,15 @@ mod native {
         copy_mib: usize,
         profile: bool,
         separate_projections: bool,
+        pipelined: &str,
     ) -> Result<()> {
         use webvlm::generation::generate;
+        let pipelined = match pipelined {
+            "auto" => None,
+            "on" => Some(true),
+            "off" => Some(false),
+            other => bail!("--pipelined {other}: expected auto, on or off"),
+        };
         use webvlm::gpu::{bench, Recorder};
         let t0 = Instant::now();
         let gpu = GpuOptions { allow_timestamps: profile, ..GpuOptions::default() };
@@ -551,7 +565,7 @@ mod native {
             let x = engine.model.embed_prompt(&mut rec, &ids, &[])?;
             rec.submit()?;
             let mut cache = engine.model.lm.new_cache(&ctx)?;
-            let cfg = GenerationConfig { max_new_tokens: decode_tokens, ..Default::default() };
+            let cfg = GenerationConfig { max_new_tokens: decode_tokens, pipelined, ..Default::default() };
             let cancel = CancelToken::default();
             Ok(pollster::block_on(generate(&ctx, &engine.model, &mut cache, &x, &ids, &cfg, &cancel, on_token))?)
         };
@@ -640,6 +654,7 @@ mod native {
         let report = serde_json::json!({
             "adapter": ctx.caps.adapter_name, "backend": ctx.caps.backend.to_string(),
             "model": model.display().to_string(), "dtype": dtype, "projections": if separate_projections { "separate" } else { "stacked" },
+            "pipelined": pipelined.unwrap_or(!ctx.caps.cpu_adapter),
             "load_s": load_s,
             "prompt_tokens": ids.len(), "decode_tokens": decode_tokens, "runs": runs.max(1),
             "prefill_tok_s": bench::median(prefill.clone()), "prefill_tok_s_runs": prefill,

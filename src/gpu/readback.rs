@@ -12,6 +12,9 @@ const STAGING_PARK_COUNT: usize = 4;
 /// A MAP_READ buffer that a submitted copy fills ([`GpuContext::read_staging`] reads it).
 pub struct Staging {
     buf: Option<wgpu::Buffer>,
+    /// The submission holding the copy, once submitted: natively, reading waits for that one only, not for work
+    /// submitted after it (a pipelined decode's next step).
+    pub(crate) submission: Option<wgpu::SubmissionIndex>,
 }
 
 impl GpuContext {
@@ -31,7 +34,7 @@ impl GpuContext {
             });
         }
         if bytes == 0 {
-            return Ok(Staging { buf: None });
+            return Ok(Staging { buf: None, submission: None });
         }
         let parked = {
             let mut pool = self.staging_buffers.lock().unwrap_or_else(|p| p.into_inner());
@@ -46,30 +49,35 @@ impl GpuContext {
             })
         });
         enc.copy_buffer_to_buffer(t.buf.raw(), offset, &staging, 0, bytes);
-        Ok(Staging { buf: Some(staging) })
+        Ok(Staging { buf: Some(staging), submission: None })
     }
 
     /// Reads `bytes` bytes of `t` starting at byte `offset` (one submission: the copy).
     pub async fn read_bytes(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        let staging = self.copy_to_staging(&mut enc, t, offset, bytes)?;
+        let mut staging = self.copy_to_staging(&mut enc, t, offset, bytes)?;
         if staging.buf.is_none() {
             return Ok(Vec::new());
         }
-        self.queue.submit([enc.finish()]);
+        staging.submission = Some(self.queue.submit([enc.finish()]));
         self.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.read_staging(staging).await
     }
 
     /// Waits for the copy into `staging` (submitted before) and returns its bytes.
     pub async fn read_staging(&self, staging: Staging) -> Result<Vec<u8>> {
-        let Some(staging) = staging.buf else { return Ok(Vec::new()) };
+        let Staging { buf, submission } = staging;
+        let Some(staging) = buf else { return Ok(Vec::new()) };
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission; // the event loop resolves the mapping
         let mapped = rx.await.map_err(|_| Error::Readback("mapping callback dropped".into()))?;
         mapped.map_err(|e| Error::Readback(e.to_string()))?;
         self.take_error()?;

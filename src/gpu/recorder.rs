@@ -337,6 +337,10 @@ impl<'a> Recorder<'a> {
             ctx.profile_resolve(&mut encoder, &qs, count, std::mem::take(&mut labels), untimed)
         });
         let idx = ctx.queue.submit([encoder.finish()]);
+        let staging = staging.map(|mut s| {
+            s.submission = Some(idx.clone());
+            s
+        });
         ctx.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = uniform_buf {
             // the next submission's parameter write is queued after this one: the buffer can be reused at once
