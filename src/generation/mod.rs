@@ -37,11 +37,9 @@ pub struct GenerationConfig {
     pub stop_tokens: Vec<u32>,
     /// Submit each decode step before reading the previous step's token id back (the step embeds that id from
     /// the GPU buffer the sampler wrote), so the GPU runs it while the host waits for the readback and records;
-    /// a step that turns out not to be needed is discarded. None: on GPUs, not on CPU adapters ([`Caps::
-    /// cpu_adapter`]), whose threads the host's recording would compete with (lavapipe decode 23–25 → 20–21
-    /// tok/s when pipelined).
-    ///
-    /// [`Caps:: cpu_adapter`]: crate::gpu::Caps::cpu_adapter
+    /// a step that turns out not to be needed is discarded. None: on GPUs, not on CPU adapters
+    /// (`Caps::cpu_adapter`), whose threads the host's recording would compete with (lavapipe decode 22–24 → 20
+    /// tok/s pipelined; H200 186–196 → 389–395 tok/s).
     pub pipelined: Option<bool>,
 }
 
@@ -267,8 +265,17 @@ pub async fn generate(
         if pipelined && tokens.len() + 1 < cfg.max_new_tokens && cache.len < cache.max_len {
             next = Some(decode_step(ctx, model, cache, cfg, &mut history, &mut rng, &mut id_t)?);
         }
-        let id = read_id(ctx, pending.0).await?;
+        let id = match read_id(ctx, pending.0).await {
+            Ok(id) => id,
+            Err(err) => {
+                if next.is_some() {
+                    cache.len -= 1;
+                }
+                return Err(err);
+            }
+        };
         dispatches += pending.1;
+        // (pipelined, the prefill's time includes recording the first decode step: the GPU ran the prefill then)
         if t1.is_none() {
             stats.prefill_ms = now_ms() - t0;
             t1 = Some(now_ms());

@@ -67,7 +67,8 @@ struct GemmParams {
 pub enum Path {
     /// GEMV when M ≤ [`GEMV_MAX_M`] and the weight rows are vec4-aligned, GEMM otherwise.
     Auto,
-    /// The GEMV in the variant [`use_subgroup_gemv`] and [`gemv_shares_x`] pick for this adapter.
+    /// The GEMV in the variant [`use_subgroup_gemv`], [`use_word_lanes`] and [`gemv_shares_x`] pick for this
+    /// adapter.
     Gemv,
     /// The subgroup GEMV even where it is not the default ([`Error::MissingFeature`] without subgroups), with a
     /// lane per quantized block (not [`Path::GemvWords`]).
