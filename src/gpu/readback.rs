@@ -15,6 +15,27 @@ pub struct Staging {
     /// The submission holding the copy, once submitted: natively, reading waits for that one only, not for work
     /// submitted after it (a pipelined decode's next step).
     pub(crate) submission: Option<wgpu::SubmissionIndex>,
+    /// The mapping, once asked for ([`Staging::begin_map`]).
+    mapping: Option<futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+}
+
+impl Staging {
+    fn new(buf: Option<wgpu::Buffer>) -> Self {
+        Self { buf, submission: None, mapping: None }
+    }
+
+    /// Asks for the mapping now, right after the copy's submission: a mapping asked for later could be held up
+    /// by work submitted in between (an implementation may wait for everything submitted before the request, not
+    /// only for the work that uses the buffer), which would cost a pipelined decode its overlap.
+    pub(crate) fn begin_map(&mut self) {
+        if let (Some(buf), None) = (&self.buf, &self.mapping) {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            self.mapping = Some(rx);
+        }
+    }
 }
 
 impl GpuContext {
@@ -34,7 +55,7 @@ impl GpuContext {
             });
         }
         if bytes == 0 {
-            return Ok(Staging { buf: None, submission: None });
+            return Ok(Staging::new(None));
         }
         let parked = {
             let mut pool = self.staging_buffers.lock().unwrap_or_else(|p| p.into_inner());
@@ -49,7 +70,7 @@ impl GpuContext {
             })
         });
         enc.copy_buffer_to_buffer(t.buf.raw(), offset, &staging, 0, bytes);
-        Ok(Staging { buf: Some(staging), submission: None })
+        Ok(Staging::new(Some(staging)))
     }
 
     /// Reads `bytes` bytes of `t` starting at byte `offset` (one submission: the copy).
@@ -65,13 +86,10 @@ impl GpuContext {
     }
 
     /// Waits for the copy into `staging` (submitted before) and returns its bytes.
-    pub async fn read_staging(&self, staging: Staging) -> Result<Vec<u8>> {
-        let Staging { buf, submission } = staging;
-        let Some(staging) = buf else { return Ok(Vec::new()) };
-        let (tx, rx) = futures_channel::oneshot::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+    pub async fn read_staging(&self, mut staging: Staging) -> Result<Vec<u8>> {
+        staging.begin_map();
+        let Staging { buf, submission, mapping } = staging;
+        let (Some(staging), Some(rx)) = (buf, mapping) else { return Ok(Vec::new()) };
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })

@@ -339,6 +339,7 @@ impl<'a> Recorder<'a> {
         let idx = ctx.queue.submit([encoder.finish()]);
         let staging = staging.map(|mut s| {
             s.submission = Some(idx.clone());
+            s.begin_map();
             s
         });
         ctx.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
