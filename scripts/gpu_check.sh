@@ -62,21 +62,12 @@ run)
     summary+=("bench $dt rc=$?")
   done
   if [ -x .devbin/webvlm-base ]; then
-    # ab.txt: per bench run, the binary, decode tok/s of each timed run, prefill tok/s, GPU ms per decoded token
+    # ab.txt: per bench run (scripts/bench_summary.py), the binary, decode and prefill tok/s, GPU ms per token
     for round in 1 2; do
       for b in webvlm-base webvlm; do
         timeout 60 ".devbin/$b" bench --model "$m" --prompt-tokens 64 --decode-tokens 128 --runs 3 --dtype q4_1 \
           --profile >/tmp/ab.json 2>>"$out/log.txt"
-        python3 - "$b" >>"$out/ab.txt" <<'PY' || true
-import json, sys
-b = json.load(open("/tmp/ab.json"))
-prof = b.get("profile", {}).get("decode", {})
-ks = prof.get("kernels", [])
-gemv = sum(k["gpu_ms_per_step"] for k in ks if k["kernel"].startswith("gemv"))
-print(sys.argv[1], "decode", [round(v, 1) for v in b["decode_tok_s_runs"]], "prefill",
-      [round(v) for v in b["prefill_tok_s_runs"]], "gpu_ms_per_step", round(prof.get("gpu_ms_per_step", 0), 3),
-      "gemv_ms", round(gemv, 3), "dispatches", round(sum(k["dispatches_per_step"] for k in ks)))
-PY
+        python3 scripts/bench_summary.py "$b" /tmp/ab.json >>"$out/ab.txt" || true
       done
     done
     cat "$out/ab.txt"

@@ -265,12 +265,17 @@ pub async fn generate(
         if pipelined && tokens.len() + 1 < cfg.max_new_tokens && cache.len < cache.max_len {
             next = Some(decode_step(ctx, model, cache, cfg, &mut history, &mut rng, &mut id_t)?);
         }
+        // where the step read now ends generation, the step submitted after it is discarded: its cache row is
+        // given back, as if it had not run
+        let discard = |cache: &mut KvCache, next: &Option<_>| {
+            if next.is_some() {
+                cache.len -= 1;
+            }
+        };
         let id = match read_id(ctx, pending.0).await {
             Ok(id) => id,
             Err(err) => {
-                if next.is_some() {
-                    cache.len -= 1;
-                }
+                discard(cache, &next);
                 return Err(err);
             }
         };
@@ -295,9 +300,7 @@ pub async fn generate(
             }
         };
         if let Some(stop) = stop {
-            if next.is_some() {
-                cache.len -= 1; // the discarded step's row: as if it had not run
-            }
+            discard(cache, &next);
             break stop;
         }
         if !pipelined && cache.len < cache.max_len {

@@ -14,7 +14,7 @@ pub struct Staging {
     buf: Option<wgpu::Buffer>,
     /// The submission holding the copy, once submitted: natively, reading waits for that one only, not for work
     /// submitted after it (a pipelined decode's next step).
-    pub(crate) submission: Option<wgpu::SubmissionIndex>,
+    submission: Option<wgpu::SubmissionIndex>,
     /// The mapping, once asked for ([`Staging::begin_map`]).
     mapping: Option<futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
 }
@@ -24,10 +24,16 @@ impl Staging {
         Self { buf, submission: None, mapping: None }
     }
 
-    /// Asks for the mapping now, right after the copy's submission: a mapping asked for later could be held up
-    /// by work submitted in between (an implementation may wait for everything submitted before the request, not
-    /// only for the work that uses the buffer), which would cost a pipelined decode its overlap.
-    pub(crate) fn begin_map(&mut self) {
+    /// Notes the submission that holds the copy and asks for the mapping at once: a mapping asked for later could
+    /// be held up by work submitted in between (an implementation may wait for everything submitted before the
+    /// request, not only for the work that uses the buffer), which would cost a pipelined decode its overlap.
+    pub(crate) fn submitted(mut self, idx: wgpu::SubmissionIndex) -> Self {
+        self.submission = Some(idx);
+        self.begin_map();
+        self
+    }
+
+    fn begin_map(&mut self) {
         if let (Some(buf), None) = (&self.buf, &self.mapping) {
             let (tx, rx) = futures_channel::oneshot::channel();
             buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -76,11 +82,11 @@ impl GpuContext {
     /// Reads `bytes` bytes of `t` starting at byte `offset` (one submission: the copy).
     pub async fn read_bytes(&self, t: &Tensor, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        let mut staging = self.copy_to_staging(&mut enc, t, offset, bytes)?;
+        let staging = self.copy_to_staging(&mut enc, t, offset, bytes)?;
         if staging.buf.is_none() {
             return Ok(Vec::new());
         }
-        staging.submission = Some(self.queue.submit([enc.finish()]));
+        let staging = staging.submitted(self.queue.submit([enc.finish()]));
         self.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.read_staging(staging).await
     }

@@ -337,11 +337,7 @@ impl<'a> Recorder<'a> {
             ctx.profile_resolve(&mut encoder, &qs, count, std::mem::take(&mut labels), untimed)
         });
         let idx = ctx.queue.submit([encoder.finish()]);
-        let staging = staging.map(|mut s| {
-            s.submission = Some(idx.clone());
-            s.begin_map();
-            s
-        });
+        let staging = staging.map(|s| s.submitted(idx.clone()));
         ctx.submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = uniform_buf {
             // the next submission's parameter write is queued after this one: the buffer can be reused at once
