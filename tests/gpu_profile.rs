@@ -32,6 +32,37 @@ fn pool_counts_the_memory_it_holds() {
     assert!(s3.peak_held_bytes >= s1.held_bytes);
 }
 
+/// A request takes the smallest parked buffer that holds it and is at most twice its size; a request no parked
+/// buffer serves first destroys parked buffers that could not serve it (smaller, or over twice its size), largest
+/// first, up to its own size: the memory held stays about the largest phase's working set, not the sum of all.
+#[test]
+fn pool_fits_requests_and_trades_unfit_buffers() {
+    let ctx = pollster::block_on(common::ctx());
+    ctx.trim_pool();
+    let held = || ctx.pool_stats().held_bytes;
+    let (a, b) = (ctx.empty(&[2048], DType::F32).unwrap(), ctx.empty(&[4096], DType::F32).unwrap()); // 8, 16 KiB
+    let h0 = held();
+    drop((a, b));
+    // 12 KiB: the 16 KiB buffer fits (≤ 2 ×), nothing new is held
+    let c = ctx.empty(&[3072], DType::F32).unwrap();
+    assert_eq!(c.buf.alloc_bytes(), 16384);
+    assert_eq!(held(), h0);
+    // 64 KiB: the parked 8 KiB cannot serve it and is given back before the new buffer is made
+    let released = ctx.pool_stats().released;
+    let d = ctx.empty(&[16384], DType::F32).unwrap();
+    assert_eq!(ctx.pool_stats().released, released + 1);
+    assert_eq!(held(), h0 - 8192 + 65536);
+    drop((c, d));
+    // 4 KiB: 64 KiB and 16 KiB are both over twice its size; the largest goes, 16 KiB stays parked
+    let e = ctx.empty(&[1024], DType::F32).unwrap();
+    assert_eq!(held(), h0 - 8192 + 4096); // h0 held the 16 KiB buffer already
+    assert_eq!(ctx.pool_stats().cached_bytes, 16384);
+    // a request the parked 16 KiB serves takes it even though a smaller live buffer exists
+    let f = ctx.empty(&[2560], DType::F32).unwrap();
+    assert_eq!((f.buf.alloc_bytes(), ctx.pool_stats().cached_bytes), (16384, 0));
+    drop((e, f));
+}
+
 #[test]
 fn profiling_needs_timestamps() {
     let ctx = GpuContext::new_blocking(GpuOptions { allow_timestamps: false, ..GpuOptions::default() }).unwrap();

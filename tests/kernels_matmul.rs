@@ -961,12 +961,136 @@ async fn chunked_upload_equals_whole() -> Result<(), String> {
     Ok(())
 }
 
+/// `linear_rows` on views inside larger tensors: x's rows 64.. into y's rows 128.. (with the residual's same rows),
+/// every GEMM path that runs here, float and quantized weights, with and without the activation: the rows written
+/// match the f64 reference within the bound of [`run_fused`], every other row of y keeps its sentinel, and views
+/// that are not rows of the tensor, unaligned or aliasing y are typed errors.
+async fn linear_rows_on_views() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(23);
+    let mut paths = vec![Path::Auto, Path::Gemm, Path::Direct];
+    if direct_subgroups(&ctx) {
+        paths.push(Path::DirectSubgroups);
+    }
+    let (mx, my, k, n, rows) = (192, 256, 64, 36, 70);
+    for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1, DType::Q8_0].into_iter().enumerate() {
+        for (j, &path) in paths.iter().enumerate() {
+            let act = [None, Some(Unary::GeluTanh)][(i + j) % 2];
+            let what = format!("linear_rows {dtype} {path:?} {act:?}");
+            let x = rng.vec(mx * k, -1.0, 1.0);
+            let w = rng.vec(n * k, -1.0, 1.0);
+            let b = rng.vec(n, -1.0, 1.0);
+            let r = rng.vec(my * n, -4.0, 4.0);
+            let w_deq = mm::cpu_roundtrip(&w, dtype).map_err(|e| format!("{what}: {e}"))?;
+            let tw = mm::upload_weight(&ctx, &w, &[n, k], dtype).map_err(|e| format!("{what}: {e}"))?;
+            let tx = ctx.upload_f32(&x, &[mx, k]).map_err(|e| e.to_string())?;
+            let tb = ctx.upload_f32(&b, &[n]).map_err(|e| e.to_string())?;
+            let tr = ctx.upload_f32(&r, &[my, n]).map_err(|e| e.to_string())?;
+            let ty = ctx.upload_f32(&vec![-7.0; my * n], &[my, n]).map_err(|e| e.to_string())?;
+            let mut rec = Recorder::new(&ctx);
+            let (xv, yv) = (mm::Rows { t: &tx, row0: 64, rows }, mm::Rows { t: &ty, row0: 128, rows });
+            mm::linear_rows(&mut rec, xv, &tw, Some(&tb), yv, act, Some(&tr), path)
+                .map_err(|e| format!("{what}: {e}"))?;
+            rec.submit().map_err(|e| format!("{what}: {e}"))?;
+            let got = ctx.read_f32(&ty).await.map_err(|e| e.to_string())?;
+            let xs = &x[64 * k..(64 + rows) * k];
+            let lin = mm::cpu_linear(xs, rows, k, &w_deq, n, Some(&b));
+            let activated = act.map_or(lin.clone(), |op| ew::cpu_unary(op, &lin));
+            for row in 0..my {
+                for c in 0..n {
+                    let gv = got[row * n + c] as f64;
+                    let Some(i) = row.checked_sub(128).filter(|&i| i < rows) else {
+                        if gv != -7.0 {
+                            return Err(format!("{what}: y[{row}, {c}] = {gv} outside the view"));
+                        }
+                        continue;
+                    };
+                    let want = activated[i * n + c] as f64 + r[row * n + c] as f64;
+                    let eb = bound(xs, k, &w_deq, Some(&b), dtype.is_quantized(), i, c, lin[i * n + c]);
+                    let tol = 1.13 * eb + 2e-6 * (1.0 + want.abs()) + U * want.abs() + 1e-30;
+                    if !((gv - want).abs() <= tol) {
+                        return Err(format!("{what}: y[{row}, {c}] = {gv}, want {want} (tol {tol:e})"));
+                    }
+                }
+            }
+        }
+    }
+    let tw = mm::upload_weight(&ctx, &[0.0; 4 * 64], &[4, 64], DType::F32).map_err(|e| e.to_string())?;
+    let tx = ctx.upload_f32(&[0.0; 130 * 64], &[130, 64]).map_err(|e| e.to_string())?;
+    let ty = ctx.upload_f32(&[0.0; 130 * 4], &[130, 4]).map_err(|e| e.to_string())?;
+    let v = |t, row0, rows| mm::Rows { t, row0, rows };
+    let mut cases = vec![
+        ("rows past the tensor", v(&tx, 100, 64), v(&ty, 0, 64), None),
+        ("x and y rows differ", v(&tx, 0, 64), v(&ty, 0, 63), None),
+        ("y aliasing the residual", v(&tx, 0, 64), v(&ty, 0, 64), Some(&ty)),
+    ];
+    // a one-row offset of y (16 bytes) is unaligned where the adapter asks for more than that
+    if ctx.caps.min_storage_align > 16 {
+        cases.push(("an unaligned y offset", v(&tx, 0, 64), v(&ty, 1, 64), None));
+    }
+    for (what, xv, yv, res) in cases {
+        match mm::linear_rows(&mut Recorder::new(&ctx), xv, &tw, None, yv, None, res, Path::Auto) {
+            Err(Error::Shape { .. }) => {}
+            other => return Err(format!("linear_rows, {what}: expected Error::Shape, got {other:?}")),
+        }
+    }
+    let tx2 = ctx.upload_f32(&[0.0; 130 * 4], &[130, 4]).map_err(|e| e.to_string())?;
+    let tw2 = mm::upload_weight(&ctx, &[0.0; 16], &[4, 4], DType::F32).map_err(|e| e.to_string())?;
+    match mm::linear_rows(&mut Recorder::new(&ctx), v(&ty, 0, 64), &tw2, None, v(&ty, 64, 64), None, None, Path::Auto) {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("linear_rows, x aliasing y: expected Error::Shape, got {other:?}")),
+    }
+    drop(tx2);
+    Ok(())
+}
+
+/// The ViT MLP in row chunks (`nn::Mlp::forward_residual` where the hidden activation of all rows exceeds
+/// `ops::BLOCK_BYTES`: 700 rows × 2048 features = 5.7 MB, two chunks of 384 and 316 rows) gives bit for bit what
+/// the same kernels give over all rows at once (fc1 with the GELU, fc2 with the residual), float and quantized.
+async fn mlp_row_chunks_equal_whole() -> Result<(), String> {
+    use webvlm::nn::{Activation, Linear, Mlp};
+    let ctx = common::ctx().await;
+    let mut rng = Rng::new(29);
+    let (m, d, inter) = (700, 64, 2048);
+    for dtype in [DType::F32, DType::Q4_1] {
+        let lin = |rng: &mut Rng, n: usize, k: usize| -> Result<Linear, String> {
+            let w = mm::upload_weight(&ctx, &rng.vec(n * k, -0.2, 0.2), &[n, k], dtype).map_err(|e| e.to_string())?;
+            let b = ctx.upload_f32(&rng.vec(n, -0.5, 0.5), &[n]).map_err(|e| e.to_string())?;
+            Ok(Linear { w, b: Some(b) })
+        };
+        let mlp = Mlp { fc1: lin(&mut rng, inter, d)?, fc2: lin(&mut rng, d, inter)?, act: Activation::GeluTanh };
+        let x = ctx.upload_f32(&rng.vec(m * d, -1.0, 1.0), &[m, d]).map_err(|e| e.to_string())?;
+        let r = ctx.upload_f32(&rng.vec(m * d, -1.0, 1.0), &[m, d]).map_err(|e| e.to_string())?;
+        let mut rec = Recorder::new(&ctx);
+        let chunked = mlp.forward_residual(&mut rec, x.clone(), Some(&r)).map_err(|e| e.to_string())?;
+        let act = Fused { act: Some(Unary::GeluTanh), ..Fused::default() };
+        let h = mm::linear_fused(&mut rec, &x, &mlp.fc1.w, mlp.fc1.b.as_ref(), act, Path::Auto)
+            .map_err(|e| e.to_string())?;
+        let res = Fused { residual: Some(&r), ..Fused::default() };
+        let whole = mm::linear_fused(&mut rec, &h, &mlp.fc2.w, mlp.fc2.b.as_ref(), res, Path::Auto)
+            .map_err(|e| e.to_string())?;
+        let chunks = (0..m).step_by(384).count();
+        rec.submit().map_err(|e| e.to_string())?;
+        let (a, b) = (
+            ctx.read_f32(&chunked).await.map_err(|e| e.to_string())?,
+            ctx.read_f32(&whole).await.map_err(|e| e.to_string())?,
+        );
+        if chunked.shape != [m, d] || a != b {
+            let first = a.iter().zip(&b).position(|(p, q)| p != q);
+            return Err(format!("{dtype}: {chunks} chunks differ from the whole-rows product (shape {:?}, first difference at {first:?})", chunked.shape));
+        }
+    }
+    Ok(())
+}
+
 mod run {
     crate::gpu_tests!(
         chunked_upload_equals_whole,
         linear_float,
         linear_swiglu,
         linear_fused,
+        linear_rows_on_views,
+        mlp_row_chunks_equal_whole,
         linear_rope_qkv,
         stacked_weights_equal_their_parts,
         bf16_weights_default_dtype,

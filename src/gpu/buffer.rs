@@ -1,9 +1,11 @@
 //! GPU buffers and their pool. Creating buffers is expensive in WebGPU (and on some drivers a
 //! synchronization point), so activations are recycled: a dropped [`GpuBuffer`] goes back to the pool,
-//! keyed by its size rounded up to 256 bytes, and the next request of that size class reuses it.
+//! keyed by its size rounded up to 256 bytes, and a later request takes the smallest parked buffer that holds it
+//! and is at most twice its size (best fit: a forward pass's activations come in a few sizes, and an exact match
+//! would leave a free buffer of one size idle while a new one of a slightly smaller size is created beside it).
 //! Weights are allocated exactly (`pooled = false`) and freed when dropped.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// Usage of every buffer the kernels see: bindable as storage, copyable both ways.
@@ -28,12 +30,42 @@ pub struct PoolStats {
     pub created: u64,
     /// Requests served from the pool.
     pub reused: u64,
+    /// Parked buffers destroyed to make room for a request they could not serve (see `PoolInner::release_unfit`).
+    pub released: u64,
 }
 
 #[derive(Default)]
 pub(crate) struct PoolInner {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: BTreeMap<u64, Vec<wgpu::Buffer>>,
     stats: PoolStats,
+}
+
+impl PoolInner {
+    /// Before an activation of size class `class` is created: destroys parked buffers that could not serve it
+    /// (smaller, or more than twice its size), largest first, until as many bytes as it needs are given back or
+    /// none is left. A forward pass's phases (the image encoder's 1024-row activations, the decoder's prefill,
+    /// its one-row decode steps) each want their own sizes; without this, every phase's buffers would stay
+    /// parked beside the next phase's, and the memory held would be the sum of the phases' working sets instead
+    /// of about the largest one. Within a phase nothing changes: its requests are served from its own parked
+    /// buffers and no miss happens once its sizes have been seen.
+    fn release_unfit(&mut self, class: u64) {
+        let mut released = 0;
+        while released < class {
+            let Some(&alloc) = self.free.keys().rev().find(|&&a| a < class || a > class.saturating_mul(2)) else {
+                break;
+            };
+            let list = self.free.get_mut(&alloc).expect("key just found");
+            let b = list.pop().expect("empty lists are removed");
+            if list.is_empty() {
+                self.free.remove(&alloc);
+            }
+            b.destroy();
+            self.stats.held_bytes -= alloc;
+            self.stats.cached_bytes -= alloc;
+            self.stats.released += 1;
+            released += alloc;
+        }
+    }
 }
 
 /// A pool of storage buffers by size class.
@@ -47,19 +79,34 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     bytes.max(4).div_ceil(ALIGN) * ALIGN
 }
 
+/// Takes the best-fitting free buffer for a request of size class `class` from `free` (keyed by allocation size):
+/// the smallest of at least `class` bytes and at most twice that. Returns its allocation size with it.
+pub(crate) fn take_best_fit<T>(free: &mut BTreeMap<u64, Vec<T>>, class: u64) -> Option<(u64, T)> {
+    let (&alloc, list) = free.range_mut(class..=class.saturating_mul(2)).next()?;
+    let b = list.pop()?;
+    if list.is_empty() {
+        free.remove(&alloc);
+    }
+    Some((alloc, b))
+}
+
 impl BufferPool {
     pub(crate) fn acquire(&self, device: &wgpu::Device, size: u64, pooled: bool) -> GpuBuffer {
         let class = size_class(size);
-        let alloc = if pooled { class } else { size.max(4).div_ceil(4) * 4 };
+        let mut alloc = if pooled { class } else { size.max(4).div_ceil(4) * 4 };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let reused = if pooled { inner.free.get_mut(&class).and_then(|v| v.pop()) } else { None };
+        let reused = if pooled { take_best_fit(&mut inner.free, class) } else { None };
         let buffer = match reused {
-            Some(b) => {
+            Some((fit, b)) => {
                 inner.stats.reused += 1;
-                inner.stats.cached_bytes -= class;
+                inner.stats.cached_bytes -= fit;
+                alloc = fit;
                 b
             }
             None => {
+                if pooled {
+                    inner.release_unfit(class);
+                }
                 inner.stats.created += 1;
                 inner.stats.held_bytes += alloc;
                 inner.stats.peak_held_bytes = inner.stats.peak_held_bytes.max(inner.stats.held_bytes);
@@ -89,7 +136,7 @@ impl BufferPool {
     /// Frees every cached buffer (e.g. after loading, or under memory pressure).
     pub fn trim(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let free: Vec<_> = inner.free.drain().flat_map(|(_, v)| v).collect();
+        let free: Vec<_> = std::mem::take(&mut inner.free).into_values().flatten().collect();
         for b in free {
             inner.stats.held_bytes -= b.size();
             b.destroy();
@@ -124,7 +171,7 @@ impl GpuBuffer {
     }
 
     /// Bytes allocated (the size class of a pooled buffer).
-    pub(crate) fn alloc_bytes(&self) -> u64 {
+    pub fn alloc_bytes(&self) -> u64 {
         self.alloc
     }
 

@@ -52,6 +52,8 @@ pub struct Caps {
     pub max_workgroup_storage: u32,
     pub max_storage_buffers_per_stage: u32,
     pub min_uniform_align: u32,
+    /// Alignment of a storage binding's byte offset (a view of rows inside a buffer, see `matmul::Rows`).
+    pub min_storage_align: u32,
     /// A CPU emulation of a GPU (lavapipe / llvmpipe, SwiftShader): invocations run as SIMD lanes of CPU threads,
     /// per-lane loads are gathers and workgroup barriers are expensive, so `linear` takes the barrier-free GEMM
     /// there (`matmul_direct.wgsl`: 2–2.7 × the tiled one on lavapipe, time to first token 5.7 → 3.4 s on
@@ -189,6 +191,7 @@ impl GpuContext {
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
             min_uniform_align: limits.min_uniform_buffer_offset_alignment,
+            min_storage_align: limits.min_storage_buffer_offset_alignment,
         };
         log::info!(
             "webvlm GPU: {} ({}) f16={} subgroups={} (size {:?})",

@@ -18,12 +18,12 @@
 //! Binding convention for every kernel: `@group(0) @binding(0)` is the `var<uniform>` parameter block (when the
 //! op has parameters), and storage buffers follow at bindings 1, 2, ... in the order given.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-use super::buffer::{size_class, GpuBuffer};
+use super::buffer::{size_class, take_best_fit, GpuBuffer};
 use super::pipeline::PipelineKey;
 use super::DType;
 use super::{GpuContext, Tensor};
@@ -69,7 +69,7 @@ pub struct Recorder<'a> {
     held_exact: Vec<Arc<GpuBuffer>>,
     held_ptrs: HashSet<*const GpuBuffer>,
     /// Pooled buffers no handle outside the recorder names any more, by size class: outputs of later ops.
-    recycled: HashMap<u64, Vec<GpuBuffer>>,
+    recycled: BTreeMap<u64, Vec<GpuBuffer>>,
     reissued: usize,
 }
 
@@ -82,21 +82,21 @@ impl<'a> Recorder<'a> {
             held: Vec::new(),
             held_exact: Vec::new(),
             held_ptrs: HashSet::new(),
-            recycled: HashMap::new(),
+            recycled: BTreeMap::new(),
             reissued: 0,
         }
     }
 
     /// An uninitialized activation for an op's output: a buffer this submission no longer needs when there is
-    /// one of the size class, else one from the context's pool (see the module docs).
+    /// one that fits (best fit, as in the pool: see [`take_best_fit`]), else one from the context's pool (see the module docs).
     pub fn empty(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         if dtype.is_quantized() {
             return Err(Error::UnsupportedDtype { op: "empty", dtype: dtype.to_string() });
         }
         let bytes = dtype.storage_bytes(shape.iter().product());
         self.collect_unused();
-        match self.recycled.get_mut(&size_class(bytes)).and_then(Vec::pop) {
-            Some(b) => {
+        match take_best_fit(&mut self.recycled, size_class(bytes)) {
+            Some((_, b)) => {
                 self.reissued += 1;
                 // held at once: if the caller drops it unbound (an empty result, an op that failed), it comes
                 // back here, never to the context's pool while earlier commands of this recording still use it

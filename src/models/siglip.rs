@@ -158,7 +158,7 @@ impl VisionTransformer {
             x = l.out.forward_fused(rec, &a, Fused { residual: Some(&x), ..Default::default() })?;
             drop(a);
             let h = l.ln2.forward(rec, &x)?;
-            x = l.mlp.forward_residual(rec, &h, Some(&x))?;
+            x = l.mlp.forward_residual(rec, h, Some(&x))?;
         }
         let post_norm = match &self.post_ln {
             Some(ln) => Some(ln.forward(rec, &x)?),

@@ -8,6 +8,7 @@ pub use weights::{GgufStore, LoadOptions, TensorMeta, VarBuilder, WeightStore};
 
 use crate::error::Result;
 use crate::gpu::{DType, GpuContext, Recorder, Tensor};
+use crate::ops::matmul::{Path, Rows};
 use crate::ops::{elementwise, matmul, norm};
 
 /// `y = x·Wᵀ + b`; the kernel is chosen by the weight's dtype (f32, f16, Q8_0, Q4_0, Q4_1).
@@ -161,13 +162,52 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        self.forward_residual(rec, x, None)
+        self.forward_residual(rec, x.clone(), None)
     }
 
-    /// `fc2(act(fc1(x))) + residual`: the activation fused into fc1's GEMM, the add into fc2's.
-    pub fn forward_residual(&self, rec: &mut Recorder, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.fc1.forward_fused(rec, x, matmul::Fused { act: Some(self.act.op()), ..Default::default() })?;
-        self.fc2.forward_fused(rec, &h, matmul::Fused { residual, ..Default::default() })
+    /// `fc2(act(fc1(x))) + residual`: the activation fused into fc1's GEMM, the add into fc2's. `x` is taken so
+    /// that, where the caller holds no other handle, its buffer is free for fc2's output (one activation fewer
+    /// at the layer's peak).
+    /// Where the hidden activation of all rows would exceed [`ops::BLOCK_BYTES`](crate::ops::BLOCK_BYTES), the
+    /// rows go in chunks ([`matmul::linear_rows`]), each chunk's hidden freed before the next: the ViT's MLP at
+    /// 1024 patches holds a 3 MiB hidden block instead of 12 MiB.
+    pub fn forward_residual(&self, rec: &mut Recorder, x: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let (m, inter) = (x.rows(), self.fc1.w.shape[0]);
+        let chunk = mlp_chunk_rows(m, inter);
+        if chunk >= m || x.shape.len() != 2 {
+            let act = matmul::Fused { act: Some(self.act.op()), ..Default::default() };
+            let h = self.fc1.forward_fused(rec, &x, act)?;
+            drop(x);
+            return self.fc2.forward_fused(rec, &h, matmul::Fused { residual, ..Default::default() });
+        }
+        let y = rec.empty(&[m, self.fc2.w.shape[0]], DType::F32)?;
+        for row0 in (0..m).step_by(chunk) {
+            let rows = chunk.min(m - row0);
+            let h = rec.empty(&[rows, inter], DType::F32)?;
+            let (xr, hr, yr) = (Rows { t: &x, row0, rows }, Rows::all(&h), Rows { t: &y, row0, rows });
+            let (fc1, fc2) = (&self.fc1, &self.fc2);
+            matmul::linear_rows(rec, xr, &fc1.w, fc1.b.as_ref(), hr, Some(self.act.op()), None, Path::Auto)?;
+            matmul::linear_rows(rec, hr, &fc2.w, fc2.b.as_ref(), yr, None, residual, Path::Auto)?;
+        }
+        Ok(y)
+    }
+}
+
+/// Rows per chunk of an MLP over `m` rows with `inter` hidden features: all of them where the hidden activation
+/// fits [`ops::BLOCK_BYTES`](crate::ops::BLOCK_BYTES), else the fewest equal chunks (multiples of
+/// [`matmul::ROWS_ALIGN`] rows) whose hidden does.
+pub(crate) fn mlp_chunk_rows(m: usize, inter: usize) -> usize {
+    let row_bytes = inter.max(1) * 4;
+    if m * row_bytes <= crate::ops::BLOCK_BYTES {
+        return m;
+    }
+    let mut chunks = (m * row_bytes).div_ceil(crate::ops::BLOCK_BYTES);
+    loop {
+        let rows = m.div_ceil(chunks).next_multiple_of(matmul::ROWS_ALIGN);
+        if rows * row_bytes <= crate::ops::BLOCK_BYTES || rows == matmul::ROWS_ALIGN {
+            return rows;
+        }
+        chunks += 1;
     }
 }
 

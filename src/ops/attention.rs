@@ -196,7 +196,7 @@ pub fn attention_subgroups(
 /// (1024 × 1024 for SmolVLM's 512-pixel tiles), not decode or short prompts.
 const GEMM_MIN_SCORES: usize = 64 * 64;
 /// Bytes of scores [`attention_gemm`] holds at once: heads go in groups that fit.
-const GEMM_SCORE_BYTES: usize = 16 << 20;
+const GEMM_SCORE_BYTES: usize = super::BLOCK_BYTES;
 
 /// Most keys [`attention_gemm`] takes: its softmax walks a row in one invocation, and llvmpipe ends an
 /// invocation's loops past 65535 iterations (see [`MAX_CHUNK`]).

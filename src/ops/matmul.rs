@@ -126,6 +126,19 @@ impl Fused<'_> {
     }
 }
 
+/// What the GEMMs do after the product: the activation (`Fused::act_code`) and the residual's binding.
+#[derive(Default)]
+struct Epilogue {
+    act: u32,
+    residual: Option<Binding>,
+}
+
+impl Epilogue {
+    fn of(f: &Fused) -> Self {
+        Epilogue { act: f.act_code(), residual: f.residual.map(Binding::from) }
+    }
+}
+
 /// The parameter block of `matmul_direct.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -516,11 +529,133 @@ fn product(
             None => Ok(y),
         };
     } else if direct {
-        gemm_direct(rec, &x, w, bias, &out, [m, n, k], sg, &fused)?;
+        gemm_direct(rec, (&x).into(), w, bias, (&out).into(), [m, n, k], sg, Epilogue::of(&fused))?;
     } else {
-        gemm(rec, &x, w, bias, &out, m, n, k, 1, [0, 0, 0], true, &fused)?;
+        gemm(rec, (&x).into(), w, bias, (&out).into(), m, n, k, 1, [0, 0, 0], true, Epilogue::of(&fused))?;
     }
     Ok(out)
+}
+
+/// Rows `row0 .. row0 + rows` of a 2-D f32 tensor, bound in place (a storage binding at a byte offset): what
+/// [`linear_rows`] reads and writes, for a layer run in row chunks.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    pub t: &'a Tensor,
+    pub row0: usize,
+    pub rows: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// All of `t`'s rows.
+    pub fn all(t: &'a Tensor) -> Self {
+        Rows { t, row0: 0, rows: t.rows() }
+    }
+
+    fn binding(&self, op: &'static str, caps: &Caps) -> Result<Binding> {
+        expect_dtype(op, self.t, DType::F32)?;
+        let row_bytes = self.t.cols() as u64 * 4;
+        let (offset, size) = (self.row0 as u64 * row_bytes, self.rows as u64 * row_bytes);
+        if self.t.shape.len() != 2
+            || self.row0 + self.rows > self.t.rows()
+            || offset % caps.min_storage_align as u64 != 0
+        {
+            return Err(Error::Shape {
+                op,
+                detail: format!(
+                    "rows {}..{} of {:?}: not a 2-D tensor's rows, or a byte offset not a multiple of {}",
+                    self.row0,
+                    self.row0 + self.rows,
+                    self.t.shape,
+                    caps.min_storage_align
+                ),
+            });
+        }
+        Ok(Binding { buf: self.t.buf.clone(), offset, size: Some(size.max(4)) })
+    }
+}
+
+/// Rows of x for which [`linear_rows`]' views stay aligned whatever the row length: a row offset that is a
+/// multiple of this many f32 rows is a multiple of 256 bytes, WebGPU's largest storage offset alignment.
+pub const ROWS_ALIGN: usize = 64;
+
+/// `y = act(x·wᵀ + b) + residual` over a range of rows: `x`'s rows in, as many of `y`'s rows out (the residual's
+/// rows are `y`'s, of a tensor shaped like `y.t`). The GEMM that [`linear`] takes for `x.rows` rows, on views of
+/// the buffers: a layer run in row chunks (the ViT's MLP) needs its hidden activation for one chunk only. Row
+/// offsets must be multiples of [`ROWS_ALIGN`] rows (or of the adapter's storage offset alignment), and `y`'s
+/// tensor another than `x`'s and the residual's (a binding written and read in one dispatch is invalid).
+/// `path`: [`Path::Auto`] (the GEMM [`linear`] takes on this adapter), [`Path::Gemm`], [`Path::Direct`] or
+/// [`Path::DirectSubgroups`].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_rows(
+    rec: &mut Recorder,
+    x: Rows,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: Rows,
+    act: Option<Unary>,
+    residual: Option<&Tensor>,
+    path: Path,
+) -> Result<()> {
+    const OP: &str = "linear_rows";
+    let aliased = |t: &Tensor| Arc::ptr_eq(&t.buf, &y.t.buf);
+    if aliased(x.t) || residual.is_some_and(aliased) {
+        return Err(Error::Shape { op: OP, detail: "y shares its buffer with x or the residual".into() });
+    }
+    let (n, k) = match w.shape[..] {
+        [n, k] => (n, k),
+        _ => return Err(Error::Shape { op: OP, detail: format!("weight must be [N, K], got {:?}", w.shape) }),
+    };
+    if x.t.cols() != k || y.t.cols() != n || x.rows != y.rows || residual.is_some_and(|r| r.shape != y.t.shape) {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!(
+                "x {:?} (rows {}), w {:?}, y {:?} (rows {}), residual {:?}",
+                x.t.shape,
+                x.rows,
+                w.shape,
+                y.t.shape,
+                y.rows,
+                residual.map(|r| &r.shape)
+            ),
+        });
+    }
+    if w.dtype == DType::U32 || (w.dtype.is_quantized() && k % DType::QK != 0) {
+        return Err(Error::UnsupportedDtype { op: OP, dtype: format!("{} with K = {k}", w.dtype) });
+    }
+    check_bias(OP, bias, n)?;
+    let caps = &rec.ctx().caps;
+    let (xb, yb) = (x.binding(OP, caps)?, y.binding(OP, caps)?);
+    let epi = Epilogue {
+        act: Fused { act, ..Default::default() }.act_code(),
+        residual: residual.map(|r| Rows { t: r, ..y }.binding(OP, caps)).transpose()?,
+    };
+    let direct = match path {
+        Path::Auto => cpu_adapter(caps) && gemv_supports(w.dtype, k),
+        Path::Gemm => false,
+        Path::Direct | Path::DirectSubgroups if gemv_supports(w.dtype, k) => true,
+        p => {
+            return Err(Error::Shape {
+                op: OP,
+                detail: format!("{p:?}: takes Auto, Gemm, or Direct(Subgroups) with vec4-aligned rows (K = {k})"),
+            })
+        }
+    };
+    let sg = match path {
+        Path::DirectSubgroups => Some(shared_rows_subgroup(caps).ok_or_else(|| Error::MissingFeature {
+            feature: "subgroups",
+            what: format!("the direct GEMM's subgroup variant (subgroup size {:?})", caps.subgroup_size),
+        })?),
+        _ => direct_subgroup_size(caps),
+    };
+    let m = x.rows;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if direct {
+        gemm_direct(rec, xb, w, bias, yb, [m, n, k], sg, epi)
+    } else {
+        gemm(rec, xb, w, bias, yb, m, n, k, 1, [0, 0, 0], true, epi)
+    }
 }
 
 /// The pipeline of `matmul_direct.wgsl`: vec4 stores where whole output rows allow them (`y4`), x rows shared by
@@ -539,13 +674,13 @@ fn direct_key(y4: bool, sg: Option<u32>, wg: u32, fmt: u32) -> PipelineKey {
 #[allow(clippy::too_many_arguments)]
 fn gemm_direct(
     rec: &mut Recorder,
-    x: &Tensor,
+    x: Binding,
     w: &Tensor,
     bias: Option<&Tensor>,
-    out: &Tensor,
+    out: Binding,
     [m, n, k]: [usize; 3],
     sg: Option<u32>,
-    epi: &Fused,
+    epi: Epilogue,
 ) -> Result<()> {
     const OP: &str = "matmul_direct";
     const WG: u32 = 64;
@@ -559,9 +694,8 @@ fn gemm_direct(
     };
     // whole rows of vec4 outputs: aligned vec4 stores (scattered scalar stores cost CPU adapters more than the
     // products of a short K)
-    let key = direct_key(n % 4 == 0, sg, WG, fmt)
-        .define_if(epi.residual.is_some(), "RESIDUAL")
-        .constant("ACT", epi.act_code());
+    let key =
+        direct_key(n % 4 == 0, sg, WG, fmt).define_if(epi.residual.is_some(), "RESIDUAL").constant("ACT", epi.act);
     let g = GemvParams::new(OP, m, n, k, w, bias)?;
     let k4 = g.k / 4;
     let p = DirectParams {
@@ -576,10 +710,11 @@ fn gemm_direct(
         y: [0, g.n, 0],
         _pad: 0,
     };
-    let b: Binding = bias.unwrap_or(x).into();
+    // without a bias the kernel reads none: the weight stands in for the binding
+    let b: Binding = bias.unwrap_or(w).into();
     let grid = [(n as u32).div_ceil(4 * WG), (m as u32).div_ceil(8), 1];
-    let mut bindings: Vec<Binding> = vec![x.into(), w.into(), b, out.into(), w.into()];
-    bindings.extend(epi.residual.map(Binding::from));
+    let mut bindings: Vec<Binding> = vec![x, w.into(), b, out, w.into()];
+    bindings.extend(epi.residual);
     rec.dispatch(&key, &params(&p), &bindings, grid)
 }
 
@@ -779,17 +914,17 @@ impl Gemv<'_> {
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     rec: &mut Recorder,
-    a: &Tensor,
+    a: Binding,
     w: &Tensor,
     bias: Option<&Tensor>,
-    out: &Tensor,
+    out: Binding,
     m: usize,
     n: usize,
     k: usize,
     batch: usize,
     strides: [usize; 3],
     trans_b: bool,
-    epi: &Fused,
+    epi: Epilogue,
 ) -> Result<()> {
     const OP: &str = "matmul";
     let ctx = rec.ctx();
@@ -803,7 +938,7 @@ fn gemm(
         DType::Q4_1 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_1"),
         DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
     };
-    let key = key.define_if(epi.residual.is_some(), "RESIDUAL").constant("ACT", epi.act_code());
+    let key = key.define_if(epi.residual.is_some(), "RESIDUAL").constant("ACT", epi.act);
     if w.dtype != DType::F32 && !trans_b {
         return Err(Error::UnsupportedDtype { op: OP, dtype: format!("{} as an untransposed B", w.dtype) });
     }
@@ -820,9 +955,10 @@ fn gemm(
         _pad: [0; 3],
     };
     let grid = [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, batch as u32];
-    let b: Binding = bias.unwrap_or(a).into();
-    let mut bindings: Vec<Binding> = vec![a.into(), w.into(), b, out.into()];
-    bindings.extend(epi.residual.map(Binding::from));
+    // without a bias the kernel reads none: the weight stands in for the binding
+    let b: Binding = bias.unwrap_or(w).into();
+    let mut bindings: Vec<Binding> = vec![a, w.into(), b, out];
+    bindings.extend(epi.residual);
     rec.dispatch(&key, &params(&p), &bindings, grid)
 }
 
@@ -872,7 +1008,7 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, transpose_b: bool) -> 
         });
     }
     let strides = [m * k, if b_batch.is_some() { k * n } else { 0 }, m * n];
-    gemm(rec, a, b, None, &out, m, n, k, batch, strides, transpose_b, &Fused::default())?;
+    gemm(rec, a.into(), b, None, (&out).into(), m, n, k, batch, strides, transpose_b, Epilogue::default())?;
     Ok(out)
 }
 

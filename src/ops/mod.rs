@@ -17,6 +17,12 @@ pub mod vision;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
 
+/// Largest transient block a layer over many rows (the ViT at 1024 patches) holds at once: a group of heads'
+/// attention scores (`attention::attention_gemm`), one row chunk of an MLP's hidden activation
+/// (`nn::Mlp::forward_residual`). About one activation of such a layer (1024 × 768 f32 = 3 MiB): with quantized
+/// weights, the activations are most of what a forward pass adds to weights + KV cache.
+pub const BLOCK_BYTES: usize = 4 << 20;
+
 pub(crate) fn expect_dtype(op: &'static str, t: &Tensor, dtype: DType) -> Result<()> {
     if t.dtype != dtype {
         return Err(Error::UnsupportedDtype { op, dtype: format!("{} (expected {dtype})", t.dtype) });
