@@ -130,6 +130,11 @@ mod native {
             /// off on CPU adapters), on, off.
             #[arg(long, default_value = "auto")]
             pipelined: String,
+            /// Untimed runs before the timed ones (a text run, and with --image an image run): auto = 1 on GPUs,
+            /// whose clocks ramp up under load (an H200's first run decoded at 0.6 × and encoded at 5–10 × the
+            /// time of the later ones), 0 on CPU adapters; or a number.
+            #[arg(long, default_value = "auto")]
+            warmup: String,
         },
         /// Visual question answering accuracy: answer each `{image, question, answer}` line of a JSONL file
         /// (greedy), score the first word of the answer against `answer`, print per-item JSONL to --out and a
@@ -388,6 +393,7 @@ mod native {
                 profile,
                 separate_projections,
                 pipelined,
+                warmup,
             } => bench_cmd(
                 &model,
                 mmproj.as_deref(),
@@ -400,6 +406,7 @@ mod native {
                 profile,
                 separate_projections,
                 &pipelined,
+                &warmup,
             ),
             Cmd::OfflineVlm { onnx, gguf, assets, out } => offline_vlm(&onnx, &gguf, &assets, &out),
             Cmd::Vqa { model, mmproj, data, limit, no_image, max_tokens, dtype, out } => {
@@ -526,6 +533,7 @@ mod native {
         profile: bool,
         separate_projections: bool,
         pipelined: &str,
+        warmup: &str,
     ) -> Result<()> {
         use webvlm::generation::generate;
         let pipelined = match pipelined {
@@ -586,15 +594,21 @@ mod native {
             let cancel = CancelToken::default();
             Ok(pollster::block_on(generate(&ctx, &engine.model, &mut cache, &x, &ids, &cfg, &cancel, on_token))?)
         };
+        let warmup = match warmup {
+            "auto" => usize::from(!ctx.caps.cpu_adapter),
+            n => n.parse().with_context(|| format!("--warmup {n}: expected auto or a number"))?,
+        };
         let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-        for _ in 0..runs.max(1) {
+        for i in 0..warmup + runs.max(1) {
             let out = run(&mut |_| true)?;
-            prefill.push(out.stats.prefill_tok_s());
-            decode.push(out.stats.decode_tok_s());
+            if i >= warmup {
+                prefill.push(out.stats.prefill_tok_s());
+                decode.push(out.stats.decode_tok_s());
+            }
         }
         let mut encode_ms = Vec::new();
         if let Some(bytes) = &image_bytes {
-            for _ in 0..runs.max(1) {
+            for i in 0..warmup + runs.max(1) {
                 engine.clear_image_cache();
                 let req = ChatRequest {
                     messages: vec![Engine::user_message("Describe the image.", 1)],
@@ -603,7 +617,9 @@ mod native {
                 };
                 let r =
                     pollster::block_on(engine.chat(&req, &CancelToken::default(), |_| {})).context("the image run")?;
-                encode_ms.push(r.stats.image_encode_ms);
+                if i >= warmup {
+                    encode_ms.push(r.stats.image_encode_ms);
+                }
             }
         }
         let pool = ctx.pool_stats();
@@ -671,7 +687,7 @@ mod native {
             "model": model.display().to_string(), "dtype": dtype, "projections": if separate_projections { "separate" } else { "stacked" },
             "pipelined": pipelined.unwrap_or(!ctx.caps.cpu_adapter),
             "load_s": load_s,
-            "prompt_tokens": ids.len(), "decode_tokens": decode_tokens, "runs": runs.max(1),
+            "prompt_tokens": ids.len(), "decode_tokens": decode_tokens, "runs": runs.max(1), "warmup_runs": warmup,
             "prefill_tok_s": bench::median(prefill.clone()), "prefill_tok_s_runs": prefill,
             "decode_tok_s": decode_tok_s, "decode_tok_s_runs": decode,
             "image_encode_ms": (!encode_ms.is_empty()).then(|| bench::median(encode_ms.clone())), "image_encode_ms_runs": encode_ms,
