@@ -168,6 +168,7 @@ impl Mlp {
     /// `fc2(act(fc1(x))) + residual`: the activation fused into fc1's GEMM, the add into fc2's. `x` is taken so
     /// that, where the caller holds no other handle, its buffer is free for fc2's output (one activation fewer
     /// at the layer's peak).
+    ///
     /// Where the hidden activation of all rows would exceed [`ops::BLOCK_BYTES`](crate::ops::BLOCK_BYTES), the
     /// rows go in chunks ([`matmul::linear_rows`]), each chunk's hidden freed before the next: the ViT's MLP at
     /// 1024 patches holds a 3 MiB hidden block instead of 12 MiB.
