@@ -275,12 +275,17 @@ impl Engine {
         let t0 = now_ms();
         let per = 3 * p.height * p.width;
         let mut feats = Vec::with_capacity(p.n_images);
-        let mut rec = Recorder::new(&self.ctx);
+        // a submission per tile: a tile's pixels and activations go back to the pool after it, and the next tile
+        // takes them (an upload lands after the submissions before it), so an image split into 17 tiles holds
+        // one tile's working set, not 17 tiles' pixel buffers (an upload never takes a buffer recycled inside a
+        // pending recording)
         for i in 0..p.n_images {
+            let mut rec = Recorder::new(&self.ctx);
             let px = self.ctx.upload_f32(&p.pixel_values[i * per..(i + 1) * per], &[3, p.height, p.width])?;
             feats.push(vision.encode(&mut rec, &px)?);
+            drop(px);
+            rec.submit()?;
         }
-        rec.submit()?;
         // wait for the encoder so the timing is the encoder's, not the prefill's
         if let Some(last) = feats.last() {
             self.ctx.read_bytes(last, 0, 4).await?;
