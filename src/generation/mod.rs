@@ -257,6 +257,13 @@ pub async fn generate(
     let mut t1 = None;
     let mut dispatches = 0usize;
     let submitted_before = ctx.submissions();
+    // where the step read ends generation, the step submitted after it is discarded: its cache row is given back,
+    // as if it had not run
+    let discard = |cache: &mut KvCache, next: &Option<_>| {
+        if next.is_some() {
+            cache.len -= 1;
+        }
+    };
     let stop = loop {
         // Pipelined: the next step is submitted before this one's id is read back, where that id will need a
         // successor — if it turns out to be a stop token (or the caller stops), the step is discarded and its
@@ -265,13 +272,6 @@ pub async fn generate(
         if pipelined && tokens.len() + 1 < cfg.max_new_tokens && cache.len < cache.max_len {
             next = Some(decode_step(ctx, model, cache, cfg, &mut history, &mut rng, &mut id_t)?);
         }
-        // where the step read now ends generation, the step submitted after it is discarded: its cache row is
-        // given back, as if it had not run
-        let discard = |cache: &mut KvCache, next: &Option<_>| {
-            if next.is_some() {
-                cache.len -= 1;
-            }
-        };
         let id = match read_id(ctx, pending.0).await {
             Ok(id) => id,
             Err(err) => {

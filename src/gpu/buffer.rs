@@ -51,7 +51,7 @@ impl PoolInner {
     fn release_unfit(&mut self, class: u64) {
         let mut released = 0;
         while released < class {
-            let Some(&alloc) = self.free.keys().rev().find(|&&a| a < class || a > class.saturating_mul(2)) else {
+            let Some(&alloc) = self.free.keys().rev().find(|&&a| !fits(a, class)) else {
                 break;
             };
             let list = self.free.get_mut(&alloc).expect("key just found");
@@ -79,10 +79,16 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     bytes.max(4).div_ceil(ALIGN) * ALIGN
 }
 
+/// Whether a free buffer of `alloc` bytes may serve a request of size class `class`: at least its size and at most
+/// twice it.
+fn fits(alloc: u64, class: u64) -> bool {
+    (class..=class.saturating_mul(2)).contains(&alloc)
+}
+
 /// Takes the best-fitting free buffer for a request of size class `class` from `free` (keyed by allocation size):
-/// the smallest of at least `class` bytes and at most twice that. Returns its allocation size with it.
+/// the smallest that [`fits`]. Returns its allocation size with it.
 pub(crate) fn take_best_fit<T>(free: &mut BTreeMap<u64, Vec<T>>, class: u64) -> Option<(u64, T)> {
-    let (&alloc, list) = free.range_mut(class..=class.saturating_mul(2)).next()?;
+    let (&alloc, list) = free.range_mut(class..).next().filter(|(&a, _)| fits(a, class))?;
     let b = list.pop()?;
     if list.is_empty() {
         free.remove(&alloc);

@@ -186,8 +186,8 @@ impl Mlp {
             let rows = chunk.min(m - row0);
             let h = rec.empty(&[rows, inter], DType::F32)?;
             let (xr, hr, yr) = (Rows { t: &x, row0, rows }, Rows::all(&h), Rows { t: &y, row0, rows });
-            let (fc1, fc2) = (&self.fc1, &self.fc2);
-            matmul::linear_rows(rec, xr, &fc1.w, fc1.b.as_ref(), hr, Some(self.act.op()), None, Path::Auto)?;
+            let (fc1, fc2, act) = (&self.fc1, &self.fc2, Some(self.act.op()));
+            matmul::linear_rows(rec, xr, &fc1.w, fc1.b.as_ref(), hr, act, None, Path::Auto)?;
             matmul::linear_rows(rec, hr, &fc2.w, fc2.b.as_ref(), yr, None, residual, Path::Auto)?;
         }
         Ok(y)

@@ -488,32 +488,8 @@ fn product(
     if m == 0 || n == 0 {
         return Ok(out);
     }
-    let direct = match path {
-        Path::Auto => cpu_adapter(&rec.ctx().caps) && gemv_supports(w.dtype, k),
-        Path::Direct | Path::DirectSubgroups if !gemv_supports(w.dtype, k) => {
-            return Err(Error::Shape {
-                op,
-                detail: format!("the direct GEMM needs vec4-aligned {} rows, K = {k}", w.dtype),
-            })
-        }
-        p => p == Path::Direct || p == Path::DirectSubgroups,
-    };
     let caps = &rec.ctx().caps;
-    let sg = if path == Path::DirectSubgroups {
-        let sg = shared_rows_subgroup(caps);
-        if sg.is_none() {
-            return Err(Error::MissingFeature {
-                feature: "subgroups",
-                what: format!(
-                    "the direct GEMM's subgroup variant (subgroup size {:?}, needs 4 or 8)",
-                    caps.subgroup_size
-                ),
-            });
-        }
-        sg
-    } else {
-        direct_subgroup_size(caps)
-    };
+    let (direct, sg) = gemm_choice(op, caps, path, w.dtype, k)?;
     if use_gemv {
         // The GEMV handles up to GEMV_MAX_M rows of x per weight pass; more rows take more passes.
         let variant = gemv_variant(caps, path)?;
@@ -534,6 +510,29 @@ fn product(
         gemm(rec, (&x).into(), w, bias, (&out).into(), m, n, k, 1, [0, 0, 0], true, Epilogue::of(&fused))?;
     }
     Ok(out)
+}
+
+/// The GEMM `path` takes for a weight of `dtype` with rows of `k`: the direct one (`true`, with the subgroup size
+/// its x rows are shared over) or the tiled one; GEMV paths answer the tiled one (the caller has taken the GEMV).
+fn gemm_choice(op: &'static str, caps: &Caps, path: Path, dtype: DType, k: usize) -> Result<(bool, Option<u32>)> {
+    let direct = match path {
+        Path::Auto => cpu_adapter(caps) && gemv_supports(dtype, k),
+        Path::Direct | Path::DirectSubgroups if !gemv_supports(dtype, k) => {
+            return Err(Error::Shape {
+                op,
+                detail: format!("the direct GEMM needs vec4-aligned {dtype} rows, K = {k}"),
+            })
+        }
+        p => p == Path::Direct || p == Path::DirectSubgroups,
+    };
+    let sg = match path {
+        Path::DirectSubgroups => Some(shared_rows_subgroup(caps).ok_or_else(|| Error::MissingFeature {
+            feature: "subgroups",
+            what: format!("the direct GEMM's subgroup variant (subgroup size {:?}, needs 4 or 8)", caps.subgroup_size),
+        })?),
+        _ => direct_subgroup_size(caps),
+    };
+    Ok((direct, sg))
 }
 
 /// Rows `row0 .. row0 + rows` of a 2-D f32 tensor, bound in place (a storage binding at a byte offset): what
@@ -629,24 +628,10 @@ pub fn linear_rows(
         act: Fused { act, ..Default::default() }.act_code(),
         residual: residual.map(|r| Rows { t: r, ..y }.binding(OP, caps)).transpose()?,
     };
-    let direct = match path {
-        Path::Auto => cpu_adapter(caps) && gemv_supports(w.dtype, k),
-        Path::Gemm => false,
-        Path::Direct | Path::DirectSubgroups if gemv_supports(w.dtype, k) => true,
-        p => {
-            return Err(Error::Shape {
-                op: OP,
-                detail: format!("{p:?}: takes Auto, Gemm, or Direct(Subgroups) with vec4-aligned rows (K = {k})"),
-            })
-        }
-    };
-    let sg = match path {
-        Path::DirectSubgroups => Some(shared_rows_subgroup(caps).ok_or_else(|| Error::MissingFeature {
-            feature: "subgroups",
-            what: format!("the direct GEMM's subgroup variant (subgroup size {:?})", caps.subgroup_size),
-        })?),
-        _ => direct_subgroup_size(caps),
-    };
+    if !matches!(path, Path::Auto | Path::Gemm | Path::Direct | Path::DirectSubgroups) {
+        return Err(Error::Shape { op: OP, detail: format!("{path:?}: takes Auto, Gemm, Direct or DirectSubgroups") });
+    }
+    let (direct, sg) = gemm_choice(OP, caps, path, w.dtype, k)?;
     let m = x.rows;
     if m == 0 || n == 0 {
         return Ok(());
