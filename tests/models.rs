@@ -13,6 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use webvlm::engine::{ChatStats, Engine};
 use webvlm::generation::{generate, CancelToken, GenerationConfig};
 use webvlm::gpu::{GpuContext, Recorder, Tensor};
 use webvlm::loader::safetensors::ShardedSafetensors;
@@ -288,6 +289,52 @@ async fn idefics3_gguf() -> Result<(), String> {
     idefics3_checks(&ctx, "idefics3 (GGUF)", &model, &g).await
 }
 
+/// An image the Idefics3 processor splits (chelsea.png → 2 × 3 tiles of 32² + the global image) through the whole
+/// engine: the prompt with the grid's tokens, each tile's features (`Engine::encode_image` records and submits a
+/// tile at a time), their order in the prompt, the last logits and 20 greedy tokens, against `transformers`
+/// (tests/fixtures/models/idefics3_split, scripts/make_split_image_fixture.py).
+async fn idefics3_split_image_engine() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let f = files(&[
+        ("config.json", fixture!("idefics3_engine", "config.json")),
+        ("model.safetensors", fixture!("idefics3", "model.safetensors")),
+        ("tokenizer.json", fixture!("idefics3_engine", "tokenizer.json")),
+        ("tokenizer_config.json", fixture!("idefics3_engine", "tokenizer_config.json")),
+        ("preprocessor_config.json", fixture!("idefics3_split", "preprocessor_config.json")),
+    ]);
+    let engine = Engine::load_hf(ctx.clone(), &f, LoadOptions::default(), 2048).map_err(e)?;
+    let g = Golden::new(fixture!("idefics3_split", "golden.safetensors"), fixture!("idefics3_split", "golden.json"))?;
+    let image = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/images/chelsea.png"));
+    let question = g.json["question"].as_str().ok_or("golden.json: no question")?;
+    let ids = engine.prompt_ids(&[Engine::user_message(question, 1)], &[image.to_vec()]).map_err(e)?;
+    let want_ids = g.ids("input_ids");
+    if ids != want_ids {
+        return Err(format!("split image prompt ids differ:\n got  {ids:?}\n want {want_ids:?}"));
+    }
+    let mut stats = ChatStats::default();
+    let (feats, frame) = engine.encode_image(image, &mut stats).await.map_err(e)?;
+    if frame != (2, 3) || feats.len() != 7 {
+        return Err(format!("split image: grid {frame:?} with {} tiles, want (2, 3) with 7", feats.len()));
+    }
+    let want = g.f32("image_features")?;
+    let per = want.len() / feats.len();
+    for (i, t) in feats.iter().enumerate() {
+        compare(&ctx, &format!("split image tile {i} features"), t, &want[i * per..(i + 1) * per]).await?;
+    }
+    let mut rec = Recorder::new(&ctx);
+    let x = engine.model.embed_prompt(&mut rec, &ids, &feats).map_err(e)?;
+    let mut cache = engine.model.lm.new_cache(&ctx).map_err(e)?;
+    let logits = engine.model.lm.forward(&mut rec, &x, &mut cache, false).map_err(e)?;
+    rec.submit().map_err(e)?;
+    compare(&ctx, "split image last logits", &logits, &g.f32("last_logits")?).await?;
+    let toks = greedy(&ctx, &engine.model, &x, &ids, 20, 1.0).await?;
+    let want = g.ids("greedy_tokens");
+    if toks != want {
+        return Err(format!("split image greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
+    }
+    Ok(())
+}
+
 async fn llava_siglip() -> Result<(), String> {
     let ctx = common::ctx().await;
     let model = fixture_model!(&ctx, "llava_siglip", LoadOptions::default())?;
@@ -350,6 +397,7 @@ mod run {
         llama_stops_leave_the_cache_whole,
         idefics3_safetensors,
         idefics3_gguf,
+        idefics3_split_image_engine,
         llava_siglip,
         llama_quantized_at_load
     );
