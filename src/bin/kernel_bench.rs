@@ -1,9 +1,11 @@
 //! `kernel_bench`: kernel throughput on this machine's adapter, as JSON on stdout.
 //!
 //! - `copy`: a plain vec4 copy kernel (`shaders/copy.wgsl`), GB/s = (bytes read + bytes written) / time: the
-//!   memory roofline every GEMV is compared with, measured in the same run on the same adapter.
+//!   memory roofline every GEMV is compared with, measured in the same run on the same adapter; and `read`, the
+//!   read-only kernel (`copy.wgsl` `read_sum`, GB/s = bytes read / time), the tighter yardstick where stores cost
+//!   more than loads (CPU adapters: a per-lane scatter and a write-allocate read).
 //! - `gemv`: decode-shaped `linear` (M = 1) per weight dtype, GB/s = (weight bytes + x bytes) / time and the
-//!   ratio to the copy GB/s; once with the adapter's optional features (subgroups) and once on an f32-only
+//!   ratios to the copy and read GB/s; once with the adapter's optional features (subgroups) and once on an f32-only
 //!   context (`*_plain`), so both kernel paths are measured; with subgroups, quantized weights also in the
 //!   subgroup GEMV's other work split (`words`: lanes over u32 words, `subgroups`: a lane per block).
 //! - `gemm`: GFLOP/s (2·M·N·K / time) for ViT-shaped and prefill-shaped problems.
@@ -56,8 +58,10 @@ mod native {
         Ok(bench::time_dispatches(ctx, cli.reps, cli.target_s, record)?)
     }
 
-    fn copy_bench(ctx: &GpuContext, cli: &Cli) -> Result<Value> {
-        let (gbps, gbps_best, bytes, count) = bench::copy_gbps(ctx, cli.gemv_mib, cli.reps, cli.target_s)?;
+    /// The copy (or with `read`, the read-only) kernel's GB/s.
+    fn bandwidth_bench(ctx: &GpuContext, cli: &Cli, read: bool) -> Result<Value> {
+        let measure = if read { bench::read_gbps } else { bench::copy_gbps };
+        let (gbps, gbps_best, bytes, count) = measure(ctx, cli.gemv_mib, cli.reps, cli.target_s)?;
         Ok(json!({
             "bytes_per_dispatch": bytes, "ms": bytes as f64 / gbps / 1e6, "ms_best": bytes as f64 / gbps_best / 1e6,
             "gbps": gbps, "gbps_best": gbps_best, "dispatches_per_submit": count,
@@ -77,6 +81,7 @@ mod native {
         path: Path,
         dtypes: &[DType],
         copy_gbps: Option<f64>,
+        read_gbps: Option<f64>,
     ) -> Result<Vec<Value>> {
         // the GEMV's variant for a dtype on this path (shared x: quantized weights only)
         let variant = |dtype: DType| {
@@ -112,15 +117,18 @@ mod native {
                 let gbps = bytes as f64 / s / 1e9;
                 let gbps_best = bytes as f64 / best / 1e9;
                 let ratio = copy_gbps.map(|c| gbps_best / c);
+                let ratio_read = read_gbps.map(|r| gbps_best / r);
                 out.push(json!({
                     "problem": name, "variant": variant, "dtype": dtype.name(), "m": 1, "k": k, "n": n,
                     "bytes_per_dispatch": bytes, "ms": s * 1e3, "ms_best": best * 1e3, "gbps": gbps,
-                    "gbps_best": gbps_best, "ratio_to_copy_best": ratio, "dispatches_per_submit": count,
+                    "gbps_best": gbps_best, "ratio_to_copy_best": ratio, "ratio_to_read_best": ratio_read,
+                    "dispatches_per_submit": count,
                 }));
                 eprintln!(
-                    "gemv {variant} {dtype} {name} N={n} K={k}: {:.3} ms {gbps:.2} GB/s (best {gbps_best:.2}, {:.0}% of copy)",
+                    "gemv {variant} {dtype} {name} N={n} K={k}: {:.3} ms {gbps:.2} GB/s (best {gbps_best:.2}, {:.0}% of copy, {:.0}% of read)",
                     s * 1e3,
-                    ratio.unwrap_or(0.0) * 100.0
+                    ratio.unwrap_or(0.0) * 100.0,
+                    ratio_read.unwrap_or(0.0) * 100.0
                 );
             }
         }
@@ -274,27 +282,30 @@ mod native {
             json!(format!(
                 "wall clock around submit+wait of one submission holding many dispatches of one kernel (~{} s), \
                  median and best of {} submissions after a warm-up submission of the same length; per-dispatch time = submission time / dispatches; \
-                 ratio_to_copy_best = GEMV best GB/s / copy best GB/s (the machine is shared: best is the estimate)",
+                 ratio_to_copy_best = GEMV best GB/s / copy best GB/s (bytes read + written), ratio_to_read_best = GEMV best GB/s / \
+                 read best GB/s (the read-only kernel: bytes read); the machine is shared: best is the estimate",
                 cli.target_s, cli.reps
             )),
         );
-        let mut copy_gbps = None;
+        let (mut copy_gbps, mut read_gbps) = (None, None);
         if wants("copy") || wants("gemv") {
-            let c = copy_bench(&ctx, &cli)?;
-            eprintln!(
-                "copy: {:.2} GB/s (best {:.2})",
-                c["gbps"].as_f64().unwrap_or(0.0),
-                c["gbps_best"].as_f64().unwrap_or(0.0)
-            );
-            copy_gbps = c["gbps_best"].as_f64();
-            report.insert("copy".into(), c);
+            for (name, read) in [("copy", false), ("read", true)] {
+                let c = bandwidth_bench(&ctx, &cli, read)?;
+                eprintln!(
+                    "{name}: {:.2} GB/s (best {:.2})",
+                    c["gbps"].as_f64().unwrap_or(0.0),
+                    c["gbps_best"].as_f64().unwrap_or(0.0)
+                );
+                *(if read { &mut read_gbps } else { &mut copy_gbps }) = c["gbps_best"].as_f64();
+                report.insert(name.into(), c);
+            }
         }
         if wants("gemv") {
             // the default path for this adapter, and the others where the adapter has them (plain: no subgroups)
-            let mut rows = gemv_bench(&ctx, &cli, Path::Gemv, &DTYPES, copy_gbps)?;
+            let mut rows = gemv_bench(&ctx, &cli, Path::Gemv, &DTYPES, copy_gbps, read_gbps)?;
             let quantized = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
             if ctx.caps.subgroups && !mm::use_subgroup_gemv(&ctx.caps) {
-                rows.extend(gemv_bench(&ctx, &cli, Path::GemvSubgroups, &DTYPES, copy_gbps)?);
+                rows.extend(gemv_bench(&ctx, &cli, Path::GemvSubgroups, &DTYPES, copy_gbps, read_gbps)?);
             }
             // the subgroup GEMV's other work split for quantized weights (lanes over words / a lane per block)
             if ctx.caps.subgroups {
@@ -303,11 +314,11 @@ mod native {
                 } else {
                     Path::GemvWords
                 };
-                rows.extend(gemv_bench(&ctx, &cli, other, &quantized, copy_gbps)?);
+                rows.extend(gemv_bench(&ctx, &cli, other, &quantized, copy_gbps, read_gbps)?);
             }
             if mm::gemv_shares_x(&ctx.caps).is_some() || (ctx.caps.subgroups && mm::use_subgroup_gemv(&ctx.caps)) {
                 let plain = open(GpuOptions { allow_subgroups: false, ..GpuOptions::default() })?;
-                rows.extend(gemv_bench(&plain, &cli, Path::Gemv, &DTYPES, copy_gbps)?);
+                rows.extend(gemv_bench(&plain, &cli, Path::Gemv, &DTYPES, copy_gbps, read_gbps)?);
             }
             report.insert("gemv".into(), Value::Array(rows));
         }

@@ -47,16 +47,41 @@ pub fn time_dispatches(
 /// The copy kernel (`shaders/copy.wgsl`, vec4 loads and stores) over a `mib` MiB buffer: (GB/s median, GB/s
 /// best, bytes per dispatch, dispatches per submission), counting bytes read + written.
 pub fn copy_gbps(ctx: &GpuContext, mib: usize, reps: usize, target_s: f64) -> Result<(f64, f64, usize, usize)> {
+    bandwidth(ctx, "copy", mib, reps, target_s)
+}
+
+/// The read kernel (`shaders/copy.wgsl` `read_sum`: every vec4 of a `mib` MiB buffer read once, nothing stored), the
+/// yardstick closer to a GEMV's traffic where stores cost more than loads (CPU adapters): as [`copy_gbps`],
+/// counting bytes read.
+pub fn read_gbps(ctx: &GpuContext, mib: usize, reps: usize, target_s: f64) -> Result<(f64, f64, usize, usize)> {
+    bandwidth(ctx, "read_sum", mib, reps, target_s)
+}
+
+fn bandwidth(
+    ctx: &GpuContext,
+    entry: &'static str,
+    mib: usize,
+    reps: usize,
+    target_s: f64,
+) -> Result<(f64, f64, usize, usize)> {
+    const WG: u32 = 256;
+    const READS: u32 = 16;
     let n4 = mib * (1 << 20) / 16;
     let src = ctx.upload_f32(&vec![1.0f32; n4 * 4], &[n4 * 4])?;
     let dst = ctx.empty(&[n4 * 4], DType::F32)?;
-    let key = PipelineKey::new("copy", "copy").constant("WG", 256);
+    let mut key = PipelineKey::new("copy", entry).constant("WG", WG);
+    let per_wg = if entry == "read_sum" {
+        key = key.constant("READS", READS);
+        WG * READS
+    } else {
+        WG
+    };
     let params: [u32; 4] = [n4 as u32, 0, 0, 0];
-    let grid = grid_1d((n4 as u32).div_ceil(256), ctx.caps.max_workgroups_per_dim);
+    let grid = grid_1d((n4 as u32).div_ceil(per_wg), ctx.caps.max_workgroups_per_dim);
     let (s, best, count) = time_dispatches(ctx, reps, target_s, &|rec| {
         rec.dispatch(&key, bytemuck::bytes_of(&params), &[(&src).into(), (&dst).into()], grid)?;
         Ok(())
     })?;
-    let bytes = 2 * n4 * 16;
+    let bytes = if entry == "read_sum" { n4 * 16 } else { 2 * n4 * 16 };
     Ok((bytes as f64 / s / 1e9, bytes as f64 / best / 1e9, bytes, count))
 }
