@@ -1,10 +1,10 @@
 //! [`Engine`]: a loaded model with its tokenizer, chat template and image processor — what the CLI, the server,
 //! the pipeline and the browser bindings all use to answer a chat request (text + images) with streamed text.
 //!
-//! It keeps the encoded features of images it has seen (keyed by a hash of the image bytes), so a follow-up
-//! question about the same image does not run the vision tower again.
+//! It keeps the encoded features of the images it saw last (keyed by a SHA-256 of the image bytes, at most
+//! [`IMAGE_CACHE_BYTES`] of features), so a follow-up question about the same image does not run the vision tower
+//! again.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -65,18 +65,58 @@ pub struct Engine {
     pub image_processor: Option<ImageProcessor>,
     /// Tokens that end an answer: the model's eos ids and the template's end-of-turn tokens.
     pub stop_tokens: Vec<u32>,
-    image_cache: Mutex<HashMap<u64, Arc<Vec<Tensor>>>>,
+    image_cache: Mutex<ImageCache>,
 }
 
-/// FNV-1a over the bytes: cheap, deterministic on every target.
-fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &x in b {
-        h ^= x as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^ (b.len() as u64).rotate_left(32)
+/// Most bytes of image features [`Engine`] keeps for images it may see again (SmolVLM-256M: 2.5 MB for an image of
+/// 17 tiles); the least recently used go first.
+pub const IMAGE_CACHE_BYTES: u64 = 64 << 20;
+
+/// Encoded images by SHA-256 of their file bytes (a collision-resistant key: on a shared server a crafted
+/// collision would hand one user's image features to another), with their tile grids, least recently used first.
+struct ImageCache {
+    entries: Vec<([u8; 32], CachedImage)>,
+    /// Budget of feature bytes ([`IMAGE_CACHE_BYTES`] unless set).
+    max_bytes: u64,
 }
+
+/// An encoded image: one tensor of image-token embeddings per tile, and the tile grid.
+type CachedImage = (Arc<Vec<Tensor>>, (usize, usize));
+
+impl ImageCache {
+    fn key(bytes: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).into()
+    }
+
+    fn get(&mut self, key: &[u8; 32]) -> Option<CachedImage> {
+        let i = self.entries.iter().position(|(k, _)| k == key)?;
+        let e = self.entries.remove(i);
+        let hit = e.1.clone();
+        self.entries.push(e);
+        Some(hit)
+    }
+
+    fn insert(&mut self, key: [u8; 32], image: CachedImage) {
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.push((key, image));
+        self.trim();
+    }
+
+    /// Drops the least recently used entries past the budget; the newest stays even alone over it (the request
+    /// that encoded it is using it).
+    fn trim(&mut self) {
+        let bytes = |e: &CachedImage| e.0.iter().map(|t| t.bytes()).sum::<u64>();
+        let mut total: u64 = self.entries.iter().map(|(_, e)| bytes(e)).sum();
+        while total > self.max_bytes && self.entries.len() > 1 {
+            total -= bytes(&self.entries.remove(0).1);
+        }
+    }
+}
+
+/// Preprocessed pixels a chat request keeps between rendering its prompt and encoding its images; past this, an
+/// image is preprocessed again when it is encoded (a request of many images holds at most this much).
+const KEEP_PIXEL_BYTES: usize = 64 << 20;
 
 impl Engine {
     /// A Hugging Face repo layout: config.json, safetensors, tokenizer.json, tokenizer_config.json /
@@ -175,12 +215,28 @@ impl Engine {
         }
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
-        Self { ctx, model, tokenizer, template, image_processor, stop_tokens, image_cache: Mutex::new(HashMap::new()) }
+        Self {
+            ctx,
+            model,
+            tokenizer,
+            template,
+            image_processor,
+            stop_tokens,
+            image_cache: Mutex::new(ImageCache { entries: Vec::new(), max_bytes: IMAGE_CACHE_BYTES }),
+        }
     }
 
     /// Forgets the encoded features of the images seen so far (benchmarks time the encoder with it).
+    /// Sets how many bytes of image features the engine keeps for images it may see again (default
+    /// [`IMAGE_CACHE_BYTES`]; 0 keeps only the last image), dropping the least recently used past it.
+    pub fn set_image_cache_bytes(&self, max_bytes: u64) {
+        let mut c = self.image_cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.max_bytes = max_bytes;
+        c.trim();
+    }
+
     pub fn clear_image_cache(&self) {
-        self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).entries.clear();
     }
 
     pub fn is_vlm(&self) -> bool {
@@ -239,19 +295,20 @@ impl Engine {
     /// The token ids of the prompt [`Engine::chat`] builds for `messages` and `images` (the images are only
     /// preprocessed on the CPU, for their tile layout; the vision tower does not run).
     pub fn prompt_ids(&self, messages: &[Message], images: &[Vec<u8>]) -> Result<Vec<u32>> {
-        let mut frames = Vec::with_capacity(images.len());
-        for img in images {
-            let proc = self
-                .image_processor
-                .as_ref()
-                .ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
-            let p = proc.process_bytes(img)?;
-            frames.push(p.frame());
-        }
+        let frames = images.iter().map(|b| Ok(self.process_image(b)?.frame())).collect::<Result<Vec<_>>>()?;
         self.tokenizer.encode(&self.render_prompt(messages, &frames)?)
     }
 
-    /// Encodes one image (all its tiles) to LLM input embeddings, using the cache.
+    /// Preprocesses an image file's bytes on the CPU (decode, resize, tiles): what [`Engine::encode_processed`]
+    /// encodes, and the tile grid the prompt needs.
+    pub fn process_image(&self, bytes: &[u8]) -> Result<ProcessedImage> {
+        let proc = self
+            .image_processor
+            .as_ref()
+            .ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
+        proc.process_bytes(bytes)
+    }
+
     /// Runs the vision tower (and adapter) on an image file's bytes, or takes its features from the cache:
     /// one tensor of image-token embeddings per tile, and the tile grid. Adds the time to `stats`.
     pub async fn encode_image(
@@ -259,19 +316,22 @@ impl Engine {
         bytes: &[u8],
         stats: &mut ChatStats,
     ) -> Result<(Arc<Vec<Tensor>>, (usize, usize))> {
-        let proc = self
-            .image_processor
-            .as_ref()
-            .ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
+        self.encode_with(bytes, None, stats).await
+    }
+
+    /// [`Engine::encode_image`] with the image already preprocessed as `p`, if it was.
+    async fn encode_with(&self, bytes: &[u8], p: Option<ProcessedImage>, stats: &mut ChatStats) -> Result<CachedImage> {
         let vision =
             self.model.vision.as_ref().ok_or_else(|| Error::UnsupportedModel("this model takes no images".into()))?;
-        let key = hash_bytes(bytes);
-        let p = proc.process_bytes(bytes)?;
-        let frame = p.frame();
+        let key = ImageCache::key(bytes);
         if let Some(hit) = self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             stats.images_from_cache += 1;
-            return Ok((hit.clone(), frame));
+            return Ok(hit);
         }
+        let p = match p {
+            Some(p) => p,
+            None => self.process_image(bytes)?,
+        };
         let t0 = now_ms();
         let per = 3 * p.height * p.width;
         let mut feats = Vec::with_capacity(p.n_images);
@@ -291,9 +351,32 @@ impl Engine {
             self.ctx.read_bytes(last, 0, 4).await?;
         }
         stats.image_encode_ms += now_ms() - t0;
-        let feats = Arc::new(feats);
-        self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, feats.clone());
-        Ok((feats, frame))
+        let image = (Arc::new(feats), p.frame());
+        self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, image.clone());
+        Ok(image)
+    }
+
+    /// The tile grid of each image and, while they fit in [`KEEP_PIXEL_BYTES`], their preprocessed pixels (none
+    /// for images in the cache).
+    fn image_grids(&self, images: &[Vec<u8>]) -> Result<(Vec<(usize, usize)>, Vec<Option<ProcessedImage>>)> {
+        let (mut frames, mut kept, mut kept_bytes) = (Vec::new(), Vec::new(), 0);
+        for bytes in images {
+            if let Some((_, frame)) =
+                self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&ImageCache::key(bytes))
+            {
+                frames.push(frame);
+                kept.push(None);
+                continue;
+            }
+            let p = self.process_image(bytes)?;
+            frames.push(p.frame());
+            let size = p.pixel_values.len() * 4;
+            kept.push((kept_bytes + size <= KEEP_PIXEL_BYTES).then(|| {
+                kept_bytes += size;
+                p
+            }));
+        }
+        Ok((frames, kept))
     }
 
     /// Answers a chat request, calling `on_text` with each UTF-8-safe piece of the answer.
@@ -304,18 +387,20 @@ impl Engine {
         mut on_text: impl FnMut(&str),
     ) -> Result<ChatResponse> {
         let mut stats = ChatStats::default();
-        let mut feats = Vec::new();
-        let mut frames = Vec::new();
-        for img in &req.images {
-            let (f, frame) = self.encode_image(img, &mut stats).await?;
-            feats.extend(f.iter().cloned());
-            frames.push(frame);
-        }
+        // the images' tile grids (CPU) first: the prompt is rendered and checked against the context before the
+        // vision tower runs, so a request with more images than the context holds costs no GPU work
+        let (frames, kept) = self.image_grids(&req.images)?;
         let prompt = self.render_prompt(&req.messages, &frames)?;
         let ids = self.tokenizer.encode(&prompt)?;
         let max = self.max_context();
         if ids.len() + 1 > max {
             return Err(Error::ContextOverflow { tokens: ids.len(), context: max });
+        }
+        let mut feats = Vec::new();
+        for (img, p) in req.images.iter().zip(kept) {
+            // same bytes, same grid: the cache is keyed by the bytes and preprocessing is deterministic
+            let (f, _) = self.encode_with(img, p, &mut stats).await?;
+            feats.extend(f.iter().cloned());
         }
         let mut rec = Recorder::new(&self.ctx);
         let x = self.model.embed_prompt(&mut rec, &ids, &feats)?;

@@ -264,6 +264,43 @@ fn safetensors_every_truncation_is_a_format_error() {
     assert!(expect_format("header length", Safetensors::parse(&huge)).contains("header length"));
 }
 
+/// A file with `header` (JSON) and `data_len` zero bytes of data.
+fn safetensors_with(header: &str, data_len: usize) -> Vec<u8> {
+    let mut f = (header.len() as u64).to_le_bytes().to_vec();
+    f.extend_from_slice(header.as_bytes());
+    f.resize(f.len() + data_len, 0);
+    f
+}
+
+#[test]
+fn safetensors_hostile_headers_are_format_errors() {
+    let ok = r#"{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+    let st = Safetensors::parse(&safetensors_with(ok, 16)).unwrap();
+    assert_eq!(st.tensor("w").unwrap().shape, [2, 2]);
+    // a shape past 16 dimensions is refused while it is read: a header of millions of dims (which parsed into
+    // JSON values took 16 × its size in memory) stops at the 17th
+    let many =
+        format!(r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,4]}}}}"#, vec!["1"; 5_000_000].join(","));
+    assert!(expect_format("5M dims", Safetensors::parse(&safetensors_with(&many, 4))).contains("more than 16"));
+    let cases = [
+        ("17 dims", format!(r#"{{"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,4]}}}}"#, vec!["1"; 17].join(","))),
+        ("metadata not strings", r#"{"__metadata__":{"a":[1,2]},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.into()),
+        ("negative dim", r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#.into()),
+        ("fractional offset", r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4.5]}}"#.into()),
+        ("three offsets", r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#.into()),
+        ("no dtype", r#"{"w":{"shape":[1],"data_offsets":[0,4]}}"#.into()),
+        ("tensor not an object", r#"{"w":[1]}"#.into()),
+        ("unknown dtype", r#"{"w":{"dtype":"F8","shape":[1],"data_offsets":[0,4]}}"#.into()),
+        ("duplicate tensor", r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#.into()),
+        ("duplicate metadata", r#"{"__metadata__":{},"__metadata__":{},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.into()),
+        ("size overflow", r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#.into()),
+    ];
+    for (what, header) in cases {
+        let msg = expect_format(what, Safetensors::parse(&safetensors_with(&header, 8)));
+        eprintln!("{what}: {msg}");
+    }
+}
+
 #[test]
 fn sharded_safetensors_from_files() {
     let dir = fixture("tiny_sharded");

@@ -63,6 +63,26 @@ fn unsupported_rope_type() {
     assert!(matches!(err, Error::Config(ref m) if m.contains("yarn")), "{err:?}");
 }
 
+/// Absurd config values are typed errors before they size anything: a layer count of 10^15 (it once sized the
+/// layer vector up front: an allocation failure aborted the process), heads that leave head_dim 0, rope
+/// parameters that give NaN or infinite frequencies.
+#[test]
+fn absurd_config_values() {
+    let err = load(&patch("num_hidden_layers", 1_000_000_000_000_000u64.into()), WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::MissingTensor { .. } | Error::BadTensor { .. }), "{err:?}");
+    let err = load(&patch("head_dim", 0.into()), WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    for rope in [
+        serde_json::json!({"rope_type": "default", "rope_theta": 0.0}),
+        serde_json::json!({"rope_type": "linear", "rope_theta": 10000.0, "factor": 0.0}),
+        serde_json::json!({"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 2.0,
+                           "high_freq_factor": 2.0, "original_max_position_embeddings": 64}),
+    ] {
+        let err = load(&patch("rope_parameters", rope.clone()), WEIGHTS).err().expect("must fail");
+        assert!(matches!(err, Error::Config(ref m) if m.contains("rope")), "{rope}: {err:?}");
+    }
+}
+
 #[test]
 fn config_that_is_not_json() {
     let err = load("{not json", WEIGHTS).err().expect("must fail");

@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use webvlm::engine::{ChatStats, Engine};
+use webvlm::engine::{ChatRequest, ChatStats, Engine};
 use webvlm::generation::{generate, CancelToken, GenerationConfig};
 use webvlm::gpu::{GpuContext, Recorder, Tensor};
 use webvlm::loader::safetensors::ShardedSafetensors;
@@ -293,8 +293,8 @@ async fn idefics3_gguf() -> Result<(), String> {
 /// engine: the prompt with the grid's tokens, each tile's features (`Engine::encode_image` records and submits a
 /// tile at a time), their order in the prompt, the last logits and 20 greedy tokens, against `transformers`
 /// (tests/fixtures/models/idefics3_split, scripts/make_split_image_fixture.py).
-async fn idefics3_split_image_engine() -> Result<(), String> {
-    let ctx = common::ctx().await;
+/// The tiny Idefics3 engine whose processor splits images (fixture idefics3_split), with a `max_context` context.
+fn split_engine(ctx: &Arc<GpuContext>, max_context: usize) -> Result<Engine, String> {
     let f = files(&[
         ("config.json", fixture!("idefics3_engine", "config.json")),
         ("model.safetensors", fixture!("idefics3", "model.safetensors")),
@@ -302,7 +302,12 @@ async fn idefics3_split_image_engine() -> Result<(), String> {
         ("tokenizer_config.json", fixture!("idefics3_engine", "tokenizer_config.json")),
         ("preprocessor_config.json", fixture!("idefics3_split", "preprocessor_config.json")),
     ]);
-    let engine = Engine::load_hf(ctx.clone(), &f, LoadOptions::default(), 2048).map_err(e)?;
+    Engine::load_hf(ctx.clone(), &f, LoadOptions::default(), max_context).map_err(e)
+}
+
+async fn idefics3_split_image_engine() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let engine = split_engine(&ctx, 2048)?;
     let g = Golden::new(fixture!("idefics3_split", "golden.safetensors"), fixture!("idefics3_split", "golden.json"))?;
     let image = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/images/chelsea.png"));
     let question = g.json["question"].as_str().ok_or("golden.json: no question")?;
@@ -331,6 +336,53 @@ async fn idefics3_split_image_engine() -> Result<(), String> {
     let want = g.ids("greedy_tokens");
     if toks != want {
         return Err(format!("split image greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
+    }
+    Ok(())
+}
+
+/// A chat whose images do not fit the context fails before the vision tower runs (no GPU submission), and the
+/// image cache keeps the most recently used images within its budget.
+async fn engine_image_budget() -> Result<(), String> {
+    let ctx = common::ctx().await;
+    let chelsea = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/images/chelsea.png")).to_vec();
+    // 7 tiles of 16 image tokens: 149 prompt tokens (idefics3_split's golden) in a 128-token context
+    let engine = split_engine(&ctx, 128)?;
+    let req = ChatRequest {
+        messages: vec![Engine::user_message("Describe the image.", 1)],
+        images: vec![chelsea.clone()],
+        generation: GenerationConfig { max_new_tokens: 4, ..Default::default() },
+    };
+    let before = ctx.submissions();
+    match engine.chat(&req, &CancelToken::default(), |_| {}).await {
+        Err(webvlm::Error::ContextOverflow { tokens: 149, context: 128 }) => {}
+        other => return Err(format!("expected a context overflow, got {:?}", other.map(|r| r.text))),
+    }
+    if ctx.submissions() != before {
+        return Err(format!("{} submissions for a request refused by its length", ctx.submissions() - before));
+    }
+    // three images (crops of chelsea, each upscaled and split into the same tiles) in a budget of two
+    let engine = split_engine(&ctx, 2048)?;
+    let crop = |x: u32| {
+        let img = image::load_from_memory(&chelsea).unwrap().crop_imm(x, 0, 32, 32);
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
+    let images = [crop(0), crop(100), crop(200)];
+    let mut stats = ChatStats::default();
+    for img in &images {
+        let (feats, _) = engine.encode_image(img, &mut stats).await.map_err(e)?;
+        engine.set_image_cache_bytes(2 * feats.iter().map(|t| t.bytes()).sum::<u64>());
+    }
+    if stats.images_from_cache != 0 {
+        return Err(format!("{} of 3 different images came from the cache", stats.images_from_cache));
+    }
+    for (i, want_hit) in [(2, true), (1, true), (0, false)] {
+        let mut s = ChatStats::default();
+        engine.encode_image(&images[i], &mut s).await.map_err(e)?;
+        if (s.images_from_cache == 1) != want_hit {
+            return Err(format!("image {i}: from cache {}, want {want_hit}", s.images_from_cache));
+        }
     }
     Ok(())
 }
@@ -398,6 +450,7 @@ mod run {
         idefics3_safetensors,
         idefics3_gguf,
         idefics3_split_image_engine,
+        engine_image_budget,
         llava_siglip,
         llama_quantized_at_load
     );

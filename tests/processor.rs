@@ -238,6 +238,28 @@ fn decompression_bombs_are_refused() {
     }
 }
 
+/// A long thin image for a shortest-edge processor (LLaVA / CLIP / DINOv2 configs) would be resized to a long
+/// side of millions of pixels before its center crop: refused with a clear error instead.
+#[test]
+fn shortest_edge_resize_of_a_thin_image_is_refused() {
+    let cfg = SimpleImageConfig::from_json(
+        r#"{"do_resize": true, "size": {"shortest_edge": 224}, "do_center_crop": true, "crop_size": 224,
+            "resample": 3, "do_rescale": true, "rescale_factor": 0.00392156862745098, "do_normalize": true,
+            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}"#,
+    )
+    .unwrap();
+    let p = SimpleImageProcessor::new(cfg).unwrap();
+    let thin = RgbImage::new(16384, 1, vec![128; 16384 * 3]).unwrap();
+    match p.process(&[thin]) {
+        Err(Error::Image(msg)) => assert!(msg.contains("aspect ratio"), "{msg}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|o| (o.width, o.height))),
+    }
+    // a moderately wide one still goes through (448 x 224 -> 224 x 224 after the crop)
+    let wide = RgbImage::new(64, 32, vec![128; 64 * 32 * 3]).unwrap();
+    let out = p.process(&[wide]).unwrap();
+    assert_eq!((out.width, out.height), (224, 224));
+}
+
 #[test]
 fn undecodable_bytes_are_errors() {
     let png = std::fs::read(root().join("tests/fixtures/images/chelsea.png")).unwrap();
@@ -294,6 +316,29 @@ fn smolvlm_prompt_matches_processor_call() {
     assert_eq!(pieces.len() - 1, call["n_image_tokens"].as_u64().unwrap() as usize);
     assert!(expanded.starts_with("<|im_start|>User:<fake_token_around_image><row_1_col_1><image>"));
     assert!(expanded.ends_with("<fake_token_around_image>Describe this image.<end_of_utterance>\nAssistant:"));
+}
+
+/// A template that would loop for ever (it comes from a model file) stops with an error; a long chat through a
+/// real template stays far inside the budget.
+#[test]
+fn runaway_templates_stop() {
+    let t =
+        ChatTemplate::new("{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}{% endfor %}{% endfor %}")
+            .unwrap();
+    let started = std::time::Instant::now();
+    let err = t.render(&[Message::text("user", "hi")], true).unwrap_err();
+    eprintln!("runaway template: {err} after {:?}", started.elapsed());
+    assert!(err.to_string().contains("fuel"), "{err}");
+    let j = chat_fixture();
+    let t = ChatTemplate::new(j["templates"]["smolvlm"].as_str().unwrap()).unwrap();
+    let long: Vec<Message> = (0..2000)
+        .map(|i| {
+            let text = format!("message {i} ").repeat(20);
+            Message::parts(if i % 2 == 0 { "user" } else { "assistant" }, vec![ContentPart::Text { text }])
+        })
+        .collect();
+    let text = t.render(&long, true).unwrap();
+    assert!(text.contains("message 1999"));
 }
 
 // ---- real SmolLM2 GGUF: tokenizer + chat template vs transformers ---------------------------------------------

@@ -122,7 +122,7 @@ impl Initializer<'_> {
             .raw
             .or(self.float_data)
             .ok_or_else(|| bad(format!("`{}` has no inline data (external data is not supported)", self.name)))?;
-        if bytes.len() != n * 4 {
+        if n.checked_mul(4) != Some(bytes.len()) {
             return Err(bad(format!(
                 "`{}`: {} data bytes for dims {:?} ({} floats)",
                 self.name,

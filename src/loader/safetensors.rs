@@ -18,8 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
 use super::{quant, DType, WeightSource};
 use crate::error::{Error, Result};
@@ -141,8 +140,46 @@ impl SafeTensorInfo {
     }
 }
 
+/// One header entry: the `__metadata__` map, or a tensor's description.
+enum Entry {
+    Metadata(BTreeMap<String, String>),
+    Tensor(RawTensor),
+}
+
+/// A tensor's header entry as written; other keys are ignored. Parsed into these types directly (not through
+/// `serde_json::Value`, whose numbers cost 24+ bytes each: a 100 MB header of `[0,0,…]` shapes took 1.6 GB).
+#[derive(serde::Deserialize)]
+struct RawTensor {
+    dtype: String,
+    #[serde(deserialize_with = "bounded_shape")]
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+/// A shape of at most [`MAX_DIMS`] non-negative integers, refused as soon as it grows past that.
+fn bounded_shape<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<u64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_DIMS} non-negative integers")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<Vec<u64>, A::Error> {
+            let mut v = Vec::new();
+            while let Some(d) = s.next_element::<u64>()? {
+                if v.len() == MAX_DIMS {
+                    return Err(A::Error::custom(format!("more than {MAX_DIMS} dimensions")));
+                }
+                v.push(d);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(V)
+}
+
 /// A JSON object's entries in order, keeping duplicates (serde_json's map would silently keep the last).
-struct Entries(Vec<(String, Value)>);
+struct Entries(Vec<(String, Entry)>);
 
 impl<'de> Deserialize<'de> for Entries {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -154,18 +191,23 @@ impl<'de> Deserialize<'de> for Entries {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Entries, A::Error> {
                 let mut v = Vec::new();
-                while let Some(kv) = m.next_entry::<String, Value>()? {
-                    v.push(kv);
+                while let Some(name) = m.next_key::<String>()? {
+                    let entry = if name == "__metadata__" {
+                        m.next_value::<BTreeMap<String, String>>()
+                            .map(Entry::Metadata)
+                            .map_err(|e| A::Error::custom(format!("`__metadata__` (an object of strings): {e}")))?
+                    } else {
+                        m.next_value::<RawTensor>()
+                            .map(Entry::Tensor)
+                            .map_err(|e| A::Error::custom(format!("tensor `{name}`: {e}")))?
+                    };
+                    v.push((name, entry));
                 }
                 Ok(Entries(v))
             }
         }
         d.deserialize_map(V)
     }
-}
-
-fn as_u64(v: &Value, what: &str) -> Result<u64> {
-    v.as_u64().ok_or_else(|| format_err(format!("{what}: {v} is not a non-negative integer")))
 }
 
 /// A parsed safetensors header. Holds no tensor data and no source: pass the same source to the read methods.
@@ -205,53 +247,29 @@ impl Safetensors {
         let data_len = file_len - data_offset;
         let text = std::str::from_utf8(header).map_err(|e| format_err(format!("header is not UTF-8: {e}")))?;
         let Entries(entries) =
-            serde_json::from_str(text).map_err(|e| format_err(format!("header is not a JSON object: {e}")))?;
+            serde_json::from_str(text).map_err(|e| format_err(format!("header is not a valid header object: {e}")))?;
 
         let mut metadata = BTreeMap::new();
         let mut tensors = Vec::with_capacity(entries.len());
         let mut index = HashMap::with_capacity(entries.len());
         let mut seen_metadata = false;
-        for (name, value) in entries {
-            if name == "__metadata__" {
-                if std::mem::replace(&mut seen_metadata, true) {
-                    return Err(format_err("duplicate `__metadata__`"));
+        for (name, entry) in entries {
+            let raw = match entry {
+                Entry::Metadata(map) => {
+                    if std::mem::replace(&mut seen_metadata, true) {
+                        return Err(format_err("duplicate `__metadata__`"));
+                    }
+                    metadata = map;
+                    continue;
                 }
-                let Value::Object(map) = value else {
-                    return Err(format_err("`__metadata__` is not an object"));
-                };
-                for (k, v) in map {
-                    let Value::String(s) = v else {
-                        return Err(format_err(format!("`__metadata__.{k}` is not a string")));
-                    };
-                    metadata.insert(k, s);
-                }
-                continue;
-            }
-            let what = format!("tensor `{name}`");
-            let Value::Object(obj) = &value else {
-                return Err(format_err(format!("{what} is not an object")));
+                Entry::Tensor(raw) => raw,
             };
-            let dtype_str = obj
-                .get("dtype")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format_err(format!("{what} has no string `dtype`")))?;
+            let what = format!("tensor `{name}`");
+            let dtype_str = raw.dtype.as_str();
             let dtype = SafeDType::parse(dtype_str)
                 .ok_or_else(|| format_err(format!("{what} has unknown dtype `{dtype_str}`")))?;
-            let shape_v = obj
-                .get("shape")
-                .and_then(Value::as_array)
-                .ok_or_else(|| format_err(format!("{what} has no `shape` array")))?;
-            if shape_v.len() > MAX_DIMS {
-                return Err(format_err(format!("{what} has {} dimensions (limit {MAX_DIMS})", shape_v.len())));
-            }
-            let shape = shape_v.iter().map(|d| as_u64(d, &format!("{what} shape"))).collect::<Result<Vec<_>>>()?;
-            let offs = obj
-                .get("data_offsets")
-                .and_then(Value::as_array)
-                .filter(|a| a.len() == 2)
-                .ok_or_else(|| format_err(format!("{what} has no `data_offsets` pair")))?;
-            let begin = as_u64(&offs[0], &format!("{what} data_offsets"))?;
-            let end = as_u64(&offs[1], &format!("{what} data_offsets"))?;
+            let shape = raw.shape;
+            let [begin, end] = raw.data_offsets;
 
             let n_bytes = shape
                 .iter()
@@ -346,8 +364,11 @@ impl Safetensors {
 /// The `weight_map` of a `model.safetensors.index.json`: tensor name → shard file name.
 pub fn parse_index(index_json: &[u8]) -> Result<BTreeMap<String, String>> {
     let err = |d: String| Error::Format { format: "safetensors index", detail: d };
-    let v: Value = serde_json::from_slice(index_json).map_err(|e| err(format!("not JSON: {e}")))?;
-    let map = v.get("weight_map").and_then(Value::as_object).ok_or_else(|| err("no `weight_map` object".into()))?;
+    let v: serde_json::Value = serde_json::from_slice(index_json).map_err(|e| err(format!("not JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| err("no `weight_map` object".into()))?;
     let mut out = BTreeMap::new();
     for (name, file) in map {
         let file = file.as_str().ok_or_else(|| err(format!("weight_map[`{name}`] is not a string")))?;

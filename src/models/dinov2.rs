@@ -143,7 +143,9 @@ impl Dinov2 {
         let cls_row = vb.ctx().upload_f32(&cls_row, &[1, d])?;
         let pos_cpu = pos[d..].to_vec();
         let inter = cfg.intermediate_size();
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        // grown as layers load (a hostile config's layer count would size an allocation before the first missing
+        // tensor stops the loop with a typed error)
+        let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = vb.pp("encoder.layer").pp(i);
             let m = l.pp("mlp");

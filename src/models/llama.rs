@@ -94,7 +94,7 @@ impl LlamaConfig {
                 "num_attention_heads {h} must be a multiple of num_key_value_heads {kv}"
             )));
         }
-        if self.head_dim() % 4 != 0 || self.head_dim() > attention::MAX_HEAD_DIM {
+        if self.head_dim() == 0 || self.head_dim() % 4 != 0 || self.head_dim() > attention::MAX_HEAD_DIM {
             return Err(Error::Config(format!(
                 "head_dim {} unsupported (multiple of 4, ≤ {})",
                 self.head_dim(),
@@ -115,11 +115,13 @@ impl LlamaConfig {
     pub fn inv_freq(&self) -> Result<Vec<f64>> {
         let params = self.rope_parameters.clone().or_else(|| self.rope_scaling.clone()).unwrap_or_default();
         let theta = params.rope_theta.unwrap_or(self.rope_theta);
+        positive("rope_theta", theta)?;
         let mut f = rope::inv_freq(theta, self.head_dim());
         match params.rope_type.as_deref().unwrap_or("default") {
             "default" => {}
             "linear" => {
                 let factor = params.factor.unwrap_or(1.0);
+                positive("factor", factor)?;
                 f.iter_mut().for_each(|x| *x /= factor);
             }
             "llama3" => {
@@ -127,6 +129,12 @@ impl LlamaConfig {
                 let lo = params.low_freq_factor.unwrap_or(1.0);
                 let hi = params.high_freq_factor.unwrap_or(4.0);
                 let old = params.original_max_position_embeddings.unwrap_or(8192) as f64;
+                positive("factor", factor)?;
+                positive("low_freq_factor", lo)?;
+                positive("original_max_position_embeddings", old)?;
+                if !(hi > lo && hi.is_finite()) {
+                    return Err(Error::Config(format!("rope high_freq_factor {hi} must exceed low_freq_factor {lo}")));
+                }
                 let (lo_wl, hi_wl) = (old / lo, old / hi);
                 for x in f.iter_mut() {
                     let wl = 2.0 * std::f64::consts::PI / *x;
@@ -248,6 +256,15 @@ pub struct Llama {
     pub max_context: usize,
 }
 
+/// A rope scaling parameter that must be a finite positive number.
+fn positive(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("rope {name} {v} must be a finite positive number")))
+    }
+}
+
 impl Llama {
     /// `vb` is scoped at the decoder (`model`), `head_vb` at the LM head's parent (the root for LlamaForCausalLM).
     pub fn load(cfg: LlamaConfig, vb: &VarBuilder, head_vb: &VarBuilder, max_context: usize) -> Result<Self> {
@@ -256,7 +273,9 @@ impl Llama {
         let (nh, nkv, ff) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.intermediate_size);
         let eps = cfg.rms_norm_eps as f32;
         let embed = vb.matrix("embed_tokens.weight", [cfg.vocab_size, d])?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        // grown as layers load (a hostile config's layer count would size an allocation before the first missing
+        // tensor stops the loop with a typed error)
+        let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = vb.pp("layers").pp(i);
             let a = l.pp("self_attn");

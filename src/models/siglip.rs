@@ -103,7 +103,9 @@ impl VisionTransformer {
         let patch_w = e.pp("patch_embedding").matrix_as("weight", &[d, c, p, p], [d, c * p * p])?;
         let patch_b = e.pp("patch_embedding").f32("bias", &[d])?;
         let pos = e.pp("position_embedding").f32("weight", &[cfg.num_patches(), d])?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        // grown as layers load (a hostile config's layer count would size an allocation before the first missing
+        // tensor stops the loop with a typed error)
+        let mut layers = Vec::new();
         for i in 0..cfg.num_hidden_layers {
             let l = vb.pp("encoder.layers").pp(i);
             let a = l.pp("self_attn");

@@ -85,12 +85,18 @@ fn token_str(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// Instructions a template may run per render (minijinja's fuel).
+pub const TEMPLATE_FUEL: u64 = 50_000_000;
+
 impl ChatTemplate {
     /// Compile a template source.
     pub fn new(source: &str) -> Result<Self> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // templates come from model files: one that loops without end (nested `range`s) stops with an error
+        // instead of hanging every request (a long chat with tools takes well under a million instructions)
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))

@@ -558,6 +558,15 @@ impl SimpleImageProcessor {
             let mut f = img.clone();
             if cfg.do_resize {
                 let (h, w) = self.resize_size(f.height, f.width)?;
+                // a long thin image resized by its short side would grow its long side without bound (16384 × 1
+                // to shortest edge 224: 3.7 M × 224 pixels, 2.5 GB) before any crop: refused like a decode
+                if h.max(w) > MAX_IMAGE_SIDE as usize {
+                    return Err(Error::Image(format!(
+                        "image refused: resizing {}x{} to the model's size gives {w}x{h}, over {MAX_IMAGE_SIDE} \
+                         pixels on a side (aspect ratio too extreme)",
+                        f.width, f.height
+                    )));
+                }
                 f = f.resize(w.max(1), h.max(1), self.filter)?;
             }
             if cfg.do_center_crop {
