@@ -269,8 +269,30 @@ export interface WebvlmEngine {
   dispose(): void;
 }
 
-export function createEngine(model: ModelSpec, options?: EngineOptions): Promise<WebvlmEngine>;
-export function createWorkerEngine(model: ModelSpec, options?: WorkerEngineOptions): Promise<WebvlmEngine>;
+/** The engine of createEngine, in this thread (its constructor takes the wasm object: use createEngine). */
+export interface Engine extends WebvlmEngine {}
+export class Engine {
+  private constructor();
+  /** Milliseconds createEngine took. */
+  readonly loadMs: number;
+}
+/** The engine of createWorkerEngine, in a Web Worker (its constructor loads nothing: use createWorkerEngine). */
+export interface WorkerEngine extends WebvlmEngine {}
+export class WorkerEngine {
+  private constructor();
+  readonly worker: Worker;
+}
+
+export function createEngine(model: ModelSpec, options?: EngineOptions): Promise<Engine>;
+export function createWorkerEngine(model: ModelSpec, options?: WorkerEngineOptions): Promise<WorkerEngine>;
+
+/** What a ModelSpec fetches, as createEngine reads it; throws InvalidArgumentError for a spec it cannot use. */
+export type ResolvedModel =
+  | { kind: 'gguf'; gguf: ModelBytes; mmproj?: ModelBytes; sha256?: { gguf?: string; mmproj?: string }; id: string }
+  /** a Hugging Face repo, or a directory URL in its layout; `baseUrl` ends in `/` */
+  | { kind: 'hf'; baseUrl: string; sha256?: Record<string, string>; id: string }
+  | { kind: 'files'; files: Record<string, ModelBytes>; id: string };
+export function resolveModel(model: ModelSpec): ResolvedModel;
 export function probeAdapter(options?: { wasmUrl?: string | URL }): Promise<AdapterInfo>;
 export function initRuntime(options?: { wasmUrl?: string | URL }): Promise<unknown>;
 export function imageBytes(input: ImageInput, options?: { signal?: AbortSignal }): Promise<Uint8Array>;
@@ -312,3 +334,24 @@ export class CancelledError extends WebvlmError {}
 export class NetworkError extends WebvlmError {}
 export class CacheError extends WebvlmError {}
 export class InvalidArgumentError extends WebvlmError {}
+
+/** An error as a plain object (it crosses postMessage): its `name`, `message` and the typed errors' fields. */
+export interface SerializedError {
+  name: string;
+  message: string;
+  limit?: string;
+  needed?: number;
+  offered?: number;
+  what?: string;
+  feature?: string;
+  tokens?: number;
+  context?: number;
+  url?: string;
+  status?: number;
+  file?: string;
+}
+export function serializeError(e: unknown): SerializedError;
+/** Any thrown value (a wasm error with a `name`, a DOMException, a SerializedError) → the WebvlmError subclass its
+ *  name says (AbortError → CancelledError, QuotaExceededError → CacheError, DataCloneError → InvalidArgumentError;
+ *  an unknown name → WebvlmError). A WebvlmError is returned as it is. */
+export function toWebvlmError(e: unknown): WebvlmError;

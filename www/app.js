@@ -204,6 +204,8 @@ function clearImage() {
   $('drop-text').hidden = false;
   $('clear-image').hidden = true;
   $('image-info').textContent = 'No image.';
+  // picking the same file again must fire `change`
+  $('file').value = '';
 }
 
 function setupImageInput() {
@@ -383,6 +385,8 @@ async function ask(ev) {
     renderAnswer(answer, [], false);
     document.body.dataset.run = cancelled ? 'cancelled' : 'error';
     if (e?.name === 'DeviceLostError') {
+      // its worker still holds the lost device and the model's memory: stop it, not just forget it
+      state.engine?.dispose();
       state.engine = null;
       setStatus(explain(e), 'error');
     }
@@ -413,14 +417,19 @@ setupModels();
 setupImageInput();
 $('ask-form').addEventListener('submit', ask);
 $('question').addEventListener('keydown', (e) => {
-  if (e.key === 'Enter' && !e.shiftKey) {
+  // not while an input method composes (Enter then confirms the composition)
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
     e.preventDefault();
     $('ask-form').requestSubmit();
   }
 });
 $('stop').addEventListener('click', () => state.running?.abort());
 $('cache-clear').addEventListener('click', async () => {
-  await clearCache();
+  try {
+    await clearCache();
+  } catch (e) {
+    setStatus(`Could not clear the cache: ${explain(e)}`, 'error');
+  }
   refreshCache();
 });
 showAdapter();

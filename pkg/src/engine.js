@@ -164,6 +164,8 @@ export async function createEngine(model, options = {}) {
     try {
       await inner.generate([{ role: 'user', content: 'Hi' }], [], { maxTokens: 2 });
     } catch (e) {
+      // nobody gets this engine: free its GPU buffers now rather than whenever the wasm object is collected
+      inner.free();
       throw toWebvlmError(e);
     }
     onProgress?.({ phase: 'compile', loaded: 1, total: 1, text: 'kernels compiled' });

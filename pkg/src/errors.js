@@ -52,6 +52,8 @@ export function toWebvlmError(e) {
   let name = plain.name;
   if (name === 'AbortError') name = 'CancelledError';
   if (name === 'QuotaExceededError') name = 'CacheError';
+  // postMessage refused a value (a function, a DOM node…) of the request
+  if (name === 'DataCloneError') name = 'InvalidArgumentError';
   const Cls = CLASSES[name] || WebvlmError;
   const { name: _n, message, ...fields } = plain;
   const err = new Cls(message, fields);

@@ -58,6 +58,11 @@ try {
       assert(r[`${l}.badImage`].isImageError, `${l}: bad image → ImageError: ${JSON.stringify(r[`${l}.badImage`])}`);
       assert(r[`${l}.aborted`].isCancelled || r[`${l}.aborted`] === 'cancelled', `${l}: aborted → ${JSON.stringify(r[`${l}.aborted`])}`);
     }
+    const one = r['worker.completion'].usage.prompt_tokens;
+    assert(r.workerImages.object === 'chat.completion' && r.workerImages.promptTokens > one, `worker: <img>, <canvas>, OffscreenCanvas and a relative image_url (prompt ${one} tokens with one image): ${JSON.stringify(r.workerImages)}`);
+    assert(r.uncloneable.name === 'InvalidArgumentError' && r.uncloneable.pending === 0, `worker: a request postMessage refuses → InvalidArgumentError, no pending call: ${JSON.stringify(r.uncloneable)}`);
+    assert(r.workerRelative.modelId === './fixtures/' && r.workerRelative.object === 'chat.completion', `worker: relative model URL, URL object wasmUrl: ${JSON.stringify(r.workerRelative)}`);
+    assert(r.loadAborted.name === 'CancelledError' && r.loadAborted.ms < 3000, `worker: aborting the load's signal stops its download: ${JSON.stringify(r.loadAborted)}`);
     assert(r.quota.warnings.length >= 1 && r.quota.warnings.every((n) => n === 'CacheError') && r.quota.progressWarnings >= 1, `quota → CacheError warnings: ${JSON.stringify(r.quota)}`);
     for (const l of ['worker', 'page']) {
       const want = r.adapterInfo.includes('swiftshader');

@@ -46,6 +46,34 @@ try {
     assert(/ImageError/.test(t) && /not an image/.test(t), `error text: ${t}`);
   });
 
+  await check('Remove resets the file input; Enter during IME composition does not ask; a failed cache clear is shown', async () => {
+    await page.setInputFiles('#file', IMAGE);
+    await page.waitForFunction(() => /×/.test(document.getElementById('image-info').textContent));
+    await page.click('#clear-image');
+    // an unchanged value fires no `change`: picking the same file again would do nothing
+    assert(await page.$eval('#file', (f) => f.value) === '' && await page.isHidden('#preview'), 'Remove empties the file input');
+    const submits = await page.evaluate(() => {
+      let n = 0;
+      document.getElementById('ask-form').addEventListener('submit', () => n++);
+      const q = document.getElementById('question');
+      q.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', isComposing: true, bubbles: true, cancelable: true }));
+      const composing = n;
+      q.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true }));
+      return [composing, n];
+    });
+    assert(submits[0] === 0 && submits[1] === 1, `submits after Enter while composing, then Enter: ${submits}`);
+    await page.evaluate(() => {
+      window.__cacheDelete = CacheStorage.prototype.delete;
+      CacheStorage.prototype.delete = () => Promise.reject(new DOMException('storage is off (simulated)', 'SecurityError'));
+    });
+    await page.click('#model-card details.cache summary');
+    await page.click('#cache-clear');
+    await page.waitForFunction(() => document.getElementById('model-status').dataset.state === 'error');
+    const status = await page.textContent('#model-status');
+    await page.evaluate(() => (CacheStorage.prototype.delete = window.__cacheDelete));
+    assert(/clear the cache.*SecurityError: storage is off/.test(status), `status: ${status}`);
+  });
+
   await check('load the offline default model (download, upload, compile progress)', async () => {
     await page.click('#load');
     await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.model), null, { timeout: LOAD_MS });

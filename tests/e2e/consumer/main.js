@@ -92,6 +92,41 @@ try {
   out.workerPhases = [...phases];
   out.isVlm = w.isVlm;
   await exercise(w, 'worker', out);
+  // what the worker cannot take as it is, made sendable on the page's side: images structured clone refuses (<img>,
+  // <canvas>, OffscreenCanvas → PNG bytes) and relative URLs (the worker's own base is /node_modules/webvlm/)
+  const img = new Image();
+  img.src = '/fixtures/chelsea.png';
+  await img.decode();
+  const canvas = Object.assign(document.createElement('canvas'), { width: 64, height: 48 });
+  canvas.getContext('2d').drawImage(img, 0, 0, 64, 48);
+  const offscreen = new OffscreenCanvas(32, 32);
+  offscreen.getContext('2d').drawImage(img, 0, 0, 32, 32);
+  const four = await w.chat.completions.create({ max_tokens: 2, messages: [{ role: 'user', content: [
+    { type: 'image', image: img }, { type: 'image', image: canvas }, { type: 'image', image: offscreen },
+    { type: 'image_url', image_url: { url: './fixtures/chelsea.png' } }, { type: 'text', text: 'Which differ?' }] }] });
+  out.workerImages = { object: four.object, promptTokens: four.usage.prompt_tokens };
+  // a request field no postMessage takes: a typed error, and nothing left waiting for a reply
+  try {
+    await w.chat.completions.create({ max_tokens: 2, messages: [{ role: 'user', content: 'Hi' }], user: () => 'not cloneable' });
+    out.uncloneable = 'no error';
+  } catch (err) {
+    out.uncloneable = { name: err.name, pending: w._pending.size };
+  }
+  // a relative directory URL as the model, and a URL object as wasmUrl
+  const rel = await createWorkerEngine('./fixtures/', { maxContext: 256, warmup: false, wasmUrl: new URL('./node_modules/webvlm/wasm/webvlm_bg.wasm', location.href) });
+  out.workerRelative = { modelId: rel.modelId, object: (await rel.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 })).object };
+  rel.dispose();
+  // the load's signal aborts a download under way (this config.json takes 3 s to arrive, see startTestGenerator)
+  const loadCtrl = new AbortController();
+  const t0 = performance.now();
+  setTimeout(() => loadCtrl.abort(), 300);
+  try {
+    await createWorkerEngine({ files: { ...files, 'config.json': `${new URLSearchParams(location.search).get('gen')}/slow/v1/search/config.json` } },
+      { signal: loadCtrl.signal, cache: false, warmup: false });
+    out.loadAborted = 'no error';
+  } catch (err) {
+    out.loadAborted = { name: err.name, message: err.message, ms: Math.round(performance.now() - t0) };
+  }
   const events = [];
   const pr = await w.runPipeline({ question: 'What color is a stop sign?', image: '/fixtures/chelsea.png', k: 2,
     config: { caption_max_tokens: 4, rephrase_max_tokens: 4, answer: { max_new_tokens: 4 } } }, (e) => events.push(e.type === 'step' ? e.entry.step : 'text'));
