@@ -540,3 +540,180 @@ async fn the_server_serves_the_engine_as_chat_completions() {
     assert_eq!(v["data"][0]["id"], "tiny-idefics3");
     server.shutdown().await.unwrap();
 }
+
+// ---- robustness: cancel while waiting, bounded bodies, the chat queue before the body ----------------------
+
+/// A generator that never answers (`/hang`: no response at all; `/silent`: 200 and SSE headers, then nothing),
+/// and ones whose bodies break the client's limits: `/long-line` (2 MiB without a line end), `/long-event`
+/// (3 MB of `data:` lines without a blank line), `/huge-json` (a valid completion padded past 8 MiB),
+/// `/slow-error` (a 503 whose body never comes).
+async fn hostile_generator_server() -> String {
+    fn never() -> Body {
+        Body::from_stream(futures_util::stream::pending::<Result<Bytes, Infallible>>())
+    }
+    async fn hang() -> Response {
+        std::future::pending::<()>().await;
+        unreachable!()
+    }
+    async fn silent() -> Response {
+        ([(header::CONTENT_TYPE, "text/event-stream")], never()).into_response()
+    }
+    async fn long_line() -> Response {
+        let mut b = b"data: ".to_vec();
+        b.resize(2 * 1024 * 1024, b'x');
+        ([(header::CONTENT_TYPE, "text/event-stream")], b).into_response()
+    }
+    async fn long_event() -> Response {
+        let line = format!("data: {}\n", "y".repeat(1000));
+        ([(header::CONTENT_TYPE, "text/event-stream")], line.repeat(3000)).into_response()
+    }
+    async fn huge_json() -> Response {
+        let mut s = json!({"choices": [{"message": {"content": "hi"}}]}).to_string();
+        s.insert_str(1, &" ".repeat(9 * 1024 * 1024));
+        ([(header::CONTENT_TYPE, "application/json")], s).into_response()
+    }
+    async fn slow_error() -> Response {
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/json")], never()).into_response()
+    }
+    let app = Router::new()
+        .route("/hang/v1/chat/completions", post(hang))
+        .route("/silent/v1/chat/completions", post(silent))
+        .route("/long-line/v1/chat/completions", post(long_line))
+        .route("/long-event/v1/chat/completions", post(long_event))
+        .route("/huge-json/v1/chat/completions", post(huge_json))
+        .route("/slow-error/v1/chat/completions", post(slow_error));
+    serve(app).await
+}
+
+/// Stop while the remote generator has not answered (or sent no chunk yet) ends the run at once as cancelled,
+/// not at the generate timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_interrupts_a_remote_generator_that_has_not_answered() {
+    let base = hostile_generator_server().await;
+    for path in ["hang", "silent"] {
+        let config = PipelineConfig {
+            timeouts: StepTimeouts { generate_ms: 60_000, ..Default::default() },
+            fallback_to_local: false,
+            ..test_config()
+        };
+        let pipeline = Pipeline::new(config).with_generator(remote(&format!("{base}/{path}")));
+        let cancel = CancelToken::default();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.cancel();
+        });
+        let t0 = std::time::Instant::now();
+        let req = PipelineRequest::new(QUESTION, None, Arm::Vlm);
+        let out = tokio::time::timeout(Duration::from_secs(10), pipeline.run(&req, &cancel, |_| {}))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the run ignored the cancel for 10 s"));
+        assert!(matches!(out, Err(Error::Cancelled)), "{path}: {out:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{path}: took {:?}", t0.elapsed());
+
+        // the generator on its own, too
+        let g = OpenAiGenerator::new(OpenAiConfig::new(format!("{base}/{path}"))).unwrap();
+        let cancel = CancelToken::default();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.cancel();
+        });
+        let (msgs, cfg) = ([Message::text("user", "hi")], GenerationConfig::default());
+        let out = tokio::time::timeout(Duration::from_secs(10), g.generate(&msgs, &cfg, &cancel, &mut |_| {}))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the generator ignored the cancel for 10 s"));
+        assert!(matches!(out, Err(Error::Cancelled)), "{path}: {out:?}");
+    }
+}
+
+/// Bodies past the client's limits are `BadResponse` naming the limit (a client without limits would buffer
+/// them whole, and parse the padded one); an error body that never comes does not hold the error back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_generator_bodies_are_bounded() {
+    let base = hostile_generator_server().await;
+    for (path, expect) in [
+        ("long-line", "an SSE line exceeds the limit of 1048576 bytes"),
+        ("long-event", "an SSE event exceeds the limit of 1048576 bytes"),
+        ("huge-json", "exceeds the limit of 8388608 bytes"),
+    ] {
+        let out = tokio::time::timeout(Duration::from_secs(20), sse_run(base.clone(), path.into())).await;
+        match out.unwrap_or_else(|_| panic!("{path}: no answer in 20 s")).0 {
+            Err(Error::BadResponse { detail, .. }) => assert!(detail.contains(expect), "{path}: {detail}"),
+            other => panic!("{path}: expected Error::BadResponse, got {other:?}"),
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(30), sse_run(base.clone(), "slow-error".into())).await;
+    match out.expect("the error body's wait is bounded").0 {
+        Err(Error::Http { detail, .. }) => assert!(detail.contains("503") && detail.contains("no body"), "{detail}"),
+        other => panic!("expected Error::Http, got {other:?}"),
+    }
+    let waited = t0.elapsed();
+    let limit = Duration::from_millis(webvlm::pipeline::generator::ERROR_BODY_TIMEOUT_MS);
+    assert!(waited >= limit && waited < limit + Duration::from_secs(5), "{waited:?}");
+}
+
+/// Reads the status code of the response on `s` (the first line), or panics after `within`.
+async fn raw_status(s: &mut tokio::net::TcpStream, within: Duration) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut buf = Vec::new();
+        let mut piece = [0u8; 1024];
+        while !buf.windows(2).any(|w| w == b"\r\n") {
+            let n = s.read(&mut piece).await.unwrap();
+            assert!(n > 0, "the connection closed without a response");
+            buf.extend_from_slice(&piece[..n]);
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap()
+    };
+    tokio::time::timeout(within, read).await.unwrap_or_else(|_| panic!("no response within {within:?}"))
+}
+
+/// `POST /v1/chat/completions`: a full queue answers 429 before any of the body is read, and a body that does not
+/// arrive is given up after the body timeout (408), freeing its place in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_queue_is_checked_before_the_body_is_read() {
+    use tokio::io::AsyncWriteExt;
+    use webvlm::gpu::{GpuContext, GpuOptions};
+    let files = tiny_files();
+    let chat = webvlm::server::chat::ChatService::start_with_limit("tiny", 1, move || {
+        let ctx = GpuContext::new_blocking(GpuOptions::default())?;
+        Engine::load_hf(ctx, &MemoryFiles(files), LoadOptions::default(), 2048)
+    })
+    .expect("engine thread starts");
+    let server = Server::bind(ServerConfig { port: 0, chat: Some(chat.clone()), ..Default::default() })
+        .await
+        .unwrap()
+        .with_body_timeout(Duration::from_millis(1500))
+        .spawn();
+    let head = |len: usize| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {len}\r\n\r\n"
+        )
+    };
+    // A: announces 1000 bytes, sends one, and so holds the only place while its body trickles
+    let mut a = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    a.write_all(format!("{}{{", head(1000)).as_bytes()).await.unwrap();
+    let t0 = std::time::Instant::now();
+    while chat.pending() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "A never entered the queue");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B: announces 30 MB and sends nothing: refused at once, from the headers alone
+    let mut b = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    b.write_all(head(30_000_000).as_bytes()).await.unwrap();
+    assert_eq!(raw_status(&mut b, Duration::from_millis(1000)).await, 429);
+    // A's body never completes: 408 after the body timeout, and its place is free again
+    assert_eq!(raw_status(&mut a, Duration::from_secs(5)).await, 408);
+    assert!(t0.elapsed() >= Duration::from_millis(1400), "{:?}", t0.elapsed());
+    let t1 = std::time::Instant::now();
+    while chat.pending() != 0 {
+        assert!(t1.elapsed() < Duration::from_secs(2), "A's place was not freed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop((a, b));
+    server.shutdown().await.unwrap();
+}

@@ -282,3 +282,58 @@ fn config_round_trips_as_tagged_json() {
     let v = serde_json::to_value(RetrievalConfig::SearchV1 { base_url: "http://127.0.0.1:8080".into() }).unwrap();
     assert_eq!(v, json!({"kind": "search_v1", "base_url": "http://127.0.0.1:8080"}));
 }
+
+/// A response body far over the client's limit is refused after reading about the limit: a padded (valid) JSON
+/// answer is `Error::BadResponse` naming the limit, an endless one stops too, and a huge error body still gives
+/// the status.
+#[tokio::test]
+async fn oversized_bodies_are_refused_at_the_limit() {
+    use webvlm::retrieval::MAX_RESPONSE_BYTES;
+    /// A valid `search/v1` answer padded with whitespace past the limit (a client without a limit parses it).
+    fn padded() -> String {
+        let mut s = String::from(r#"{"query":"q","engine":"big","took_ms":0.0,"total":0,"results":[]"#);
+        s.push_str(&" ".repeat(MAX_RESPONSE_BYTES + 1024));
+        s.push('}');
+        s
+    }
+    /// `{"results":[` and then spaces forever, in 64 KiB pieces.
+    fn endless(status: StatusCode) -> Response {
+        let head = futures_util::stream::once(async {
+            Ok::<_, std::convert::Infallible>(axum::body::Bytes::from("{\"results\":["))
+        });
+        let tail = futures_util::stream::repeat_with(|| Ok(axum::body::Bytes::from(vec![b' '; 64 * 1024])));
+        (status, [("content-type", "application/json")], axum::body::Body::from_stream(head.chain(tail)))
+            .into_response()
+    }
+    use futures_util::StreamExt;
+    let app = Router::new()
+        .route("/padded/v1/search", get(|| async { json_response(padded()) }))
+        .route("/endless/v1/search", get(|| async { endless(StatusCode::OK) }))
+        .route("/endless-error/v1/search", get(|| async { endless(StatusCode::BAD_GATEWAY) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = |path: &str| {
+        RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: format!("{base}/{path}") })
+            .unwrap()
+            .with_timeout(Duration::from_secs(20))
+    };
+    for path in ["padded", "endless"] {
+        let started = std::time::Instant::now();
+        match client(path).search("x", 3).await {
+            Err(Error::BadResponse { service, detail }) => {
+                assert_eq!(service, "search/v1");
+                assert!(
+                    detail.contains(&format!("exceeds the limit of {MAX_RESPONSE_BYTES} bytes")),
+                    "{path}: {detail}"
+                );
+            }
+            other => panic!("{path}: expected Error::BadResponse, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{path}: {:?}", started.elapsed());
+    }
+    match client("endless-error").search("x", 3).await {
+        Err(Error::Http { detail, .. }) => assert!(detail.contains("502"), "{detail}"),
+        other => panic!("expected Error::Http, got {other:?}"),
+    }
+}

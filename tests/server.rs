@@ -393,3 +393,49 @@ async fn an_index_directory_persists_across_restarts() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Static files are streamed, not read whole: a multi-GB model file answers HEAD from its metadata and GET with
+/// its first bytes at once (the old code read all of it into memory first, HEAD included); a file of several
+/// pieces arrives intact with its Content-Length and type.
+#[tokio::test]
+async fn large_static_files_are_streamed_and_head_reads_nothing() {
+    use std::time::Duration;
+    let root = temp_dir("big-static");
+    let models = root.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    // sparse: no disk used, 6 GiB of zeros when read
+    let huge_len: u64 = 6 << 30;
+    std::fs::File::create(models.join("huge.gguf")).unwrap().set_len(huge_len).unwrap();
+    let medium: Vec<u8> = (0..(1usize << 20) * 3 + 17).map(|i| (i * 31 % 251) as u8).collect();
+    write(&models.join("medium.safetensors"), &medium);
+    let h =
+        start(ServerConfig { corpus: Some(CORPUS.into()), models: Some(models.clone()), ..Default::default() }).await;
+    let client = reqwest::Client::new();
+    let base = h.base_url();
+    let within = Duration::from_secs(3);
+
+    let r = tokio::time::timeout(within, client.head(format!("{base}/models/huge.gguf")).send())
+        .await
+        .expect("HEAD answers without reading the file")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], huge_len.to_string().as_str());
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    let first = async {
+        let mut r = client.get(format!("{base}/models/huge.gguf")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-length"], huge_len.to_string().as_str());
+        let piece = r.chunk().await.unwrap().expect("a first piece");
+        assert!(!piece.is_empty() && piece.iter().all(|&b| b == 0));
+    };
+    tokio::time::timeout(within, first).await.expect("GET streams its first bytes at once");
+
+    let r = client.get(format!("{base}/models/medium.safetensors")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], medium.len().to_string().as_str());
+    assert_eq!(r.bytes().await.unwrap().as_ref(), medium.as_slice());
+    h.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+}

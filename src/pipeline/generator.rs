@@ -6,6 +6,12 @@
 //! Errors of the remote client: a connection failure or a non-2xx status is [`Error::Http`] (with the server's
 //! `{"error":{"message"}}` when it sent one), an `{"error":…}` event inside the stream is [`Error::Http`] too,
 //! a body that is neither SSE chunks nor a completion is [`Error::BadResponse`].
+//!
+//! Bounded: a completion body over [`MAX_COMPLETION_BODY_BYTES`], an SSE line or event over
+//! [`sse::MAX_LINE_BYTES`](super::sse::MAX_LINE_BYTES) / [`sse::MAX_EVENT_BYTES`](super::sse::MAX_EVENT_BYTES) or
+//! an answer over [`MAX_ANSWER_BYTES`] is [`Error::BadResponse`]; an error body is read for at most
+//! [`ERROR_BODY_TIMEOUT_MS`] and 64 KiB. The `cancel` token ends the call within
+//! [`CANCEL_POLL_MS`](super::timer::CANCEL_POLL_MS) at any point, also while it waits for the response.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,10 +22,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sse::SseParser;
+use super::timer;
 use crate::engine::{ChatRequest, Engine};
 use crate::error::{Error, Result};
 use crate::generation::{CancelToken, GenerationConfig};
 use crate::processor::chat::{Content, ContentPart, Message};
+use crate::retrieval::body::{read_limited, MAX_ERROR_BODY_BYTES};
+
+/// Largest non-streamed completion body the remote client reads.
+pub const MAX_COMPLETION_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Largest answer the remote client accumulates (far beyond any `max_tokens`).
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// How long the remote client waits for a non-2xx response's body (the status is known; the body only adds the
+/// server's message).
+pub const ERROR_BODY_TIMEOUT_MS: u64 = 10_000;
 
 /// The future a [`Generator`] returns (not `Send`: in the browser it holds JS handles).
 pub type GenerateFuture<'a> = Pin<Box<dyn Future<Output = Result<String>> + 'a>>;
@@ -194,6 +210,10 @@ impl OpenAiGenerator {
             rb = rb.bearer_auth(key);
         }
         let resp = rb.send().await.map_err(|e| http_err(&self.endpoint, e))?;
+        let too_big = |what: &str, limit: usize| Error::BadResponse {
+            service: self.service(),
+            detail: format!("{what} exceeds the limit of {limit} bytes"),
+        };
         let status = resp.status();
         let is_json = resp
             .headers()
@@ -201,16 +221,22 @@ impl OpenAiGenerator {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         if !status.is_success() {
-            let bytes = resp.bytes().await.unwrap_or_default();
-            return Err(Error::Http {
-                url: self.endpoint.clone(),
-                detail: format!("status {status}: {}", error_text(&bytes)),
-            });
+            // the message is a nicety: a slow, broken or huge error body must not hold the error back
+            let read =
+                async { read_limited(resp, MAX_ERROR_BODY_BYTES).await.map_err(|e| http_err(&self.endpoint, e)) };
+            let message = match timer::timeout("reading the error body", ERROR_BODY_TIMEOUT_MS, read).await {
+                Ok(body) => error_text(&body.bytes),
+                Err(e) => format!("(no body: {e})"),
+            };
+            return Err(Error::Http { url: self.endpoint.clone(), detail: format!("status {status}: {message}") });
         }
         if is_json {
             // a server that ignored `stream: true`: one completion object
-            let bytes = resp.bytes().await.map_err(|e| http_err(&self.endpoint, e))?;
-            let v: Value = serde_json::from_slice(&bytes)
+            let body = read_limited(resp, MAX_COMPLETION_BODY_BYTES).await.map_err(|e| http_err(&self.endpoint, e))?;
+            if body.over_limit {
+                return Err(too_big("the completion body", MAX_COMPLETION_BODY_BYTES));
+            }
+            let v: Value = serde_json::from_slice(&body.bytes)
                 .map_err(|e| Error::BadResponse { service: self.service(), detail: format!("not JSON: {e}") })?;
             let text = self.chunk_text(&v)?;
             on_text(&text);
@@ -222,10 +248,17 @@ impl OpenAiGenerator {
         let mut done = false;
         'read: while let Some(piece) = stream.next().await {
             let piece = piece.map_err(|e| http_err(&self.endpoint, e))?;
-            for ev in parser.push(&piece) {
+            let events = parser.push(&piece).map_err(|e| Error::BadResponse {
+                service: self.service(),
+                detail: format!("{e} (a stream that never ends a line or an event)"),
+            })?;
+            for ev in events {
                 if self.event(&ev.data, &mut answer, on_text)? {
                     done = true;
                     break 'read;
+                }
+                if answer.len() > MAX_ANSWER_BYTES {
+                    return Err(too_big("the streamed answer", MAX_ANSWER_BYTES));
                 }
             }
             if cancel.is_cancelled() {
@@ -233,7 +266,9 @@ impl OpenAiGenerator {
             }
         }
         if !done {
-            if let Some(ev) = parser.finish() {
+            let last =
+                parser.finish().map_err(|e| Error::BadResponse { service: self.service(), detail: e.to_string() })?;
+            if let Some(ev) = last {
                 done = self.event(&ev.data, &mut answer, on_text)?;
             }
         }
@@ -307,7 +342,9 @@ impl Generator for OpenAiGenerator {
         cancel: &'a CancelToken,
         on_text: &'a mut dyn FnMut(&str),
     ) -> GenerateFuture<'a> {
-        Box::pin(self.run(messages, cfg, cancel, on_text))
+        // the cancel check in `run` only runs when a piece arrives; this also ends the waits for the response
+        // and for the first piece
+        Box::pin(timer::or_cancelled(cancel, self.run(messages, cfg, cancel, on_text)))
     }
 }
 

@@ -57,6 +57,10 @@ use crate::retrieval::{RetrievalClient, SearchHit, MAX_TOP_K};
 pub const MAX_RETRIES: u32 = 1;
 /// Longest search query the pipeline sends, in chars.
 pub const MAX_QUERY_CHARS: usize = 256;
+/// A retrieved document's title is cut to this many chars in the generator's prompt.
+pub const MAX_SOURCE_TITLE_CHARS: usize = 200;
+/// A retrieved document's URL and id are each cut to this many chars in the generator's prompt.
+pub const MAX_SOURCE_URL_CHARS: usize = 300;
 
 /// Which rephraser writes the search query.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,7 +436,7 @@ impl Pipeline {
         let mut documents: Vec<SearchHit> = Vec::new();
         if let Some(client) = &self.retrieval {
             let t0 = now_ms();
-            let out = self.retrieve(client, &query, k).await;
+            let out = self.retrieve(client, &query, k, cancel).await;
             check_cancel(cancel)?;
             let (output, error) = match out {
                 Ok(resp) => {
@@ -469,17 +473,7 @@ impl Pipeline {
         } else {
             let sources = documents
                 .iter()
-                .map(|d| {
-                    let n = d.rank.to_string();
-                    let title = plain(&d.title);
-                    let snippet = truncate_chars(&plain(&d.snippet), self.config.max_snippet_chars);
-                    let url = plain(&d.url);
-                    let id = plain(&d.id);
-                    render(
-                        &p.source,
-                        &[("n", &n), ("title", &title), ("snippet", &snippet), ("url", &url), ("id", &id)],
-                    )
-                })
+                .map(|d| source_text(&p.source, d, self.config.max_snippet_chars))
                 .collect::<Vec<_>>()
                 .join("\n");
             render(&p.generate, &[("question", &safe_question), ("caption", &safe_caption), ("sources", &sources)])
@@ -577,19 +571,20 @@ impl Pipeline {
     }
 
     /// Search with at most [`MAX_RETRIES`] retries (connection errors and HTTP errors only, not timeouts or
-    /// malformed answers), each attempt under the retrieve timeout.
+    /// malformed answers), each attempt under the retrieve timeout; a cancel ends the wait at once.
     async fn retrieve(
         &self,
         client: &RetrievalClient,
         query: &str,
         k: usize,
+        cancel: &CancelToken,
     ) -> Result<crate::retrieval::SearchResponse> {
         let ms = self.config.timeouts.retrieve_ms;
         let retries = self.config.retries.min(MAX_RETRIES);
         let mut attempt = 0;
         loop {
-            match timer::timeout("retrieve", ms, client.search(query, k)).await {
-                Err(Error::Http { .. }) if attempt < retries => {
+            match timer::or_cancelled(cancel, timer::timeout("retrieve", ms, client.search(query, k))).await {
+                Err(Error::Http { .. }) if attempt < retries && !cancel.is_cancelled() => {
                     attempt += 1;
                     timer::sleep(self.config.retry_backoff_ms).await;
                 }
@@ -633,7 +628,8 @@ impl Pipeline {
         }
     }
 
-    /// One generator call under the generate timeout, with its trace entry.
+    /// One generator call under the generate timeout, with its trace entry; a cancel ends it within
+    /// [`timer::CANCEL_POLL_MS`] even while no text arrives.
     async fn generate_once(
         &self,
         g: &dyn Generator,
@@ -660,7 +656,12 @@ impl Pipeline {
             }
         };
         let fut = g.generate(messages, &self.config.answer, &step_cancel, &mut cb);
-        let mut out = timer::timeout("generate", ms, fut).await;
+        // The callback only runs when text arrives: a remote generator still waiting for its response or first
+        // chunk must also stop when the caller cancels, not at the (long) generate timeout.
+        let mut out = timer::timeout("generate", ms, timer::or_cancelled(cancel, fut)).await;
+        if cancel.is_cancelled() {
+            step_cancel.cancel();
+        }
         if timed_out.get() {
             out = Err(Error::Timeout { step: "generate".into(), ms });
         }
@@ -696,12 +697,25 @@ pub fn clean_query(text: &str) -> String {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
     let mut q = line;
     for label in ["search query:", "query:"] {
-        if q.len() >= label.len() && q[..label.len()].eq_ignore_ascii_case(label) {
+        // `get`, not `[..]`: the label's length may fall inside a multi-byte char of a non-ASCII query
+        if q.get(..label.len()).is_some_and(|p| p.eq_ignore_ascii_case(label)) {
             q = q[label.len()..].trim_start();
         }
     }
     let q = q.trim_matches(|c: char| c == '"' || c == '\'' || c == '`' || c == '“' || c == '”' || c.is_whitespace());
     q.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// One retrieved document as the generator's prompt lists it (`template` is [`Prompts::source`]): every field
+/// defused with [`plain`] and cut (snippet to `max_snippet_chars`, title and URL/id to fixed limits), so a hostile
+/// or broken index cannot flood the prompt.
+fn source_text(template: &str, d: &SearchHit, max_snippet_chars: usize) -> String {
+    let n = d.rank.to_string();
+    let title = truncate_chars(&plain(&d.title), MAX_SOURCE_TITLE_CHARS);
+    let snippet = truncate_chars(&plain(&d.snippet), max_snippet_chars);
+    let url = truncate_chars(&plain(&d.url), MAX_SOURCE_URL_CHARS);
+    let id = truncate_chars(&plain(&d.id), MAX_SOURCE_URL_CHARS);
+    render(template, &[("n", &n), ("title", &title), ("snippet", &snippet), ("url", &url), ("id", &id)])
 }
 
 /// The first `n` chars of `s` (an ellipsis marks a cut).
@@ -721,6 +735,43 @@ mod tests {
         assert_eq!(clean_query("\n  Query: \"red octagon  sign meaning\"\nmore"), "red octagon sign meaning");
         assert_eq!(clean_query("search query: `x`"), "x");
         assert_eq!(clean_query("  \n "), "");
+    }
+
+    #[test]
+    fn query_cleanup_never_splits_a_char() {
+        // "search query:" is 13 bytes: byte 13 falls inside `本`/`á` here, which used to panic
+        for q in ["日本の交通標識", "señal de tráfico", "ñ", "Query: 日本の交通標識", "search query: señal"]
+        {
+            let _ = clean_query(q);
+        }
+        assert_eq!(clean_query("日本の交通標識"), "日本の交通標識");
+        assert_eq!(clean_query("señal de tráfico"), "señal de tráfico");
+        assert_eq!(clean_query("Query: 日本の交通標識"), "日本の交通標識");
+        assert_eq!(clean_query("SEARCH QUERY: «señal»"), "«señal»");
+    }
+
+    #[test]
+    fn source_fields_are_cut_on_char_boundaries() {
+        let hit = SearchHit {
+            id: "é".repeat(1000),
+            title: "標".repeat(5000),
+            url: format!("https://x.example/{}", "ü".repeat(5000)),
+            snippet: "s".repeat(5000),
+            score: 1.0,
+            rank: 1,
+            source: String::new(),
+        };
+        let text = source_text("[{n}] {title} | {snippet} | {url} | {id}", &hit, 600);
+        let fields: Vec<&str> = text.split(" | ").collect();
+        assert_eq!(fields.len(), 4, "{text}");
+        assert_eq!(fields[0].chars().count(), "[1] ".len() + MAX_SOURCE_TITLE_CHARS + 1, "title cut, with `…`");
+        assert_eq!(fields[1].chars().count(), 600 + 1);
+        assert_eq!(fields[2].chars().count(), MAX_SOURCE_URL_CHARS + 1);
+        assert_eq!(fields[3].chars().count(), MAX_SOURCE_URL_CHARS + 1);
+        assert!(fields[2].starts_with("https://x.example/ü") && fields[3].ends_with('…'));
+        // short fields are left alone
+        let short = SearchHit { id: "d1".into(), title: "Stop".into(), url: "https://a.b/".into(), ..hit };
+        assert_eq!(source_text("{title} {url} {id}", &short, 600), "Stop https://a.b/ d1");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Timers for both targets, without tokio on wasm32: [`sleep`] is `tokio::time::sleep` natively and a
 //! `setTimeout`-resolved `Promise` in the browser (window or worker: it calls the global scope's `setTimeout`),
-//! and [`timeout`] races a future against it with one `poll_fn`.
+//! and [`timeout`] races a future against it with one `poll_fn`; [`or_cancelled`] races one against a
+//! [`CancelToken`], looked at every [`CANCEL_POLL_MS`].
 //!
 //! A timer only fires while the raced future is pending. Work that blocks the thread (a native GPU readback)
 //! cannot be interrupted this way; the pipeline also gives such steps a deadline they check between tokens.
@@ -10,6 +11,7 @@ use std::pin::pin;
 use std::task::Poll;
 
 use crate::error::{Error, Result};
+use crate::generation::CancelToken;
 
 /// Completes after `ms` milliseconds.
 pub async fn sleep(ms: u64) {
@@ -43,6 +45,33 @@ pub async fn timeout<T>(step: &str, ms: u64, fut: impl Future<Output = Result<T>
         }
         if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(Error::Timeout { step: step.to_string(), ms }));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// How often [`or_cancelled`] looks at its [`CancelToken`] (the token is a plain flag, with nothing to wake on).
+pub const CANCEL_POLL_MS: u64 = 50;
+
+/// `fut`'s output, or [`Error::Cancelled`] within about [`CANCEL_POLL_MS`] of `cancel` being set, dropping `fut`
+/// (an HTTP request or response read then stops). Like [`timeout`], this only helps while `fut` is pending.
+pub async fn or_cancelled<T>(cancel: &CancelToken, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let mut fut = pin!(fut);
+    let mut watch = pin!(async {
+        while !cancel.is_cancelled() {
+            sleep(CANCEL_POLL_MS).await;
+        }
+    });
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        if watch.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Error::Cancelled));
         }
         Poll::Pending
     })

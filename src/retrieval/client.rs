@@ -3,7 +3,8 @@
 //!
 //! Timeouts use reqwest's per-request timeout on both targets (on wasm32 reqwest implements it with an
 //! `AbortController`); an expired timeout is [`Error::Timeout`]. A failed connection or a non-2xx status is
-//! [`Error::Http`]; a 2xx body that is not the expected JSON is [`Error::BadResponse`].
+//! [`Error::Http`]; a 2xx body that is not the expected JSON, or a body over [`MAX_RESPONSE_BYTES`], is
+//! [`Error::BadResponse`]. The timeout covers reading the body too.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,12 +14,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::body::{read_limited, MAX_ERROR_BODY_BYTES};
 use super::protocol::{ErrorBody, SearchFilters, SearchRequest, SearchResponse, MAX_TOP_K};
 use super::{meilisearch, opensearch, qdrant};
 use crate::error::{Error, Result};
 
 /// Per-request timeout unless [`RetrievalClient::with_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response body the client reads (50 hits with long snippets are far smaller); a longer one is
+/// [`Error::BadResponse`] and is not read further.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Where to search. Serialisable, so it can come from a config file or from JS (`{"kind":"meilisearch",…}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,13 +256,19 @@ impl RetrievalClient {
         let url = redact(req.url());
         let resp = self.http.execute(req).await.map_err(|e| self.transport(&url, service, e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, service, e))?;
+        // an error body is only read for its message: a small limit (a longer one is cut, then fails to parse)
+        let limit = if status.is_success() { MAX_RESPONSE_BYTES } else { MAX_ERROR_BODY_BYTES };
+        let body = read_limited(resp, limit).await.map_err(|e| self.transport(&url, service, e))?;
+        let bytes = body.bytes;
         if !status.is_success() {
             let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(e) => format!("status {status}: {} ({})", e.error.message, e.error.code),
                 Err(_) => format!("status {status}: {}", excerpt(&bytes)),
             };
             return Err(Error::Http { url, detail });
+        }
+        if body.over_limit {
+            return Err(bad(service, format!("the response body exceeds the limit of {MAX_RESPONSE_BYTES} bytes")));
         }
         serde_json::from_slice(&bytes).map_err(|e| bad(service, format!("not JSON ({e}): {}", excerpt(&bytes))))
     }

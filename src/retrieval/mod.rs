@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod body;
 mod client;
 mod fields;
 pub mod meilisearch;
@@ -22,6 +23,7 @@ pub mod snippet;
 
 pub use client::{
     EmbedFuture, MaybeSendSync, OpenSearchAuth, QueryEmbedder, RetrievalClient, RetrievalConfig, DEFAULT_TIMEOUT,
+    MAX_RESPONSE_BYTES,
 };
 pub use protocol::{
     ErrorBody, ErrorDetail, HealthResponse, SearchFilters, SearchHit, SearchRequest, SearchResponse, DEFAULT_TOP_K,

@@ -155,8 +155,17 @@ impl ChatService {
         self.admission.pending()
     }
 
-    fn submit(&self, req: ChatRequest) -> Result<(tokio::sync::mpsc::UnboundedReceiver<Event>, CancelToken)> {
-        let slot = self.admission.try_enter().ok_or(Error::Busy)?;
+    /// A place in the queue, or `None` when `max_pending` requests are waiting or running. The HTTP handler
+    /// takes it before reading the (up to [`MAX_CHAT_BODY_BYTES`]) body, so a full queue costs no body reads.
+    pub fn admit(&self) -> Option<Slot> {
+        self.admission.try_enter()
+    }
+
+    fn submit(
+        &self,
+        slot: Slot,
+        req: ChatRequest,
+    ) -> Result<(tokio::sync::mpsc::UnboundedReceiver<Event>, CancelToken)> {
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         let cancel = CancelToken::default();
         let job = Job { req, cancel: cancel.clone(), events, _slot: slot };
@@ -351,8 +360,27 @@ fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The 429 answer to a request that found the queue full.
+pub fn busy(service: &ChatService) -> Response {
+    let mut r = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_exceeded",
+        format!("the engine is busy ({} requests waiting or running); retry later", service.pending()),
+    );
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+    r
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn completions(service: Arc<ChatService>, bytes: Bytes) -> Response {
+    match service.admit() {
+        Some(slot) => completions_admitted(service, slot, bytes).await,
+        None => busy(&service),
+    }
+}
+
+/// `POST /v1/chat/completions` for a request that already holds its `slot` (see [`ChatService::admit`]).
+pub async fn completions_admitted(service: Arc<ChatService>, slot: Slot, bytes: Bytes) -> Response {
     let body: ChatBody = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => {
@@ -364,17 +392,9 @@ pub async fn completions(service: Arc<ChatService>, bytes: Bytes) -> Response {
         Ok(r) => r,
         Err(m) => return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", m),
     };
-    let (mut rx, cancel) = match service.submit(req) {
+    let (mut rx, cancel) = match service.submit(slot, req) {
         Ok(x) => x,
-        Err(Error::Busy) => {
-            let mut r = openai_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_exceeded",
-                format!("the engine is busy ({} requests waiting or running); retry later", service.pending()),
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
-            return r;
-        }
+        Err(Error::Busy) => return busy(&service),
         Err(e) => return openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.to_string()),
     };
     let guard = CancelOnDrop(cancel);

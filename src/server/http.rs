@@ -1,7 +1,7 @@
 //! HTTP surface of the embedded server: `search/v1` routes, static files, CORS and security headers, JSON errors.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -28,6 +28,8 @@ pub struct AppState {
     /// Value of the `Content-Security-Policy` header.
     pub csp: HeaderValue,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive (`POST /v1/search`, `POST /v1/chat/completions`); then 408.
+    pub body_timeout: Duration,
     /// The engine behind `/v1/chat/completions`, when the server was started with a model.
     pub chat: Option<Arc<super::chat::ChatService>>,
 }
@@ -103,8 +105,17 @@ async fn search_get(
     run_search(&s, SearchRequest { query, top_k: k, filters }).await
 }
 
+/// The 408 message for a body that did not arrive within `timeout`.
+fn body_timeout_message(timeout: Duration) -> String {
+    format!("the request body did not arrive within {} ms", timeout.as_millis())
+}
+
 async fn search_post(State(s): State<Arc<AppState>>, req: Request) -> Result<Json<SearchResponse>, ApiError> {
-    let bytes = axum::body::to_bytes(req.into_body(), s.max_body_bytes).await.map_err(|_| {
+    let read = tokio::time::timeout(s.body_timeout, axum::body::to_bytes(req.into_body(), s.max_body_bytes));
+    let read = read.await.map_err(|_| {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", body_timeout_message(s.body_timeout))
+    })?;
+    let bytes = read.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -171,9 +182,21 @@ async fn chat_completions(State(s): State<Arc<AppState>>, req: Request) -> Respo
     let Some(chat) = s.chat.clone() else {
         return no_model();
     };
-    match axum::body::to_bytes(req.into_body(), super::chat::MAX_CHAT_BODY_BYTES).await {
-        Ok(bytes) => super::chat::completions(chat, bytes).await,
+    // the queue first: a full one answers 429 before reading up to MAX_CHAT_BODY_BYTES; the slot is held while
+    // the body arrives (bounded by `body_timeout`), so slow uploads count against the queue too
+    let Some(slot) = chat.admit() else {
+        return super::chat::busy(&chat);
+    };
+    let read =
+        tokio::time::timeout(s.body_timeout, axum::body::to_bytes(req.into_body(), super::chat::MAX_CHAT_BODY_BYTES));
+    match read.await {
+        Ok(Ok(bytes)) => super::chat::completions_admitted(chat, slot, bytes).await,
         Err(_) => super::chat::openai_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            body_timeout_message(s.body_timeout),
+        ),
+        Ok(Err(_)) => super::chat::openai_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             format!("the request body exceeds {} bytes", super::chat::MAX_CHAT_BODY_BYTES),
@@ -208,9 +231,10 @@ async fn static_file(State(s): State<Arc<AppState>>, method: Method, req: Reques
         StaticError::BadPath(why) => ApiError::bad_request("bad_path", why),
         StaticError::NotFound => ApiError::not_found(&path),
     })?;
-    let bytes = tokio::fs::read(&file).await.map_err(|_| ApiError::not_found(&path))?;
-    let len = bytes.len();
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes) };
+    // streamed, never read whole: `/models/` holds multi-GB weights; HEAD only needs the length
+    let f = tokio::fs::File::open(&file).await.map_err(|_| ApiError::not_found(&path))?;
+    let len = f.metadata().await.map_err(|_| ApiError::not_found(&path))?.len();
+    let body = if method == Method::HEAD { Body::empty() } else { file_body(f, len) };
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(mime_for(&file))),
@@ -220,6 +244,28 @@ async fn static_file(State(s): State<Arc<AppState>>, method: Method, req: Reques
         body,
     )
         .into_response())
+}
+
+/// Size of the pieces a static file is streamed in.
+const FILE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// `f`'s first `len` bytes (its length when opened) as a streamed body, one [`FILE_CHUNK_BYTES`] read at a time.
+/// A read error ends the body with an error (the client sees a cut response, as the length was already sent).
+fn file_body(f: tokio::fs::File, len: u64) -> Body {
+    use tokio::io::AsyncReadExt;
+    let stream = futures_util::stream::try_unfold((f, len), |(mut f, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; FILE_CHUNK_BYTES.min(left.try_into().unwrap_or(usize::MAX))];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while being sent"));
+        }
+        buf.truncate(n);
+        Ok(Some((axum::body::Bytes::from(buf), (f, left - n as u64))))
+    });
+    Body::from_stream(stream)
 }
 
 /// The allowed origin to echo for this request, if any.

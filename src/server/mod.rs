@@ -23,6 +23,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 
@@ -34,6 +35,8 @@ use static_files::StaticRoots;
 
 /// Default request-body limit for `POST /v1/search` (a query of 1024 chars fits many times over).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+/// How long a request body may take to arrive before the server answers 408 (see [`Server::with_body_timeout`]).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to start a server.
 #[derive(Debug, Clone)]
@@ -98,7 +101,7 @@ pub fn content_security_policy(connect_src: &[String]) -> String {
 /// A bound, ready server: index built, socket listening, not yet serving.
 pub struct Server {
     listener: tokio::net::TcpListener,
-    app: axum::Router,
+    state: http::AppState,
     addr: SocketAddr,
     report: Option<CorpusReport>,
     documents: u64,
@@ -146,19 +149,26 @@ impl Server {
         let csp = HeaderValue::from_str(&content_security_policy(&connect_src))
             .map_err(|_| Error::Config(format!("--connect-src values must be plain header text: {connect_src:?}")))?;
         let documents = index.num_docs();
-        let state = Arc::new(http::AppState {
+        let state = http::AppState {
             index: Arc::new(index),
             roots: StaticRoots::new(www.as_deref(), pkg.as_deref()).with_models(models.as_deref()),
             cors_origins,
             csp,
             max_body_bytes,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             chat,
-        });
+        };
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
             .map_err(|e| Error::Io(format!("cannot listen on {host}:{port}: {e}; pick another --port")))?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, app: http::router(state), addr, report, documents })
+        Ok(Self { listener, state, addr, report, documents })
+    }
+
+    /// How long a request body may take to arrive (default [`DEFAULT_BODY_TIMEOUT`]); a slower one gets 408.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.state.body_timeout = timeout;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -177,7 +187,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        axum::serve(self.listener, self.app)
+        axum::serve(self.listener, http::router(Arc::new(self.state)))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| Error::Io(format!("server: {e}")))
