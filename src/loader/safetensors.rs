@@ -166,10 +166,13 @@ fn bounded_shape<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<u64
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> std::result::Result<Vec<u64>, A::Error> {
             let mut v = Vec::new();
-            while let Some(d) = s.next_element::<u64>()? {
+            while let Some(d) = s.next_element::<serde_json::Number>()? {
                 if v.len() == MAX_DIMS {
                     return Err(A::Error::custom(format!("more than {MAX_DIMS} dimensions")));
                 }
+                let d = d
+                    .as_u64()
+                    .ok_or_else(|| A::Error::custom(format!("dimension {d} is not a non-negative integer")))?;
                 v.push(d);
             }
             Ok(v)
@@ -193,9 +196,11 @@ impl<'de> Deserialize<'de> for Entries {
                 let mut v = Vec::new();
                 while let Some(name) = m.next_key::<String>()? {
                     let entry = if name == "__metadata__" {
-                        m.next_value::<BTreeMap<String, String>>()
-                            .map(Entry::Metadata)
-                            .map_err(|e| A::Error::custom(format!("`__metadata__` (an object of strings): {e}")))?
+                        m.next_value::<BTreeMap<String, String>>().map(Entry::Metadata).map_err(|e| {
+                            A::Error::custom(format!(
+                                "`__metadata__` must map names to strings (a value is not a string): {e}"
+                            ))
+                        })?
                     } else {
                         m.next_value::<RawTensor>()
                             .map(Entry::Tensor)
