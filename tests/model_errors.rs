@@ -83,6 +83,50 @@ fn absurd_config_values() {
     }
 }
 
+/// Products of config dimensions that overflow (heads × head_dim here) are config errors, not a debug-build
+/// panic or a wrapped size in release.
+#[test]
+fn config_products_that_overflow() {
+    let mut c: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    c["num_attention_heads"] = (1u64 << 62).into();
+    c["num_key_value_heads"] = (1u64 << 62).into();
+    c["head_dim"] = 64.into();
+    let err = load(&c.to_string(), WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::Config(ref m) if m.contains("head_dim") && m.contains("overflows")), "{err:?}");
+    let err = load(&patch("intermediate_size", 0.into()), WEIGHTS).err().expect("must fail");
+    assert!(matches!(err, Error::Config(ref m) if m.contains("intermediate_size")), "{err:?}");
+}
+
+/// The tiny Idefics3 GGUF pair with the mmproj's u32 metadata value `key` replaced by `value`.
+fn load_gguf_vlm_with(key: &str, value: u32) -> Result<Model, Error> {
+    let mut mmproj = include_bytes!("fixtures/models/idefics3_gguf/mmproj.gguf").to_vec();
+    // a GGUF key-value: the key's bytes, the value type (4 = u32), the value
+    let at = mmproj.windows(key.len()).position(|w| w == key.as_bytes()).expect("key in the fixture") + key.len();
+    assert_eq!(mmproj[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+    mmproj[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    let ctx = pollster::block_on(common::ctx());
+    let text = include_bytes!("fixtures/models/idefics3_gguf/model.gguf").to_vec();
+    Model::load_gguf(&ctx, Box::new(text), Some(Box::new(mmproj)), LoadOptions::default(), 64)
+}
+
+/// A GGUF mmproj whose pixel-shuffle scale factor is 0 or does not divide the patch grid (8 here) is a config error
+/// that names it (it was unchecked on this path: a weight-shape mismatch, or a pixel shuffle of a grid it does not
+/// divide); the fixture's own value (2) loads.
+#[test]
+fn mmproj_scale_factor_must_divide_the_grid() {
+    let key = "clip.vision.projector.scale_factor";
+    for bad in [0, 3] {
+        let err = load_gguf_vlm_with(key, bad).err().expect("must fail");
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("scale_factor") && m.contains("grid")),
+            "{bad}: {err:?}"
+        );
+    }
+    load_gguf_vlm_with(key, 2).map_err(|e| e.to_string()).expect("the fixture's value loads");
+    let err = load_gguf_vlm_with("clip.vision.patch_size", 0).err().expect("must fail");
+    assert!(matches!(err, Error::Config(ref m) if m.contains("patch_size")), "{err:?}");
+}
+
 #[test]
 fn config_that_is_not_json() {
     let err = load("{not json", WEIGHTS).err().expect("must fail");

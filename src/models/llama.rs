@@ -104,9 +104,13 @@ impl LlamaConfig {
         if self.hidden_act != "silu" {
             return Err(Error::Config(format!("Llama hidden_act `{}` unsupported (silu)", self.hidden_act)));
         }
-        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
-            return Err(Error::Config("vocab_size, hidden_size and num_hidden_layers must be positive".into()));
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0 {
+            return Err(Error::Config(
+                "vocab_size, hidden_size, intermediate_size and num_hidden_layers must be positive".into(),
+            ));
         }
+        super::config_product("num_attention_heads × head_dim", &[h, self.head_dim()])?;
+        super::config_product("vocab_size × hidden_size", &[self.vocab_size, self.hidden_size])?;
         Ok(())
     }
 

@@ -25,6 +25,32 @@ pub use dinov2::{Dinov2, Dinov2Config};
 pub use llama::{Llama, LlamaConfig};
 pub use siglip::{VisionConfig, VisionOutput, VisionTransformer};
 
+/// The product of config dimensions (`what` names it), or a config error when it overflows `usize` or is zero: a
+/// hostile config's products are checked before they size a tensor or compare with a file's shape (an overflow
+/// panics in debug builds and wraps in release).
+pub(crate) fn config_product(what: &str, dims: &[usize]) -> Result<usize> {
+    match dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) {
+        Some(n) if n > 0 => Ok(n),
+        Some(_) => Err(Error::Config(format!("{what} {dims:?} has a zero dimension"))),
+        None => Err(Error::Config(format!("{what} {dims:?} overflows"))),
+    }
+}
+
+/// Input width of Idefics3's connector: `scale_factor` must divide the tower's patch grid (the pixel shuffle folds
+/// `scale_factor²` patches into one feature); checked before anything is loaded, for config.json and GGUF mmproj.
+fn pixel_shuffle_width(vcfg: &VisionConfig, scale_factor: usize) -> Result<usize> {
+    vcfg.validate()?;
+    if scale_factor == 0 || vcfg.grid() % scale_factor != 0 {
+        return Err(Error::Config(format!(
+            "scale_factor {scale_factor} must divide the patch grid {} (image_size {} / patch_size {})",
+            vcfg.grid(),
+            vcfg.image_size,
+            vcfg.patch_size
+        )));
+    }
+    config_product("vision hidden_size × scale_factor²", &[vcfg.hidden_size, scale_factor, scale_factor])
+}
+
 /// A set of named files (a Hugging Face repo snapshot, user-picked files, an in-memory map).
 pub trait ModelFiles {
     fn open(&self, name: &str) -> Result<Box<dyn WeightSource>>;
@@ -347,16 +373,9 @@ impl Model {
                 let c: Idefics3Json = serde_json::from_slice(config_json).map_err(bad)?;
                 let ctx_len = max_context.min(c.text_config.max_position_embeddings.max(1));
                 let m = root.pp("model");
+                let d_in = pixel_shuffle_width(&c.vision_config, c.scale_factor)?;
                 let lm = Llama::load(c.text_config.clone(), &m.pp("text_model"), &root, ctx_len)?;
                 let tower = VisionTower::from(VisionTransformer::load(c.vision_config.clone(), &m.pp("vision_model"))?);
-                let d_in = c.vision_config.hidden_size * c.scale_factor * c.scale_factor;
-                if c.scale_factor == 0 || tower.cfg.grid() % c.scale_factor != 0 {
-                    return Err(Error::Config(format!(
-                        "scale_factor {} must divide the patch grid {}",
-                        c.scale_factor,
-                        tower.cfg.grid()
-                    )));
-                }
                 let proj = Linear::load(
                     &m.pp("connector.modality_projection"),
                     "proj",
@@ -505,11 +524,11 @@ impl Model {
             hidden_act: "gelu_pytorch_tanh".into(),
         };
         let scale_factor = u("clip.vision.projector.scale_factor").unwrap_or(2);
+        let d_in = pixel_shuffle_width(&vcfg, scale_factor)?;
         let image_token_id = image_token_from_gguf(&store.gguf).unwrap_or(default_image_token());
         let mstore = GgufStore { gguf: g, src: mm, map: gguf_names::idefics3_mmproj, name: "mmproj".into() };
         let mroot = VarBuilder::new(&mstore, ctx, opts);
         let tower = VisionTower::from(VisionTransformer::load(vcfg.clone(), &mroot.pp("model.vision_model"))?);
-        let d_in = vcfg.hidden_size * scale_factor * scale_factor;
         let proj =
             Linear::load(&mroot.pp("model.connector.modality_projection"), "proj", d_in, lm.cfg.hidden_size, false)?;
         let vision = VisionStack {

@@ -62,6 +62,14 @@ impl VisionConfig {
         if hd % 4 != 0 || hd > attention::MAX_HEAD_DIM {
             return Err(Error::Config(format!("vision head_dim {hd} unsupported")));
         }
+        if self.intermediate_size == 0 {
+            return Err(Error::Config("vision intermediate_size must be positive".into()));
+        }
+        super::config_product("vision patches (image_size / patch_size)²", &[self.grid(), self.grid()])?;
+        super::config_product(
+            "vision patch weight num_channels × patch_size²",
+            &[self.hidden_size, self.num_channels, self.patch_size, self.patch_size],
+        )?;
         Activation::from_hf(&self.hidden_act)?;
         Ok(())
     }
