@@ -11,7 +11,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use webvlm::generation::{generate, CancelToken, GenerationConfig};
 use webvlm::gpu::{GpuContext, Recorder, Tensor};
 use webvlm::loader::safetensors::ShardedSafetensors;
 use webvlm::models::{MemoryFiles, Model};
@@ -102,14 +101,7 @@ async fn llava_dinov2() -> Result<(), String> {
     compare(&ctx, "llava-dinov2 projector (CLS dropped)", &img, &g.f32("projector")?).await?;
     compare(&ctx, "llava-dinov2 inputs_embeds", &x, &g.f32("inputs_embeds")?).await?;
     compare(&ctx, "llava-dinov2 logits", &logits, &g.f32("logits")?).await?;
-    let mut cache = model.lm.new_cache(&ctx).map_err(e)?;
-    let cfg = GenerationConfig { max_new_tokens: 20, ..Default::default() };
-    let toks =
-        generate(&ctx, &model, &mut cache, &x, &ids, &cfg, &CancelToken::default(), |_| true).await.map_err(e)?.tokens;
-    let want = g.ids("greedy_tokens");
-    if toks != want {
-        return Err(format!("llava-dinov2 greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
-    }
+    common::expect_greedy(&ctx, "llava-dinov2", &model, &x, &ids, &g.ids("greedy_tokens")).await?;
     Ok(())
 }
 

@@ -83,21 +83,6 @@ async fn compare(ctx: &GpuContext, what: &str, t: &Tensor, want: &[f32]) -> Resu
     Ok(())
 }
 
-/// `n` greedy tokens from the embeddings `x` of prompt `ids`, with a repetition penalty (1 = off).
-async fn greedy(
-    ctx: &GpuContext,
-    model: &Model,
-    x: &Tensor,
-    ids: &[u32],
-    n: usize,
-    penalty: f32,
-) -> Result<Vec<u32>, String> {
-    let mut cache = model.lm.new_cache(ctx).map_err(e)?;
-    let cfg = GenerationConfig { max_new_tokens: n, repetition_penalty: penalty, ..Default::default() };
-    let out = generate(ctx, model, &mut cache, x, ids, &cfg, &CancelToken::default(), |_| true).await.map_err(e)?;
-    Ok(out.tokens)
-}
-
 async fn llama_tied() -> Result<(), String> {
     let ctx = common::ctx().await;
     let model = fixture_model!(&ctx, "llama", LoadOptions::default())?;
@@ -137,7 +122,7 @@ async fn llama_repetition_penalty() -> Result<(), String> {
         let mut rec = Recorder::new(&ctx);
         let x = model.embed_prompt(&mut rec, &ids, &[]).map_err(e)?;
         rec.submit().map_err(e)?;
-        let toks = greedy(&ctx, &model, &x, &ids, want.len(), penalty).await?;
+        let toks = common::greedy(&ctx, &model, &x, &ids, want.len(), penalty).await?;
         if toks != want {
             return Err(format!("repetition penalty {penalty}: tokens differ\n got  {toks:?}\n want {want:?}"));
         }
@@ -228,11 +213,7 @@ async fn llama_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &Gold
     let mut rec = Recorder::new(ctx);
     let x = model.embed_prompt(&mut rec, &ids, &[]).map_err(e)?;
     rec.submit().map_err(e)?;
-    let toks = greedy(ctx, model, &x, &ids, 20, 1.0).await?;
-    let want = g.ids("greedy_tokens");
-    if toks != want {
-        return Err(format!("{name} greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
-    }
+    common::expect_greedy(ctx, name, model, &x, &ids, &g.ids("greedy_tokens")).await?;
     Ok(())
 }
 
@@ -259,11 +240,7 @@ async fn idefics3_checks(ctx: &Arc<GpuContext>, name: &str, model: &Model, g: &G
     rec.submit().map_err(e)?;
     compare(ctx, &format!("{name} inputs_embeds"), &x, &g.f32("inputs_embeds")?).await?;
     compare(ctx, &format!("{name} logits"), &logits, &g.f32("logits")?).await?;
-    let toks = greedy(ctx, model, &x, &ids, 20, 1.0).await?;
-    let want = g.ids("greedy_tokens");
-    if toks != want {
-        return Err(format!("{name} greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
-    }
+    common::expect_greedy(ctx, name, model, &x, &ids, &g.ids("greedy_tokens")).await?;
     Ok(())
 }
 
@@ -332,11 +309,7 @@ async fn idefics3_split_image_engine() -> Result<(), String> {
     let logits = engine.model.lm.forward(&mut rec, &x, &mut cache, false).map_err(e)?;
     rec.submit().map_err(e)?;
     compare(&ctx, "split image last logits", &logits, &g.f32("last_logits")?).await?;
-    let toks = greedy(&ctx, &engine.model, &x, &ids, 20, 1.0).await?;
-    let want = g.ids("greedy_tokens");
-    if toks != want {
-        return Err(format!("split image greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
-    }
+    common::expect_greedy(&ctx, "split image", &engine.model, &x, &ids, &g.ids("greedy_tokens")).await?;
     Ok(())
 }
 
@@ -405,11 +378,7 @@ async fn llava_siglip() -> Result<(), String> {
     compare(&ctx, "llava vision_feature (pre post-LN)", &out.last_layer, &g.f32("vision_feature")?).await?;
     compare(&ctx, "llava projector", &img, &g.f32("projector")?).await?;
     compare(&ctx, "llava logits", &logits, &g.f32("logits")?).await?;
-    let toks = greedy(&ctx, &model, &x, &ids, 20, 1.0).await?;
-    let want = g.ids("greedy_tokens");
-    if toks != want {
-        return Err(format!("llava greedy tokens differ:\n got  {toks:?}\n want {want:?}"));
-    }
+    common::expect_greedy(&ctx, "llava", &model, &x, &ids, &g.ids("greedy_tokens")).await?;
     Ok(())
 }
 

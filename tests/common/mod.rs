@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use webvlm::gpu::{GpuContext, GpuOptions};
+use webvlm::generation::{generate, CancelToken, GenerationConfig};
+use webvlm::gpu::{GpuContext, GpuOptions, Tensor};
+use webvlm::models::Model;
 
 /// Opens the GPU. No adapter is a test failure, never a skip: CI must notice a missing driver.
 pub async fn ctx() -> Arc<GpuContext> {
@@ -23,6 +25,40 @@ pub async fn ctx_plain() -> Arc<GpuContext> {
         Ok(c) => c,
         Err(e) => panic!("no GPU adapter for the tests ({e})"),
     }
+}
+
+/// `n` greedy tokens from the embeddings `x` of prompt `ids`, with a repetition penalty (1 = off).
+pub async fn greedy(
+    ctx: &GpuContext,
+    model: &Model,
+    x: &Tensor,
+    ids: &[u32],
+    n: usize,
+    penalty: f32,
+) -> Result<Vec<u32>, String> {
+    let mut cache = model.lm.new_cache(ctx).map_err(|e| e.to_string())?;
+    let cfg = GenerationConfig { max_new_tokens: n, repetition_penalty: penalty, ..Default::default() };
+    let out = generate(ctx, model, &mut cache, x, ids, &cfg, &CancelToken::default(), |_| true)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(out.tokens)
+}
+
+/// The greedy tokens from `x` (prompt `ids`, no penalty) must be `want` (a reference's), else an error naming
+/// `what` with both sequences.
+pub async fn expect_greedy(
+    ctx: &GpuContext,
+    what: &str,
+    model: &Model,
+    x: &Tensor,
+    ids: &[u32],
+    want: &[u32],
+) -> Result<(), String> {
+    let got = greedy(ctx, model, x, ids, want.len(), 1.0).await?;
+    if got != want {
+        return Err(format!("{what}: greedy tokens differ\n got  {got:?}\n want {want:?}"));
+    }
+    Ok(())
 }
 
 #[macro_export]
