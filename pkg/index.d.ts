@@ -168,7 +168,7 @@ export interface PipelineRequest {
   k?: number;
   tags?: string[];
   ocrText?: string;
-  /** Base URL of the search/v1 server (default: location.origin). */
+  /** Base URL of the search/v1 server; a relative one is resolved against the page (default: location.origin). */
   searchUrl?: string;
   /** PipelineConfig overrides, serde names of src/pipeline (prompts, timeouts, top_k, max_snippet_chars, answer…). */
   config?: Record<string, unknown>;
@@ -220,6 +220,7 @@ export interface EvalItem {
 }
 export interface EvalArmRecord { query: string; retrieved_ids: string[]; answer: string; ms: number }
 export interface EvalRecord {
+  /** `image`: the item's image as given when it is a string (a relative URL stays relative), else "". */
   id: string; image: string; question: string; answers: string[]; gold_doc_ids: string[];
   legacy: EvalArmRecord; vlm: EvalArmRecord; judge: null | { swapped: boolean; verdict: string; rationale?: string };
 }
@@ -231,7 +232,7 @@ export interface EvalSummary {
   sbs: null | { judged: number; invalid: number; vlm_wins: number; legacy_wins: number; ties: number; win_rate: number; ci_low: number; ci_high: number; resamples: number; seed: number };
 }
 export interface EvalOptions {
-  /** Base URL of the search/v1 server (default: location.origin). */
+  /** Base URL of the search/v1 server; a relative one is resolved against the page (default: location.origin). */
   searchUrl?: string;
   k?: number;
   seed?: number;

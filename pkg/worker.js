@@ -1,7 +1,7 @@
 // The webvlm Web Worker: hosts one engine; speaks the protocol of src/worker_client.js.
 //   in:  {id, type: "load", model, options} | {id, type: "generate" | "pipeline", request}
 //        | {id, type: "evaluate", items, options} | {id, type: "startProfiling" | "stopProfiling"}
-//        | {type: "abort", target}
+//        | {type: "abort", target} (a running call, by id) | {type: "abortLoad"} (the running load)
 //   out: {id, type: "progress" | "text" | "event" | "done" | "error", ...}
 import { createEngine } from './src/engine.js';
 import { serializeError } from './src/errors.js';

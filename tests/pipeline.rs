@@ -333,6 +333,22 @@ async fn the_local_engine_answers_with_editable_prompts() {
     search_server.shutdown().await.unwrap();
 }
 
+/// A lost GPU device ends the run with `DeviceLost` (the page then disposes the engine and offers Load again)
+/// rather than being recorded as a degraded step while every later local step fails the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_device_ends_the_run() {
+    let engine = tiny_engine().await;
+    let search_server = retrieval_server().await;
+    let pipeline =
+        Pipeline::new(test_config()).with_engine(engine.clone()).with_retrieval(search(&search_server.base_url()));
+    engine.ctx.device.destroy();
+    let r = pipeline
+        .run(&PipelineRequest::new(QUESTION, Some(test_image()), Arm::Vlm), &CancelToken::default(), |_| {})
+        .await;
+    assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:#?}");
+    search_server.shutdown().await.unwrap();
+}
+
 /// Retrieval that is down, slow or malformed: the answer comes without sources, flagged, with the error traced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_retrieval_degrades_to_an_answer_without_sources() {

@@ -116,6 +116,7 @@ async function loadModel() {
   if (state.loading) return;
   const m = MODELS.find((x) => x.key === $('model').value);
   state.loading = true;
+  document.body.dataset.model = 'loading';
   $('load').disabled = true;
   $('ask').disabled = true;
   state.engine?.dispose();
@@ -389,6 +390,7 @@ async function ask(ev) {
       state.engine?.dispose();
       state.engine = null;
       setStatus(explain(e), 'error');
+      document.body.dataset.model = 'error';
     }
   } finally {
     const ms_ = (s) => result?.trace.find((t) => t.step === s)?.ms;

@@ -175,6 +175,19 @@ export async function createEngine(model, options = {}) {
   return engine;
 }
 
+/**
+ * The base URL of a search/v1 server: a relative one is resolved against this document (the page; in a worker, the
+ * worker script: WorkerEngine resolves it on the page's side first), like model URLs; none → this origin.
+ */
+export function searchBase(url) {
+  if (!url) return globalThis.location?.origin;
+  try {
+    return new URL(String(url), globalThis.location?.href).href;
+  } catch {
+    return String(url); // not a URL even here: the pipeline reports it
+  }
+}
+
 let nextId = 0;
 const newId = () => `chatcmpl-${Date.now().toString(36)}${(nextId++).toString(36)}`;
 
@@ -220,9 +233,10 @@ export function completions(modelId, generateFn, req) {
   }
   // a push queue turned into an async iterator; leaving the loop early aborts generation
   const ctrl = new AbortController();
+  const forward = () => ctrl.abort();
   if (req.signal) {
     if (req.signal.aborted) ctrl.abort();
-    else req.signal.addEventListener('abort', () => ctrl.abort(), { once: true });
+    else req.signal.addEventListener('abort', forward, { once: true });
   }
   const queue = [];
   let wake = null;
@@ -250,6 +264,8 @@ export function completions(modelId, generateFn, req) {
     },
   );
   run.catch(() => {});
+  // the caller's signal only matters while this runs: one reused across requests keeps no listener of it
+  run.then(() => req.signal?.removeEventListener('abort', forward));
   return {
     [Symbol.asyncIterator]() {
       return this;
@@ -354,8 +370,7 @@ export class Engine {
     this._busy = new Promise((r) => (release = r));
     await prev;
     try {
-      const base = searchUrl || globalThis.location?.origin;
-      return await this._inner.runPipeline({ question, arm, k, tags, ocrText }, bytes, { searchUrl: base, config, generator }, onEvent || undefined, signal || undefined);
+      return await this._inner.runPipeline({ question, arm, k, tags, ocrText }, bytes, { searchUrl: searchBase(searchUrl), config, generator }, onEvent || undefined, signal || undefined);
     } catch (e) {
       throw toWebvlmError(e);
     } finally {

@@ -1,7 +1,7 @@
 // createWorkerEngine(): the same interface as createEngine(), with the engine in a Web Worker (pkg/worker.js),
 // so loading and generation never block the page.
 
-import { completions, resolveModel } from './engine.js';
+import { completions, resolveModel, searchBase } from './engine.js';
 import { imageBytes } from './images.js';
 import { toWebvlmError, InvalidArgumentError } from './errors.js';
 
@@ -14,6 +14,24 @@ function absolute(u) {
     return new URL(u, location.href).href;
   } catch {
     return u;
+  }
+}
+
+/**
+ * Awaits `call`, running `onAbort` when `signal` aborts before it settles. The listener is removed when the call
+ * settles, so a long-lived signal reused across calls collects no listeners and its abort reaches no finished call.
+ */
+async function untilSettled(call, signal, onAbort) {
+  if (!signal) return call;
+  if (signal.aborted) {
+    onAbort();
+    return call;
+  }
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await call;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
   }
 }
 
@@ -106,6 +124,12 @@ export class WorkerEngine {
     });
   }
 
+  /** `_call` whose AbortSignal cancels it in the worker while it runs (an abort message naming its id). */
+  _callAbortable(type, payload, handlers, signal) {
+    const id = this._next; // the id _call takes
+    return untilSettled(this._call(type, payload, handlers), signal, () => this.worker.postMessage({ type: 'abort', target: id }));
+  }
+
   _onMessage(msg) {
     const p = this._pending.get(msg.id);
     if (!p) return;
@@ -129,16 +153,7 @@ export class WorkerEngine {
       },
     });
     // the signal aborts the load while it runs (the worker gets abortLoad after load: messages keep their order)
-    const { signal } = options;
-    const abortLoad = () => this.worker.postMessage({ type: 'abortLoad' });
-    if (signal?.aborted) abortLoad();
-    else signal?.addEventListener('abort', abortLoad, { once: true });
-    let res;
-    try {
-      res = await loading;
-    } finally {
-      signal?.removeEventListener('abort', abortLoad);
-    }
+    const res = await untilSettled(loading, options.signal, () => this.worker.postMessage({ type: 'abortLoad' }));
     this._info = res;
     this.modelId = res.modelId;
     this.notes = res.notes || [];
@@ -168,44 +183,37 @@ export class WorkerEngine {
   async _generate(req, onText) {
     const { signal, ...rest } = req;
     rest.messages = await sendableMessages(rest.messages, signal);
-    const p = this._call('generate', { request: rest }, { onText: onText || undefined });
-    const id = this._next - 1;
-    if (signal) {
-      const abort = () => this.worker.postMessage({ type: 'abort', target: id });
-      if (signal.aborted) abort();
-      else signal.addEventListener('abort', abort, { once: true });
-    }
-    return p;
+    return this._callAbortable('generate', { request: rest }, { onText: onText || undefined }, signal);
   }
 
-  /** As Engine.runPipeline, in the worker (the image is sent as bytes or a structured-cloneable Blob). */
+  /**
+   * As Engine.runPipeline, in the worker (the image is sent as bytes or a structured-cloneable Blob; a relative
+   * image URL or searchUrl is resolved against the page, not the worker script).
+   */
   async runPipeline(request = {}, onEvent) {
     const { signal, ...rest } = request;
-    if (!rest.searchUrl && globalThis.location) rest.searchUrl = location.origin;
+    rest.searchUrl = searchBase(rest.searchUrl);
     if (rest.image) rest.image = await sendableImage(rest.image, signal);
-    const p = this._call('pipeline', { request: rest }, { onEvent: onEvent || undefined });
-    const id = this._next - 1;
-    if (signal) {
-      const abort = () => this.worker.postMessage({ type: 'abort', target: id });
-      if (signal.aborted) abort();
-      else signal.addEventListener('abort', abort, { once: true });
-    }
-    return p;
+    return this._callAbortable('pipeline', { request: rest }, { onEvent: onEvent || undefined }, signal);
   }
 
-  /** As Engine.evaluate, in the worker; `onRecord` gets each item's record as it finishes. */
+  /**
+   * As Engine.evaluate, in the worker; `onRecord` gets each item's record as it finishes. Records name each image
+   * as the caller did (a relative URL stays relative); the worker fetches it resolved against the page.
+   */
   async evaluate(items, options = {}) {
     const { signal, onRecord, ...rest } = options;
-    if (!rest.searchUrl && globalThis.location) rest.searchUrl = location.origin;
-    if (Array.isArray(items)) items = await Promise.all(items.map(async (it) => (it && it.image ? { ...it, image: await sendableImage(it.image, signal) } : it)));
-    const p = this._call('evaluate', { items, options: rest }, { onEvent: onRecord || undefined });
-    const id = this._next - 1;
-    if (signal) {
-      const abort = () => this.worker.postMessage({ type: 'abort', target: id });
-      if (signal.aborted) abort();
-      else signal.addEventListener('abort', abort, { once: true });
+    rest.searchUrl = searchBase(rest.searchUrl);
+    let refs = [];
+    if (Array.isArray(items)) {
+      refs = items.map((it) => (typeof it?.image === 'string' ? it.image : undefined));
+      items = await Promise.all(items.map(async (it) => (it && it.image ? { ...it, image: await sendableImage(it.image, signal) } : it)));
     }
-    return p;
+    // records come in item order, one per item (see Engine.evaluate)
+    const named = (rec, i) => (refs[i] === undefined ? rec : { ...rec, image: refs[i] });
+    let n = 0;
+    const res = await this._callAbortable('evaluate', { items, options: rest }, { onEvent: onRecord && ((rec) => onRecord(named(rec, n++))) }, signal);
+    return { ...res, records: res.records.map(named) };
   }
 
   /** Stops the worker (and frees its GPU memory). */

@@ -222,15 +222,33 @@ impl GpuContext {
         pollster::block_on(Self::new(opts))
     }
 
-    /// Returns (and clears) a GPU error that happened outside any call that could report it.
+    /// Returns (and clears) a GPU error that happened outside any call that could report it. A lost device is
+    /// reported as such even when what surfaced first is the validation error of a call on it.
     pub fn take_error(&self) -> Result<()> {
-        if let Some(msg) = self.lost.lock().ok().and_then(|s| s.clone()) {
-            return Err(Error::DeviceLost(msg));
+        let uncaptured = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match uncaptured {
+            Some(msg) => Err(self.lost_or(Error::GpuValidation(msg))),
+            None => match self.lost_message() {
+                Some(msg) => Err(Error::DeviceLost(msg)),
+                None => Ok(()),
+            },
         }
-        match self.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(msg) => Err(Error::GpuValidation(msg)),
-            None => Ok(()),
+    }
+
+    /// `e`, or `Error::DeviceLost` when the device is lost: for failures (invalid objects, a failed mapping) that
+    /// a lost device causes before its notice arrives. Natively the notice of a destroyed device is delivered by
+    /// a poll, so this polls once (without waiting) first; on the web it comes from the event loop.
+    pub fn lost_or(&self, e: Error) -> Error {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        match self.lost_message() {
+            Some(msg) => Error::DeviceLost(msg),
+            None => e,
         }
+    }
+
+    fn lost_message(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Checks that a buffer of `bytes` may be bound as one storage binding on this device.

@@ -99,11 +99,11 @@ impl GpuContext {
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })
-            .map_err(|e| Error::Readback(e.to_string()))?;
+            .map_err(|e| self.lost_or(Error::Readback(e.to_string())))?;
         #[cfg(target_arch = "wasm32")]
         let _ = submission; // the event loop resolves the mapping
-        let mapped = rx.await.map_err(|_| Error::Readback("mapping callback dropped".into()))?;
-        mapped.map_err(|e| Error::Readback(e.to_string()))?;
+        let mapped = rx.await.map_err(|_| self.lost_or(Error::Readback("mapping callback dropped".into())))?;
+        mapped.map_err(|e| self.lost_or(Error::Readback(e.to_string())))?;
         self.take_error()?;
         let data = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(format!("{e:?}")))?.to_vec();
         staging.unmap();

@@ -276,8 +276,8 @@ impl Pipeline {
 
     /// Runs one request. `on_event` sees each finished step and each piece of the answer as it streams.
     ///
-    /// Fails only on a request it cannot start (empty question, bad `k`, nothing to generate with) or when
-    /// `cancel` is set; every other failure is recorded in the trace and in `degraded`.
+    /// Fails only on a request it cannot start (empty question, bad `k`, nothing to generate with), when `cancel`
+    /// is set, or when the GPU device is lost; every other failure is recorded in the trace and in `degraded`.
     pub async fn run(
         &self,
         req: &PipelineRequest,
@@ -328,6 +328,7 @@ impl Pipeline {
                 }
             };
             check_cancel(cancel)?;
+            check_device(&out)?;
             let error = out.as_ref().err().map(|e| e.to_string());
             caption = out.map(|c| plain(&c)).unwrap_or_default();
             let entry = TraceEntry {
@@ -409,6 +410,9 @@ impl Pipeline {
             },
         };
         check_cancel(cancel)?;
+        if let Some(o) = &out {
+            check_device(o)?;
+        }
         let (query, output, error) = match out {
             None => (question.to_string(), question.to_string(), None),
             Some(Ok(text)) => {
@@ -496,6 +500,7 @@ impl Pipeline {
             .await;
         push(&mut trace, first_entry, &mut on_event);
         check_cancel(cancel)?;
+        check_device(&out)?;
         if let Err(e) = out {
             let fallback =
                 local.as_ref().filter(|_| self.generator.is_some() && self.config.fallback_to_local && !streamed);
@@ -509,6 +514,7 @@ impl Pipeline {
                         .await;
                     push(&mut trace, entry, &mut on_event);
                     check_cancel(cancel)?;
+                    check_device(&out2)?;
                     match out2 {
                         Ok(_) => degraded.push(format!("the remote generator failed ({e}); the local model answered")),
                         Err(e2) => degraded
@@ -681,6 +687,14 @@ impl Pipeline {
 fn push(trace: &mut Vec<TraceEntry>, entry: TraceEntry, on_event: &mut dyn FnMut(PipelineEvent<'_>)) {
     on_event(PipelineEvent::Step(&entry));
     trace.push(entry);
+}
+
+/// A lost GPU device ends the run: every later local step would fail too, and the engine must be created again.
+fn check_device<T>(out: &Result<T>) -> Result<()> {
+    match out {
+        Err(Error::DeviceLost(msg)) => Err(Error::DeviceLost(msg.clone())),
+        _ => Ok(()),
+    }
 }
 
 fn check_cancel(cancel: &CancelToken) -> Result<()> {

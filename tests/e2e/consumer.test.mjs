@@ -108,6 +108,14 @@ try {
     assert(ev.n === 2 && ev.k === 2 && ev.arms.every((a) => a[0] === 'string' && a[1] <= 2 && a[2] === 'string' && a[3]), `evaluate: both arms per item: ${JSON.stringify(ev)}`);
     assert(ev.legacyRecall !== null && ev.mcnemar >= 0 && ev.mcnemar <= 1, `evaluate: summary metrics: ${JSON.stringify(ev)}`);
     assert(ev.report[0] && ev.report[1] && !ev.report[2], `evaluate: HTML report: ${JSON.stringify(ev.report)}`);
+    for (const [key, v] of [['worker', r.relativeSearch], ['page', r.pageRelativeSearch]]) {
+      assert(!v.error && v.documents >= 1 && v.retrieve.length === 1 && v.retrieve[0] === null, `${key}: searchUrl '.' is this page's origin (its /v1/search answered): ${JSON.stringify(v)}`);
+    }
+    const er = r.evalRelative;
+    assert(!er.error && er.image === './fixtures/chelsea.png' && JSON.stringify(er.streamed) === '["./fixtures/chelsea.png"]' && er.retrieved >= 1,
+      `evaluate in the worker: records keep the image as given, relative searchUrl answered: ${JSON.stringify(er)}`);
+    const ss = r.sharedSignal;
+    assert(!ss.error && ss.listeners === 0 && ss.aborts === 0, `one signal over ${ss.calls} finished calls: no listener left, no abort sent when it aborts: ${JSON.stringify(ss)}`);
     assert(r.cached.length >= 5 && r.cached.every((c) => c[2]), `cached files with hashes: ${JSON.stringify(r.cached)}`);
     assert(r.missingFile.isNetworkError && r.missingFile.status === 404, `missing file → NetworkError 404: ${JSON.stringify(r.missingFile)}`);
     assert(r.corsBlocked.isNetworkError && /CORS/.test(r.corsBlocked.message), `a host without CORS → NetworkError naming CORS: ${JSON.stringify(r.corsBlocked)}`);

@@ -146,6 +146,39 @@ try {
     assert(prompt.includes('What do domestic cats eat?'), 'the endpoint got the question with the retrieved context');
   });
 
+  await check('a lost GPU device: DeviceLostError shown, its worker stopped, Load works again', async () => {
+    // test-only: the worker's GPUDevice is destroyed at its next command encoder (through Playwright, in the
+    // worker's realm; the page cannot reach it), so the ask's first GPU work meets a lost device
+    const worker = page.workers().find((w) => w.url().endsWith('/pkg/worker.js'));
+    assert(worker, `the engine's worker among ${page.workers().map((w) => w.url())}`);
+    await worker.evaluate(() => {
+      const proto = GPUDevice.prototype;
+      const create = proto.createCommandEncoder;
+      proto.createCommandEncoder = function (...args) {
+        proto.createCommandEncoder = create;
+        this.destroy();
+        return create.apply(this, args);
+      };
+    });
+    const stopped = new Promise((r) => worker.once('close', r));
+    // this model answers (the remote of the check before would answer without the GPU)
+    await page.$eval('#gen-url', (i) => (i.value = ''));
+    await page.fill('#question', 'What do domestic cats eat?');
+    await page.click('#ask');
+    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.run), null, { timeout: RUN_MS });
+    const run = await page.evaluate(() => document.body.dataset.run);
+    const err = await page.isVisible('#ask-error') ? await page.textContent('#ask-error') : '(no error shown)';
+    const answer = await page.textContent('.step[data-step="answer"] .step-body');
+    assert(run === 'error' && /^DeviceLostError: .*device was lost/.test(err), `the ask fails with DeviceLostError: run ${run}, error ${err}, answer step ${answer}`);
+    const status = await page.textContent('#model-status');
+    assert(/DeviceLostError.*Press Load to start again/.test(status) && await page.getAttribute('#model-status', 'data-state') === 'error', `status: ${status}`);
+    assert(!(await page.isDisabled('#load')) && await page.isDisabled('#ask'), 'Load enabled, Ask disabled (no model)');
+    await Promise.race([stopped, new Promise((_, no) => setTimeout(() => no(new Error('the lost engine\'s worker is still running')), 10000))]);
+    await page.click('#load');
+    await page.waitForFunction(() => !document.getElementById('load').disabled && ['ready', 'error'].includes(document.body.dataset.model), null, { timeout: LOAD_MS });
+    assert(await page.evaluate(() => document.body.dataset.model) === 'ready' && !(await page.isDisabled('#ask')), `loaded again: ${await page.textContent('#model-status')}`);
+  });
+
   await check('no console errors or CSP violations', async () => {
     const bad = errors.filter((e) => !/favicon/.test(e));
     assert(bad.length === 0, bad.join('\n'));

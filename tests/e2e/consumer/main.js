@@ -84,6 +84,15 @@ function pngHeader(width, height) {
   return new Uint8Array(parts.flatMap((p) => [...p]));
 }
 
+/** What `f` resolves to, or the error it throws (one failing probe does not end the page's run). */
+async function settled(f) {
+  try {
+    return await f();
+  } catch (e) {
+    return { error: `${e.name}: ${e.message}` };
+  }
+}
+
 const out = {};
 try {
   await clearCache();
@@ -177,6 +186,50 @@ try {
     arms: ev.records.map((r) => [typeof r.legacy.query, r.legacy.retrieved_ids.length, typeof r.vlm.answer, r.vlm.ms > 0]),
     legacyRecall: ev.summary.legacy.recall_at_k, mcnemar: ev.summary.mcnemar_exact_match.p_value,
     report: [ev.reportHtml.includes('<h1>'), ev.reportHtml.includes('What animal is this?'), /<script/i.test(ev.reportHtml)] };
+  // a relative searchUrl is the page's ('.' → this origin's /v1/search), not the worker script's directory; evaluate's
+  // records name the image as given (a relative URL), while the worker fetches it made absolute
+  out.relativeSearch = await settled(async () => {
+    const r = await w.runPipeline({ question: 'What color is a stop sign?', k: 2, searchUrl: '.', config: { ...small, retries: 0 } });
+    return { documents: r.documents.length, retrieve: r.trace.filter((t) => t.step === 'retrieve').map((t) => t.error) };
+  });
+  out.evalRelative = await settled(async () => {
+    const images = [];
+    const er = await w.evaluate([{ id: 'rel', image: './fixtures/chelsea.png', question: 'What color is a stop sign?', answers: ['red'] }],
+      { k: 2, searchUrl: '.', config: { ...small, retries: 0 }, onRecord: (r) => images.push(r.image) });
+    return { image: er.records[0].image, streamed: images, retrieved: er.records[0].vlm.retrieved_ids.length };
+  });
+  // one AbortSignal reused across calls: each call's abort listener goes when the call settles, so none pile up,
+  // and aborting the signal afterwards sends the worker no abort for a finished call
+  out.sharedSignal = await settled(async () => {
+    const shared = new AbortController();
+    const live = new Set();
+    const { addEventListener: add, removeEventListener: remove } = shared.signal;
+    shared.signal.addEventListener = function (type, fn, opts) {
+      if (type === 'abort') live.add(fn);
+      return add.call(this, type, fn, opts);
+    };
+    shared.signal.removeEventListener = function (type, fn, opts) {
+      if (type === 'abort') live.delete(fn);
+      return remove.call(this, type, fn, opts);
+    };
+    const signal = shared.signal;
+    const hi = [{ role: 'user', content: 'Hi' }];
+    await w.chat.completions.create({ messages: hi, max_tokens: 2, signal });
+    await w.chat.completions.create({ messages: hi, max_tokens: 2, signal });
+    for await (const c of w.chat.completions.create({ messages: hi, max_tokens: 2, stream: true, signal })) void c;
+    await w.runPipeline({ question: 'What color is a stop sign?', k: 1, config: { ...small, retries: 0 }, signal });
+    await w.evaluate([{ id: 'one', question: 'What color is a stop sign?', answers: ['red'] }], { k: 1, config: { ...small, retries: 0 }, signal });
+    const listeners = live.size;
+    const posted = [];
+    const post = w.worker.postMessage;
+    w.worker.postMessage = function (m, t) {
+      posted.push(m.type);
+      return post.call(this, m, t);
+    };
+    shared.abort();
+    w.worker.postMessage = post;
+    return { calls: 5, listeners, aborts: posted.filter((t) => t === 'abort').length };
+  });
   w.dispose();
   out.cached = (await listCachedModels()).map((c) => [c.url.split('/').pop(), c.bytes, !!c.sha256]);
   // a full cache: every write fails as a quota error; the load must still succeed and say so
@@ -194,6 +247,11 @@ try {
   } catch (err) {
     out.hugeImage = { name: err.name, message: err.message };
   }
+  // the in-page engine resolves a relative searchUrl against the page too
+  out.pageRelativeSearch = await settled(async () => {
+    const r = await e.runPipeline({ question: 'What color is a stop sign?', k: 2, searchUrl: '.', config: { caption_max_tokens: 4, rephrase_max_tokens: 4, answer: { max_new_tokens: 4 }, retries: 0 } });
+    return { documents: r.documents.length, retrieve: r.trace.filter((t) => t.step === 'retrieve').map((t) => t.error) };
+  });
   e.dispose();
   try {
     await createEngine({ files: { ...files, 'tokenizer.json': '/fixtures/missing.json' } }, { warmup: false });
