@@ -218,13 +218,14 @@ export interface EvalItem {
   tags?: string[];
   ocr_text?: string;
 }
-export interface EvalArmRecord { query: string; retrieved_ids: string[]; answer: string; ms: number }
+/** `errors`: the steps that failed on this item ("step: error"); a failed retrieval scores as a miss. */
+export interface EvalArmRecord { query: string; retrieved_ids: string[]; answer: string; ms: number; errors?: string[] }
 export interface EvalRecord {
   /** `image`: the item's image as given when it is a string (a relative URL stays relative), else "". */
   id: string; image: string; question: string; answers: string[]; gold_doc_ids: string[];
   legacy: EvalArmRecord; vlm: EvalArmRecord; judge: null | { swapped: boolean; verdict: string; rationale?: string };
 }
-export interface EvalArmSummary { n: number; exact_match: number; alias_match: number; token_f1: number; recall_at_k: number | null; mrr: number | null; mean_ms: number }
+export interface EvalArmSummary { n: number; exact_match: number; alias_match: number; token_f1: number; recall_at_k: number | null; mrr: number | null; mean_ms: number; failed_items: number }
 export interface EvalSummary {
   n: number; k: number; legacy: EvalArmSummary; vlm: EvalArmSummary;
   mcnemar_exact_match: { legacy_only: number; vlm_only: number; p_value: number };

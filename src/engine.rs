@@ -226,7 +226,6 @@ impl Engine {
         }
     }
 
-    /// Forgets the encoded features of the images seen so far (benchmarks time the encoder with it).
     /// Sets how many bytes of image features the engine keeps for images it may see again (default
     /// [`IMAGE_CACHE_BYTES`]; 0 keeps only the last image), dropping the least recently used past it.
     pub fn set_image_cache_bytes(&self, max_bytes: u64) {
@@ -235,6 +234,8 @@ impl Engine {
         c.trim();
     }
 
+    /// Forgets the encoded features of the images seen so far (benchmarks time the encoder with it; the
+    /// evaluation clears it before each arm).
     pub fn clear_image_cache(&self) {
         self.image_cache.lock().unwrap_or_else(|e| e.into_inner()).entries.clear();
     }

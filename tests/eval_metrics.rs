@@ -209,6 +209,7 @@ fn arm(answer: &str, ids: &[&str], ms: f64) -> ArmRecord {
         retrieved_ids: ids.iter().map(|s| s.to_string()).collect(),
         answer: answer.into(),
         ms,
+        errors: vec![],
     }
 }
 
@@ -340,6 +341,23 @@ fn summarize_edge_cases() {
     assert_eq!(s.sbs, None);
     let v: serde_json::Value = serde_json::from_str(&s.to_json_pretty()).unwrap();
     assert!(v["sbs"].is_null());
+}
+
+/// Items on which an arm's step failed are counted per arm (they stay in the means, and the report says so
+/// beside them); records without the field (older files) parse as having none.
+#[test]
+fn failed_steps_are_counted_and_reported() {
+    let mut records = synthetic();
+    records[0].vlm.errors = vec!["retrieve: timed out after 500 ms".into()];
+    records[1].vlm.errors = vec!["rephrase: <b>boom</b>".into()];
+    let s = summarize(&records);
+    assert_eq!((s.legacy.failed_items, s.vlm.failed_items), (0, 2));
+    let html = webvlm::eval::report::html(&s, &records, &Default::default(), &|_| None);
+    assert!(html.contains("VLM arm: 2"), "the report states the failures");
+    assert!(html.contains("failed: rephrase: &lt;b&gt;boom&lt;/b&gt;") && !html.contains("<b>boom"));
+    assert_eq!(summarize(&synthetic()).vlm.failed_items, 0);
+    let old = r#"{"query":"q","retrieved_ids":[],"answer":"a","ms":1}"#;
+    assert!(serde_json::from_str::<ArmRecord>(old).unwrap().errors.is_empty());
 }
 
 #[test]

@@ -393,7 +393,9 @@ export class Engine {
       for (const arm of ['legacy', 'vlm']) {
         const t0 = performance.now();
         const r = await this.runPipeline({ question: it.question, image: it.image, arm, k, tags: it.tags, ocrText: it.ocr_text, searchUrl, config: cfg, generator, signal });
-        rec[arm] = { query: r.query, retrieved_ids: r.documents.map((d) => d.id), answer: r.answer, ms: performance.now() - t0 };
+        // the steps that failed (a retrieval timeout scores as a miss): counted per arm in the summary
+        const errors = r.trace.filter((t) => t.error).map((t) => `${t.step}: ${t.error}`);
+        rec[arm] = { query: r.query, retrieved_ids: r.documents.map((d) => d.id), answer: r.answer, ms: performance.now() - t0, errors };
       }
       records.push(rec);
       onRecord?.(rec);

@@ -46,6 +46,11 @@ pub struct ArmRecord {
     pub answer: String,
     /// Wall time of the arm for this item, milliseconds.
     pub ms: f64,
+    /// The steps that failed on this item (`"step: error"`, from the pipeline's trace): a retrieval that timed
+    /// out scores as a miss, a rephraser that failed searched with the raw question, a remote generator that
+    /// failed was replaced by the local model. Empty when every step ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// The side-by-side judge's decision for one item.
@@ -159,6 +164,9 @@ pub struct ArmSummary {
     pub recall_at_k: Option<f64>,
     pub mrr: Option<f64>,
     pub mean_ms: f64,
+    /// Items on which a step of this arm failed (their scores are in the means: see [`ArmRecord::errors`]).
+    #[serde(default)]
+    pub failed_items: usize,
 }
 
 /// McNemar's exact test on paired exact match.
@@ -219,7 +227,7 @@ impl Summary {
     }
 }
 
-fn arm_summary(scores: &[ArmScores], ms: impl Iterator<Item = f64>) -> ArmSummary {
+fn arm_summary<'a>(scores: &[ArmScores], arms: impl Iterator<Item = &'a ArmRecord> + Clone) -> ArmSummary {
     let frac = |f: fn(&ArmScores) -> bool| metrics::mean(scores.iter().map(|s| f(s) as u8 as f64)).unwrap_or(0.0);
     ArmSummary {
         n: scores.len(),
@@ -228,7 +236,8 @@ fn arm_summary(scores: &[ArmScores], ms: impl Iterator<Item = f64>) -> ArmSummar
         token_f1: metrics::mean(scores.iter().map(|s| s.token_f1)).unwrap_or(0.0),
         recall_at_k: metrics::mean(scores.iter().filter_map(|s| s.recall_at_k)),
         mrr: metrics::mean(scores.iter().filter_map(|s| s.reciprocal_rank)),
-        mean_ms: metrics::mean(ms).unwrap_or(0.0),
+        mean_ms: metrics::mean(arms.clone().map(|a| a.ms)).unwrap_or(0.0),
+        failed_items: arms.filter(|a| !a.errors.is_empty()).count(),
     }
 }
 
@@ -240,8 +249,8 @@ pub fn summarize(records: &[EvalRecord]) -> Summary {
 /// Summarizes the records: per-arm means, McNemar on exact match, relative gains and the judge's win rate.
 pub fn summarize_with(records: &[EvalRecord], config: &SummaryConfig) -> Summary {
     let (legacy, vlm): (Vec<ArmScores>, Vec<ArmScores>) = records.iter().map(|r| r.scores(config.k)).unzip();
-    let legacy_sum = arm_summary(&legacy, records.iter().map(|r| r.legacy.ms));
-    let vlm_sum = arm_summary(&vlm, records.iter().map(|r| r.vlm.ms));
+    let legacy_sum = arm_summary(&legacy, records.iter().map(|r| &r.legacy));
+    let vlm_sum = arm_summary(&vlm, records.iter().map(|r| &r.vlm));
 
     let legacy_only = legacy.iter().zip(&vlm).filter(|(l, v)| l.exact_match && !v.exact_match).count() as u64;
     let vlm_only = legacy.iter().zip(&vlm).filter(|(l, v)| !l.exact_match && v.exact_match).count() as u64;

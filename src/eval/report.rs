@@ -208,6 +208,13 @@ pub fn html(
         m.p_value, m.vlm_only, m.legacy_only
     );
     h += "</div>";
+    let failed = [("legacy", summary.legacy.failed_items), ("VLM", summary.vlm.failed_items)];
+    if failed.iter().any(|f| f.1 > 0) {
+        h += &format!(
+            "<p class='bad'>Steps failed on some items (legacy arm: {} items, VLM arm: {}): a failed retrieval scores              as a miss, a failed rephraser searched with the question; these items are in the means. Their errors are              in the records and in the table below.</p>",
+            failed[0].1, failed[1].1
+        );
+    }
 
     h += &format!(
         "<h2>Metrics per arm <span class='legend'><span style='background:{LEGACY_COLOR}'></span>legacy (text-only rephraser)\
@@ -246,8 +253,13 @@ pub fn html(
         let arm = |a: &super::ArmRecord, s: &ArmScores| {
             let hit = if s.exact_match { "<span class='ok'>✓ exact</span>" } else { "<span class='bad'>✗</span>" };
             let rr = s.reciprocal_rank.map(|x| format!(" · RR {x:.2}")).unwrap_or_default();
+            let errors = if a.errors.is_empty() {
+                String::new()
+            } else {
+                format!("<br><span class='bad'>failed: {}</span>", escape(&a.errors.join("; ")))
+            };
             format!(
-                "<code>{}</code><br>→ {}<br><span class='muted'>docs: {}</span><br>{hit} · F1 {:.2}{rr}",
+                "<code>{}</code><br>→ {}<br><span class='muted'>docs: {}</span><br>{hit} · F1 {:.2}{rr}{errors}",
                 escape(&a.query),
                 escape(&a.answer),
                 escape(&a.retrieved_ids.join(", ")),
@@ -291,8 +303,14 @@ mod tests {
             question: evil.into(),
             answers: vec![evil.into()],
             gold_doc_ids: vec![evil.into()],
-            legacy: ArmRecord { query: evil.into(), retrieved_ids: vec![evil.into()], answer: evil.into(), ms: 1.0 },
-            vlm: ArmRecord { query: evil.into(), retrieved_ids: vec![], answer: "ok".into(), ms: 1.0 },
+            legacy: ArmRecord {
+                query: evil.into(),
+                retrieved_ids: vec![evil.into()],
+                answer: evil.into(),
+                ms: 1.0,
+                errors: vec![evil.into()],
+            },
+            vlm: ArmRecord { query: evil.into(), retrieved_ids: vec![], answer: "ok".into(), ms: 1.0, errors: vec![] },
             judge: Some(JudgeRecord { swapped: false, verdict: evil.into(), rationale: Some(evil.into()) }),
         };
         let s = summarize(std::slice::from_ref(&rec));
