@@ -225,7 +225,8 @@ export interface EvalRecord {
   id: string; image: string; question: string; answers: string[]; gold_doc_ids: string[];
   legacy: EvalArmRecord; vlm: EvalArmRecord; judge: null | { swapped: boolean; verdict: string; rationale?: string };
 }
-export interface EvalArmSummary { n: number; exact_match: number; alias_match: number; token_f1: number; recall_at_k: number | null; mrr: number | null; mean_ms: number; failed_items: number }
+/** exact / alias match and token F1 are means over the `answerable` items (those with gold answers). */
+export interface EvalArmSummary { n: number; answerable: number; exact_match: number; alias_match: number; token_f1: number; recall_at_k: number | null; mrr: number | null; mean_ms: number; failed_items: number }
 export interface EvalSummary {
   n: number; k: number; legacy: EvalArmSummary; vlm: EvalArmSummary;
   mcnemar_exact_match: { legacy_only: number; vlm_only: number; p_value: number };

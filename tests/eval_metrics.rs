@@ -319,6 +319,22 @@ fn summarize_synthetic_set() {
     assert_eq!(v["mcnemar_exact_match"]["p_value"], 1.0);
 }
 
+/// Items without gold answers (perception-only) are left out of the answer metrics' means, as items without
+/// gold documents are of the retrieval metrics (they halved exact match on a set with as many of them).
+#[test]
+fn answer_metrics_skip_items_without_answers() {
+    let mut records = synthetic();
+    let mut bare = records[0].clone();
+    bare.id = "r5".into();
+    bare.answers.clear();
+    records.push(bare);
+    let s = summarize_with(&records, &SummaryConfig { k: 2, bootstrap_resamples: 100, seed: 3 });
+    let t = summarize_with(&synthetic(), &SummaryConfig { k: 2, bootstrap_resamples: 100, seed: 3 });
+    assert_eq!((s.n, s.vlm.answerable, t.vlm.answerable), (5, 4, 4));
+    assert!(close(s.vlm.exact_match, t.vlm.exact_match) && close(s.legacy.token_f1, t.legacy.token_f1));
+    assert!(close(s.vlm.alias_match, 0.75));
+}
+
 #[test]
 fn summarize_edge_cases() {
     // default config: k = 5 (the pipeline's top_k).

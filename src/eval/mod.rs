@@ -93,6 +93,9 @@ pub struct EvalRecord {
 /// Per-item scores of one arm.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArmScores {
+    /// Whether the item has gold answers: the answer metrics (exact / alias match, F1) are averaged over those
+    /// items only, as retrieval metrics are over the items with gold documents.
+    pub answerable: bool,
     pub exact_match: bool,
     pub alias_match: bool,
     pub token_f1: f64,
@@ -104,6 +107,7 @@ pub struct ArmScores {
 /// Scores one arm's output against the gold answers and documents.
 pub fn score_arm(arm: &ArmRecord, answers: &[String], gold_doc_ids: &[String], k: usize) -> ArmScores {
     ArmScores {
+        answerable: !answers.is_empty(),
         exact_match: answers.first().is_some_and(|a| metrics::exact_match(&arm.answer, a)),
         alias_match: metrics::alias_match(&arm.answer, answers),
         token_f1: metrics::max_token_f1(&arm.answer, answers),
@@ -157,6 +161,9 @@ impl Default for SummaryConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArmSummary {
     pub n: usize,
+    /// Items with gold answers (the denominator of exact / alias match and token F1).
+    #[serde(default)]
+    pub answerable: usize,
     pub exact_match: f64,
     pub alias_match: f64,
     pub token_f1: f64,
@@ -228,12 +235,15 @@ impl Summary {
 }
 
 fn arm_summary<'a>(scores: &[ArmScores], arms: impl Iterator<Item = &'a ArmRecord> + Clone) -> ArmSummary {
-    let frac = |f: fn(&ArmScores) -> bool| metrics::mean(scores.iter().map(|s| f(s) as u8 as f64)).unwrap_or(0.0);
+    // answer metrics over the items with gold answers (an item without any cannot be answered right)
+    let answerable = || scores.iter().filter(|s| s.answerable);
+    let frac = |f: fn(&ArmScores) -> bool| metrics::mean(answerable().map(|s| f(s) as u8 as f64)).unwrap_or(0.0);
     ArmSummary {
         n: scores.len(),
+        answerable: answerable().count(),
         exact_match: frac(|s| s.exact_match),
         alias_match: frac(|s| s.alias_match),
-        token_f1: metrics::mean(scores.iter().map(|s| s.token_f1)).unwrap_or(0.0),
+        token_f1: metrics::mean(answerable().map(|s| s.token_f1)).unwrap_or(0.0),
         recall_at_k: metrics::mean(scores.iter().filter_map(|s| s.recall_at_k)),
         mrr: metrics::mean(scores.iter().filter_map(|s| s.reciprocal_rank)),
         mean_ms: metrics::mean(arms.clone().map(|a| a.ms)).unwrap_or(0.0),

@@ -62,9 +62,9 @@ fn metric_rows(records: &[EvalRecord], k: usize) -> Vec<MetricRow> {
             rows.push(MetricRow { name, legacy, vlm })
         }
     };
-    push("exact match", col(&|s| Some(s.exact_match as u8 as f64)));
-    push("alias match", col(&|s| Some(s.alias_match as u8 as f64)));
-    push("token F1", col(&|s| Some(s.token_f1)));
+    push("exact match", col(&|s| s.answerable.then_some(s.exact_match as u8 as f64)));
+    push("alias match", col(&|s| s.answerable.then_some(s.alias_match as u8 as f64)));
+    push("token F1", col(&|s| s.answerable.then_some(s.token_f1)));
     push("Recall@k", col(&|s| s.recall_at_k));
     push("MRR", col(&|s| s.reciprocal_rank));
     rows
