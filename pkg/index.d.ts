@@ -231,7 +231,7 @@ export interface EvalSummary {
   n: number; k: number; legacy: EvalArmSummary; vlm: EvalArmSummary;
   mcnemar_exact_match: { legacy_only: number; vlm_only: number; p_value: number };
   relative_gain: Record<'exact_match' | 'alias_match' | 'token_f1' | 'recall_at_k' | 'mrr', number | null>;
-  sbs: null | { judged: number; invalid: number; vlm_wins: number; legacy_wins: number; ties: number; win_rate: number; ci_low: number; ci_high: number; resamples: number; seed: number };
+  sbs: null | { judged: number; invalid: number; vlm_wins: number; legacy_wins: number; ties: number; win_rate: number; ci_low: number; ci_high: number; seed: number };
 }
 export interface EvalOptions {
   /** Base URL of the search/v1 server; a relative one is resolved against the page (default: location.origin). */

@@ -1,7 +1,7 @@
 //! Side-by-side evaluation of the VLM-rephraser pipeline arm against the legacy text-only arm (issue 7): the
 //! item and record formats (JSONL, serde), per-item scoring and [`summarize`] into a JSON [`Summary`] of
-//! per-arm metrics, McNemar's exact test on exact match, relative gains and the judge's win rate with a bootstrap
-//! interval. CPU-only and I/O-free; running the arms, judging and the HTML report live elsewhere.
+//! per-arm metrics, McNemar's exact test on exact match, relative gains and the judge's win rate with a Wilson
+//! score interval. CPU-only and I/O-free; running the arms, judging and the HTML report live elsewhere.
 
 pub mod metrics;
 pub mod report;
@@ -144,16 +144,14 @@ impl EvalRecord {
 pub struct SummaryConfig {
     /// The k of Recall@k.
     pub k: usize,
-    /// Bootstrap resamples for the win-rate interval.
-    pub bootstrap_resamples: usize,
-    /// Seed of the bootstrap.
+    /// The seed of the judge's A/B order ([`stats::judge_swapped`]), recorded in the summary.
     pub seed: u64,
 }
 
 impl Default for SummaryConfig {
     fn default() -> Self {
         // k = the pipeline's default top_k.
-        SummaryConfig { k: 5, bootstrap_resamples: 2000, seed: 0 }
+        SummaryConfig { k: 5, seed: 0 }
     }
 }
 
@@ -208,10 +206,11 @@ pub struct SbsSummary {
     pub ties: usize,
     /// (wins + ties / 2) / judged.
     pub win_rate: f64,
-    /// Percentile-bootstrap 95% interval of the win rate.
+    /// Wilson score 95% interval of the win rate ([`stats::wilson_interval`]; a percentile bootstrap, used
+    /// before, collapsed to a point for small or unanimous samples).
     pub ci_low: f64,
     pub ci_high: f64,
-    pub resamples: usize,
+    /// The seed of the A/B order the judge saw.
     pub seed: u64,
 }
 
@@ -280,8 +279,7 @@ pub fn summarize_with(records: &[EvalRecord], config: &SummaryConfig) -> Summary
     let judged: Vec<&JudgeRecord> = records.iter().filter_map(|r| r.judge.as_ref()).collect();
     let outcomes: Vec<Outcome> = judged.iter().filter_map(|j| j.outcome()).collect();
     let sbs = stats::win_rate(&outcomes).map(|win_rate| {
-        let (ci_low, ci_high) = stats::bootstrap_win_rate_ci(&outcomes, config.bootstrap_resamples, config.seed)
-            .unwrap_or((win_rate, win_rate));
+        let (ci_low, ci_high) = stats::wilson_interval(win_rate, outcomes.len()).unwrap_or((win_rate, win_rate));
         let count = |o: Outcome| outcomes.iter().filter(|&&x| x == o).count();
         SbsSummary {
             judged: outcomes.len(),
@@ -292,7 +290,6 @@ pub fn summarize_with(records: &[EvalRecord], config: &SummaryConfig) -> Summary
             win_rate,
             ci_low,
             ci_high,
-            resamples: config.bootstrap_resamples,
             seed: config.seed,
         }
     });

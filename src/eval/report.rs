@@ -228,7 +228,7 @@ pub fn html(
         h += &sbs_svg(s.vlm_wins, s.ties, s.legacy_wins);
         h += &format!(
             "<p>VLM wins {} · ties {} · legacy wins {} · invalid verdicts {} — win rate (wins + ties/2) {} \
-             [{} – {}], bootstrap {} resamples, seed {}. A/B order randomized per item.</p>",
+             [{} – {}] (Wilson score 95% interval). A/B order randomized per item, seed {}.</p>",
             s.vlm_wins,
             s.ties,
             s.legacy_wins,
@@ -236,7 +236,6 @@ pub fn html(
             pct(s.win_rate),
             pct(s.ci_low),
             pct(s.ci_high),
-            s.resamples,
             s.seed
         );
     }

@@ -65,6 +65,20 @@ pub fn win_rate(outcomes: &[Outcome]) -> Option<f64> {
     Some(outcomes.iter().map(|o| o.score()).sum::<f64>() / outcomes.len() as f64)
 }
 
+/// Wilson score 95% interval of a proportion `p` observed over `n` trials (`None` for n = 0). Unlike a
+/// percentile bootstrap it does not collapse to a point for small or unanimous samples (4 wins of 4: 51–100 %,
+/// not 100–100 %). The win rate's ties count as half a success, as in [`win_rate`].
+pub fn wilson_interval(p: f64, n: usize) -> Option<(f64, f64)> {
+    if n == 0 || !(0.0..=1.0).contains(&p) {
+        return None;
+    }
+    const Z: f64 = 1.959_963_984_540_054; // the 97.5th percentile of the standard normal
+    let (n, z2) = (n as f64, Z * Z);
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+}
+
 /// Linear-interpolation quantile (R type 7) of sorted values.
 fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let h = (sorted.len() - 1) as f64 * q;

@@ -777,7 +777,7 @@ impl WebvlmEngine {
 
 /// Summarizes side-by-side evaluation records (the objects of `webvlm eval`'s records.jsonl, as a JSON array):
 /// per-arm metrics, McNemar's test on exact match, relative gains and, when records carry judge verdicts, the win
-/// rate with its bootstrap interval. Returns the summary JSON.
+/// rate with its Wilson score interval. Returns the summary JSON.
 #[wasm_bindgen(js_name = summarizeEval)]
 pub fn summarize_eval(records_json: &str, k: u32, seed: f64) -> Result<String, JsValue> {
     let records: Vec<crate::eval::EvalRecord> =
