@@ -145,8 +145,10 @@ mod tests {
     }
 
     /// A judge whose every call fails with `err`.
+    #[cfg(not(target_arch = "wasm32"))]
     struct FailingJudge(fn() -> Error);
 
+    #[cfg(not(target_arch = "wasm32"))]
     impl Generator for FailingJudge {
         fn name(&self) -> String {
             "failing".into()
@@ -165,6 +167,7 @@ mod tests {
 
     /// A judge that fails leaves the item unjudged (an invalid verdict that says why) instead of ending the run;
     /// a lost device or a cancel still ends it.
+    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn a_failing_judge_marks_the_item_not_the_run() {
         let rec = EvalRecord {
