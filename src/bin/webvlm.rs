@@ -27,7 +27,33 @@ mod native {
     use webvlm::pipeline::{
         Arm, OpenAiConfig, OpenAiGenerator, Pipeline, PipelineConfig, PipelineEvent, PipelineRequest, Prompts,
     };
-    use webvlm::retrieval::{RetrievalClient, RetrievalConfig};
+    use webvlm::retrieval::{RetrievalClient, RetrievalConfig, MAX_TOP_K};
+
+    /// Upper bound of `webvlm bench`'s `--prompt-tokens` and `--decode-tokens`: far past any benchmark here, and
+    /// small enough that the context (prompt + decode + 8) cannot overflow.
+    const BENCH_MAX_TOKENS: u64 = 1 << 17;
+    /// Upper bound of `webvlm bench --runs`.
+    const BENCH_MAX_RUNS: u64 = 1000;
+    /// Upper bound of `webvlm bench --warmup`.
+    const BENCH_MAX_WARMUP: usize = 100;
+    /// Upper bound of `webvlm bench --copy-mib` (16 GiB): the copy kernel counts its vec4s in a u32, so 64 GiB
+    /// would wrap; the adapter's buffer limits, checked before the timed runs, are usually far lower.
+    const BENCH_MAX_COPY_MIB: u64 = 1 << 14;
+
+    /// `--k`: documents to retrieve, as many as the retrieval protocol (and so the pipeline) accepts, checked while
+    /// the arguments are parsed rather than by the pipeline after the model has loaded.
+    fn top_k_parser() -> clap::builder::RangedU64ValueParser<usize> {
+        clap::builder::RangedU64ValueParser::new().range(1..=MAX_TOP_K as u64)
+    }
+
+    /// `--limit`: a number of items, at least 1 (a limit of 0 would run nothing).
+    fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+        match s.parse::<usize>() {
+            Ok(0) => Err("0 items would run nothing: give at least 1".into()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(format!("{e}: expected a number of items, at least 1")),
+        }
+    }
 
     #[derive(Parser)]
     #[command(name = "webvlm", version, about = "Vision-language models on WebGPU / wgpu")]
@@ -107,16 +133,25 @@ mod native {
             /// An image to time the vision tower on (VLMs).
             #[arg(long)]
             image: Option<PathBuf>,
-            #[arg(long, default_value_t = 128)]
+            /// Prompt length in tokens, 1 to 131072.
+            #[arg(long, default_value_t = 128,
+                value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=BENCH_MAX_TOKENS))]
             prompt_tokens: usize,
-            #[arg(long, default_value_t = 64)]
+            /// Tokens generated per run, 2 to 131072: the first comes from the prefill, so decode tok/s is measured
+            /// over the other decode_tokens − 1.
+            #[arg(long, default_value_t = 64,
+                value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=BENCH_MAX_TOKENS))]
             decode_tokens: usize,
-            #[arg(long, default_value_t = 3)]
+            /// Timed runs (medians over them), 1 to 1000.
+            #[arg(long, default_value_t = 3,
+                value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=BENCH_MAX_RUNS))]
             runs: usize,
             #[arg(long, default_value = "auto")]
             dtype: String,
-            /// Buffer size of the copy kernel, MiB.
-            #[arg(long, default_value_t = 48)]
+            /// Buffer size of the copy kernel, MiB: 1 to 16384, and within the adapter's maxStorageBufferBindingSize
+            /// and maxBufferSize (checked before the timed runs).
+            #[arg(long, default_value_t = 48,
+                value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=BENCH_MAX_COPY_MIB))]
             copy_mib: usize,
             /// Also time every kernel with GPU timestamp queries (one more run, prefill and decode apart; the
             /// adapter must offer TIMESTAMP_QUERY) and report GPU ms per token by kernel.
@@ -132,7 +167,7 @@ mod native {
             pipelined: String,
             /// Untimed runs before the timed ones (a text run, and with --image an image run): auto = 1 on GPUs,
             /// whose clocks ramp up under load (an H200's first run decoded at 0.6 × and encoded at 5–10 × the
-            /// time of the later ones), 0 on CPU adapters; or a number.
+            /// time of the later ones), 0 on CPU adapters; or a number from 0 to 100.
             #[arg(long, default_value = "auto")]
             warmup: String,
         },
@@ -147,8 +182,8 @@ mod native {
             /// JSONL: {"image": path (relative to the file), "question": ..., "answer": ...}.
             #[arg(long)]
             data: PathBuf,
-            /// Only the first N items.
-            #[arg(long)]
+            /// Only the first N items (N ≥ 1).
+            #[arg(long, value_parser = at_least_one)]
             limit: Option<usize>,
             #[arg(long)]
             no_image: bool,
@@ -186,14 +221,14 @@ mod native {
         /// `model` field sent to the judge endpoint.
         #[arg(long, default_value = "default")]
         judge_model: String,
-        /// Seed of the judge's A/B order and of the bootstrap.
+        /// Seed of the judge's A/B order.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Documents to retrieve (and the k of Recall@k).
-        #[arg(long, default_value_t = 5)]
+        /// Documents to retrieve (and the k of Recall@k), 1 to 50 (the retrieval protocol's MAX_TOP_K).
+        #[arg(long, default_value_t = 5, value_parser = top_k_parser())]
         k: usize,
-        /// Only the first N items.
-        #[arg(long)]
+        /// Only the first N items (N ≥ 1).
+        #[arg(long, value_parser = at_least_one)]
         limit: Option<usize>,
         #[arg(long, default_value_t = 128)]
         max_tokens: usize,
@@ -235,8 +270,8 @@ mod native {
         /// Do not answer with the local model when the remote generator fails.
         #[arg(long)]
         pub no_fallback: bool,
-        /// Documents to retrieve.
-        #[arg(long, default_value_t = 5)]
+        /// Documents to retrieve, 1 to 50 (the retrieval protocol's MAX_TOP_K).
+        #[arg(long, default_value_t = 5, value_parser = top_k_parser())]
         pub k: usize,
         /// Tags for the legacy rephraser (repeatable).
         #[arg(long = "tag")]
@@ -543,6 +578,20 @@ mod native {
             other => bail!("--pipelined {other}: expected auto, on or off"),
         };
         use webvlm::gpu::{bench, Recorder};
+        // everything the arguments alone decide is checked before the model loads; the sizes are bounded by clap
+        // (BENCH_MAX_*), so the sums below cannot overflow
+        let warmup: Option<usize> = match warmup {
+            "auto" => None,
+            n => match n.parse::<usize>() {
+                Ok(w) if w <= BENCH_MAX_WARMUP => Some(w),
+                _ => bail!("--warmup {n}: expected auto or a number from 0 to {BENCH_MAX_WARMUP}"),
+            },
+        };
+        let copy_bytes = (copy_mib as u64).checked_mul(1 << 20).context("--copy-mib: the size overflows")?;
+        let image_bytes = match image {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        };
         let mut t0 = Instant::now();
         let gpu = GpuOptions { allow_timestamps: profile, ..GpuOptions::default() };
         let opts = LoadOptions { dtype: parse_dtype(dtype)?, separate_projections };
@@ -550,10 +599,6 @@ mod native {
         let (mut ctx, mut engine) = load_engine_with(model, mmproj, opts, context, gpu.clone())?;
         // the image run's prompt (the image's tokens and a question) must fit the context too: where it is longer,
         // load again with room for it (the image is only preprocessed on the CPU here)
-        let image_bytes = match image {
-            Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-            None => None,
-        };
         if let Some(bytes) = &image_bytes {
             let msg = [Engine::user_message("Describe the image.", 1)];
             let need = engine.prompt_ids(&msg, std::slice::from_ref(bytes))?.len() + 8;
@@ -568,6 +613,9 @@ mod native {
         if profile && !ctx.caps.timestamps {
             bail!("--profile: {} offers no timestamp queries", ctx.caps.adapter_name);
         }
+        // the copy kernel runs after the timed runs, on two buffers of this size (and a host copy of its source):
+        // a size the adapter cannot bind is refused now, not after minutes of runs whose results it would lose
+        ctx.check_binding("the copy kernel's buffer (--copy-mib)", copy_bytes)?;
         ctx.trim_pool();
         let weights_gpu = ctx.pool_stats().held_bytes;
         let kv_bytes = {
@@ -583,7 +631,7 @@ mod native {
         while ids.len() < prompt_tokens {
             ids.extend_from_within(..ids.len().min(prompt_tokens - ids.len()));
         }
-        ids.truncate(prompt_tokens.max(1));
+        ids.truncate(prompt_tokens);
         // one generation from the prompt ids, with no stop tokens: exactly `decode_tokens` tokens
         let run = |on_token: &mut dyn FnMut(u32) -> bool| -> Result<webvlm::generation::GenerationOutput> {
             let mut rec = Recorder::new(&ctx);
@@ -594,12 +642,9 @@ mod native {
             let cancel = CancelToken::default();
             Ok(pollster::block_on(generate(&ctx, &engine.model, &mut cache, &x, &ids, &cfg, &cancel, on_token))?)
         };
-        let warmup = match warmup {
-            "auto" => usize::from(!ctx.caps.cpu_adapter),
-            n => n.parse().with_context(|| format!("--warmup {n}: expected auto or a number"))?,
-        };
+        let warmup = warmup.unwrap_or(usize::from(!ctx.caps.cpu_adapter));
         let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-        for i in 0..warmup + runs.max(1) {
+        for i in 0..warmup + runs {
             let out = run(&mut |_| true)?;
             if i >= warmup {
                 prefill.push(out.stats.prefill_tok_s());
@@ -608,7 +653,7 @@ mod native {
         }
         let mut encode_ms = Vec::new();
         if let Some(bytes) = &image_bytes {
-            for i in 0..warmup + runs.max(1) {
+            for i in 0..warmup + runs {
                 engine.clear_image_cache();
                 let req = ChatRequest {
                     messages: vec![Engine::user_message("Describe the image.", 1)],
@@ -641,12 +686,11 @@ mod native {
             })?;
             let decode_profile = ctx.stop_profiling();
             let prefill_profile = prefill_profile.unwrap_or_default();
-            let image_profile = match image {
-                Some(p) => {
-                    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let image_profile = match &image_bytes {
+                Some(bytes) => {
                     engine.clear_image_cache();
                     ctx.start_profiling()?;
-                    pollster::block_on(engine.encode_image(&bytes, &mut Default::default()))?;
+                    pollster::block_on(engine.encode_image(bytes, &mut Default::default()))?;
                     Some(ctx.stop_profiling())
                 }
                 None => None,
@@ -687,7 +731,7 @@ mod native {
             "model": model.display().to_string(), "dtype": dtype, "projections": if separate_projections { "separate" } else { "stacked" },
             "pipelined": pipelined.unwrap_or(!ctx.caps.cpu_adapter),
             "load_s": load_s,
-            "prompt_tokens": ids.len(), "decode_tokens": decode_tokens, "runs": runs.max(1), "warmup_runs": warmup,
+            "prompt_tokens": ids.len(), "decode_tokens": decode_tokens, "runs": runs, "warmup_runs": warmup,
             "prefill_tok_s": bench::median(prefill.clone()), "prefill_tok_s_runs": prefill,
             "decode_tok_s": decode_tok_s, "decode_tok_s_runs": decode,
             "image_encode_ms": (!encode_ms.is_empty()).then(|| bench::median(encode_ms.clone())), "image_encode_ms_runs": encode_ms,
@@ -727,30 +771,51 @@ mod native {
         if let Some(dup) = items.iter().find(|it| !seen.insert(it.id.clone())) {
             bail!("item id {:?} appears twice in {}", dup.id, a.items.display());
         }
-        let (_ctx, engine) = load_engine(&a.model, a.mmproj.as_deref(), &a.dtype, a.context)?;
-        if !engine.is_vlm() {
-            bail!("{} takes no images: the VLM arm needs a vision-language model", a.model.display());
+        // what can be checked without the model is checked before it loads (--k and --limit by clap): a bad item
+        // would otherwise fail at its turn, possibly hours into the run
+        check_eval_items(&items, &base, &a.items)?;
+        for (flag, p) in [("--model", Some(&a.model)), ("--mmproj", a.mmproj.as_ref())] {
+            if let Some(p) = p.filter(|p| !p.exists()) {
+                bail!("{flag} {}: not found", p.display());
+            }
         }
-        let engine = std::sync::Arc::new(engine);
         // temperature 0 everywhere: the arms differ only in the rephraser
         let mut config = PipelineConfig { top_k: a.k, ..Default::default() };
         config.answer.max_new_tokens = a.max_tokens;
         config.answer.temperature = 0.0;
         let mut pipeline = Pipeline::new(config)
-            .with_engine(engine.clone())
             .with_retrieval(RetrievalClient::new(RetrievalConfig::SearchV1 { base_url: a.search.clone() })?);
         if let Some(url) = &a.generator {
             pipeline = pipeline.with_generator(Box::new(OpenAiGenerator::new(OpenAiConfig::new(url.clone()))?));
         }
-        let judge: Option<Box<dyn Generator>> = match a.judge.as_str() {
-            "none" => None,
-            "local" => Some(Box::new(LocalGenerator::new(engine.clone()))),
-            url => Some(Box::new(OpenAiGenerator::new(OpenAiConfig {
-                model: a.judge_model.clone(),
-                ..OpenAiConfig::new(url)
-            })?)),
+        let remote_judge = match a.judge.as_str() {
+            "none" | "local" => None,
+            url => Some(OpenAiGenerator::new(OpenAiConfig { model: a.judge_model.clone(), ..OpenAiConfig::new(url) })?),
         };
         std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+        let (_ctx, engine) = load_engine(&a.model, a.mmproj.as_deref(), &a.dtype, a.context)?;
+        if !engine.is_vlm() {
+            bail!("{} takes no images: the VLM arm needs a vision-language model", a.model.display());
+        }
+        let engine = std::sync::Arc::new(engine);
+        pipeline = pipeline.with_engine(engine.clone());
+        let judge: Option<Box<dyn Generator>> = match (a.judge.as_str(), remote_judge) {
+            ("local", _) => Some(Box::new(LocalGenerator::new(engine.clone()))),
+            (_, remote) => remote.map(|g| Box::new(g) as Box<dyn Generator>),
+        };
+        // Up to here --out is untouched: a run refused above leaves the previous run's outputs whole. From here,
+        // records.jsonl gets each item's record as the item finishes, and summary.json and report.html are written
+        // only after the last one; the previous run's summary and report are removed first, so a run that fails
+        // part way leaves the records of its finished items and nothing describing another run beside them.
+        for name in ["summary.json", "report.html"] {
+            let p = a.out.join(name);
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing the previous run's {}", p.display()));
+                }
+                _ => {}
+            }
+        }
         let records_path = a.out.join("records.jsonl");
         let mut sink = std::io::BufWriter::new(
             std::fs::File::create(&records_path).with_context(|| format!("creating {}", records_path.display()))?,
@@ -779,7 +844,7 @@ mod native {
             );
             records.push(rec);
         }
-        let summary = summarize_with(&records, &SummaryConfig { k: a.k, seed: a.seed, ..Default::default() });
+        let summary = summarize_with(&records, &SummaryConfig { k: a.k, seed: a.seed });
         std::fs::write(a.out.join("summary.json"), summary.to_json_pretty())?;
         let meta = report::ReportMeta {
             title: format!(
@@ -815,6 +880,47 @@ mod native {
             t0.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// What `webvlm eval` checks of its items before the model loads, as the pipeline would at each item's turn: a
+    /// question (not blank) and an image file to read (`image` is a path relative to the items file). Every item
+    /// that fails is named (the first ten).
+    fn check_eval_items(
+        items: &[webvlm::eval::EvalItem],
+        base: &std::path::Path,
+        file: &std::path::Path,
+    ) -> Result<()> {
+        const SHOWN: usize = 10;
+        let mut problems = Vec::new();
+        for it in items {
+            if it.question.trim().is_empty() {
+                problems.push(format!("item {:?}: the question is empty", it.id));
+            }
+            if it.image.trim().is_empty() {
+                problems.push(format!("item {:?}: no image", it.id));
+                continue;
+            }
+            let p = base.join(&it.image);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => problems.push(format!("item {:?}: image {} is not a file", it.id, p.display())),
+                Err(e) => problems.push(format!("item {:?}: image {}: {e}", it.id, p.display())),
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut msg = format!(
+            "{} cannot run, nothing was started (an item's image is a file, its path relative to the items file):",
+            file.display()
+        );
+        for p in problems.iter().take(SHOWN) {
+            msg += &format!("\n  {p}");
+        }
+        if problems.len() > SHOWN {
+            msg += &format!("\n  … and {} more", problems.len() - SHOWN);
+        }
+        bail!(msg)
     }
 
     /// `webvlm ask`: the pipeline on a tokio runtime (the HTTP clients need one), the trace on stderr.

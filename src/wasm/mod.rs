@@ -782,7 +782,7 @@ impl WebvlmEngine {
 pub fn summarize_eval(records_json: &str, k: u32, seed: f64) -> Result<String, JsValue> {
     let records: Vec<crate::eval::EvalRecord> =
         serde_json::from_str(records_json).map_err(|e| invalid(format!("evaluation records: {e}")))?;
-    let cfg = crate::eval::SummaryConfig { k: k.max(1) as usize, seed: seed.max(0.0) as u64, ..Default::default() };
+    let cfg = crate::eval::SummaryConfig { k: k.max(1) as usize, seed: seed.max(0.0) as u64 };
     Ok(crate::eval::summarize_with(&records, &cfg).to_json_pretty())
 }
 
@@ -792,7 +792,7 @@ pub fn summarize_eval(records_json: &str, k: u32, seed: f64) -> Result<String, J
 pub fn eval_report_html(records_json: &str, k: u32, seed: f64, title: &str) -> Result<String, JsValue> {
     let records: Vec<crate::eval::EvalRecord> =
         serde_json::from_str(records_json).map_err(|e| invalid(format!("evaluation records: {e}")))?;
-    let cfg = crate::eval::SummaryConfig { k: k.max(1) as usize, seed: seed.max(0.0) as u64, ..Default::default() };
+    let cfg = crate::eval::SummaryConfig { k: k.max(1) as usize, seed: seed.max(0.0) as u64 };
     let summary = crate::eval::summarize_with(&records, &cfg);
     let meta = crate::eval::report::ReportMeta { title: title.to_string(), facts: vec![] };
     let image = |r: &str| r.starts_with("data:image/").then(|| r.to_string());
