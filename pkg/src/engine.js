@@ -391,6 +391,8 @@ export class Engine {
       const rec = { id: String(it.id), image: typeof it.image === 'string' ? it.image : '', question: it.question,
         answers: it.answers || [], gold_doc_ids: it.gold_doc_ids || [], judge: null };
       for (const arm of ['legacy', 'vlm']) {
+        // each arm encodes the image itself (else the VLM arm reuses the legacy arm's features and looks cheaper)
+        this._inner?.clearImageCache();
         const t0 = performance.now();
         const r = await this.runPipeline({ question: it.question, image: it.image, arm, k, tags: it.tags, ocrText: it.ocr_text, searchUrl, config: cfg, generator, signal });
         // the steps that failed (a retrieval timeout scores as a miss): counted per arm in the summary

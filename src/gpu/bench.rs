@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{grid_1d, DType, GpuContext, PipelineKey, Recorder};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The median of `v` (upper median for an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -66,7 +66,13 @@ fn bandwidth(
 ) -> Result<(f64, f64, usize, usize)> {
     const WG: u32 = 256;
     const READS: u32 = 16;
-    let n4 = mib * (1 << 20) / 16;
+    // the buffer must be a valid binding here before the host fills one of its size (a huge `mib` would abort on
+    // the allocation, or overflow), and its vec4 count must fit the kernel's u32
+    let bytes = mib.checked_mul(1 << 20).filter(|&b| b > 0 && b / 16 <= u32::MAX as usize).ok_or_else(|| {
+        Error::Config(format!("bandwidth buffer of {mib} MiB: must be 1 MiB .. 64 GiB, within the adapter's limits"))
+    })?;
+    ctx.check_binding(&format!("the {entry} kernel's buffer"), bytes as u64)?;
+    let n4 = bytes / 16;
     let src = ctx.upload_f32(&vec![1.0f32; n4 * 4], &[n4 * 4])?;
     let dst = ctx.empty(&[n4 * 4], DType::F32)?;
     let mut key = PipelineKey::new("copy", entry).constant("WG", WG);

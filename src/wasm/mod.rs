@@ -523,6 +523,13 @@ impl WebvlmEngine {
         caps_object(&self.engine.ctx)
     }
 
+    /// Forgets the encoded features of the images seen so far (the next request with an image encodes it again:
+    /// `evaluate()` clears them before each arm so each pays for its own encode).
+    #[wasm_bindgen(js_name = clearImageCache)]
+    pub fn clear_image_cache(&self) {
+        self.engine.clear_image_cache();
+    }
+
     /// Starts timing every GPU dispatch (timestamp queries, one compute pass per dispatch: slower, so take speeds
     /// from unprofiled runs). Throws `MissingFeatureError` where the adapter has no timestamp queries.
     #[wasm_bindgen(js_name = startProfiling)]
