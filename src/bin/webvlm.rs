@@ -587,7 +587,6 @@ mod native {
                 _ => bail!("--warmup {n}: expected auto or a number from 0 to {BENCH_MAX_WARMUP}"),
             },
         };
-        let copy_bytes = (copy_mib as u64).checked_mul(1 << 20).context("--copy-mib: the size overflows")?;
         let image_bytes = match image {
             Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
             None => None,
@@ -615,7 +614,7 @@ mod native {
         }
         // the copy kernel runs after the timed runs, on two buffers of this size (and a host copy of its source):
         // a size the adapter cannot bind is refused now, not after minutes of runs whose results it would lose
-        ctx.check_binding("the copy kernel's buffer (--copy-mib)", copy_bytes)?;
+        bench::bandwidth_bytes(&ctx, copy_mib).context("--copy-mib")?;
         ctx.trim_pool();
         let weights_gpu = ctx.pool_stats().held_bytes;
         let kv_bytes = {

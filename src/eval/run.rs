@@ -36,11 +36,16 @@ pub fn extract_verdict(reply: &str) -> String {
     // the distinct verdict words of a line: in free text only capital A / B count (not the article "a"), and
     // "tie" in any case
     let verdicts = |line: &str| {
-        let mut found: Vec<String> = Vec::new();
-        for w in line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-            let v = if w.eq_ignore_ascii_case("tie") { "tie" } else { w };
-            if (v == "A" || v == "B" || v == "tie") && !found.iter().any(|f| f == v) {
-                found.push(v.to_string());
+        let mut found: Vec<&'static str> = Vec::new();
+        for w in line.split(|c: char| !c.is_alphanumeric()) {
+            let v = match w {
+                "A" => "A",
+                "B" => "B",
+                _ if w.eq_ignore_ascii_case("tie") => "tie",
+                _ => continue,
+            };
+            if !found.contains(&v) {
+                found.push(v);
             }
         }
         found
@@ -48,7 +53,7 @@ pub fn extract_verdict(reply: &str) -> String {
     let labelled = reply.lines().rev().find(|l| l.trim_start().to_ascii_lowercase().starts_with("verdict"));
     let line = labelled.or_else(|| reply.lines().rev().find(|l| !verdicts(l).is_empty()));
     match line.map(verdicts).as_deref() {
-        Some([one]) => one.clone(),
+        Some([one]) => one.to_string(),
         _ => reply.trim().to_string(),
     }
 }

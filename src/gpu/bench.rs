@@ -57,6 +57,17 @@ pub fn read_gbps(ctx: &GpuContext, mib: usize, reps: usize, target_s: f64) -> Re
     bandwidth(ctx, "read_sum", mib, reps, target_s)
 }
 
+/// The bytes of a `mib` MiB buffer for [`copy_gbps`] / [`read_gbps`], checked before anything is allocated: no
+/// overflow, a vec4 count that fits the kernels' u32, and a size the adapter can bind (a huge `mib` would otherwise
+/// abort on the host allocation). Callers that time other work first check it up front.
+pub fn bandwidth_bytes(ctx: &GpuContext, mib: usize) -> Result<usize> {
+    let bytes = mib.checked_mul(1 << 20).filter(|&b| b > 0 && b / 16 <= u32::MAX as usize).ok_or_else(|| {
+        Error::Config(format!("bandwidth buffer of {mib} MiB: must be 1 MiB .. 64 GiB, within the adapter's limits"))
+    })?;
+    ctx.check_binding(&format!("the bandwidth kernels' buffer of {mib} MiB"), bytes as u64)?;
+    Ok(bytes)
+}
+
 fn bandwidth(
     ctx: &GpuContext,
     entry: &'static str,
@@ -66,13 +77,7 @@ fn bandwidth(
 ) -> Result<(f64, f64, usize, usize)> {
     const WG: u32 = 256;
     const READS: u32 = 16;
-    // the buffer must be a valid binding here before the host fills one of its size (a huge `mib` would abort on
-    // the allocation, or overflow), and its vec4 count must fit the kernel's u32
-    let bytes = mib.checked_mul(1 << 20).filter(|&b| b > 0 && b / 16 <= u32::MAX as usize).ok_or_else(|| {
-        Error::Config(format!("bandwidth buffer of {mib} MiB: must be 1 MiB .. 64 GiB, within the adapter's limits"))
-    })?;
-    ctx.check_binding(&format!("the {entry} kernel's buffer"), bytes as u64)?;
-    let n4 = bytes / 16;
+    let n4 = bandwidth_bytes(ctx, mib)? / 16;
     let src = ctx.upload_f32(&vec![1.0f32; n4 * 4], &[n4 * 4])?;
     let dst = ctx.empty(&[n4 * 4], DType::F32)?;
     let mut key = PipelineKey::new("copy", entry).constant("WG", WG);
