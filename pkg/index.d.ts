@@ -1,6 +1,6 @@
 // Types of the webvlm npm package.
 
-export type Dtype = 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
+export type Dtype = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1';
 
 export interface Progress {
   /** download: weights from network or cache; upload: to the GPU; compile: shader pipelines; warning: non-fatal */
@@ -26,7 +26,7 @@ export type ModelSpec =
 
 export interface EngineOptions {
   /** Weight dtype of linear layers; default: keep the file's (quantized GGUF stays quantized; bf16 becomes f16
-   *  where the adapter has shader-f16, f32 elsewhere). */
+   *  where the adapter has shader-f16 and stays bf16 elsewhere). */
   dtype?: Dtype;
   /** KV-cache length in tokens (default 2048, capped by the model). */
   maxContext?: number;

@@ -1,4 +1,4 @@
-// Embedding lookup: out[t, :] = table[ids[t], :], for tables in f32, f16 (packed pairs) or a GGUF block format
+// Embedding lookup: out[t, :] = table[ids[t], :], for tables in f32, f16 or bf16 (packed pairs) or a GGUF block format
 // (dequantized on the fly with the ggml formulas). One invocation per output element.
 // bindings: 1 ids (T) u32, 2 w = table words, 3 out (T, D) f32
 
@@ -28,6 +28,9 @@ struct Params {
 #ifdef QUANT
 #include quant
 #endif
+#ifdef BF16
+#include half
+#endif
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -43,6 +46,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 #ifdef F16
     let pair = unpack2x16float(w[e / 2u]);
+    out[idx] = select(pair.x, pair.y, (e & 1u) == 1u);
+#endif
+#ifdef BF16
+    let pair = unpack2x16bfloat(w[e / 2u]);
     out[idx] = select(pair.x, pair.y, (e & 1u) == 1u);
 #endif
 #ifdef QUANT

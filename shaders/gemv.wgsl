@@ -1,6 +1,6 @@
 // GEMV for decode: y[m, n] = sum_k x[m, k] * w[n, k] + bias[n] for MR <= 4 rows of x, reading every weight
 // byte once (each weight word is decoded once and dotted with all MR rows of x).
-// One entry point per weight dtype: gemv_f32, gemv_f16, gemv_q8_0, gemv_q4_0, gemv_q4_1.
+// One entry point per weight dtype: gemv_f32, gemv_f16, gemv_bf16, gemv_q8_0, gemv_q4_0, gemv_q4_1.
 // SWIGLU: the weight is an MLP's [gate; up] stacked (2N rows, N = p.n outputs) and
 //   y[m, n] = silu(x_m · gate_n + bias[n]) * (x_m · up_n + bias[N + n]):
 // the gate and up projections and the SwiGLU product in one pass over x, with no gate/up tensors in memory.
@@ -32,7 +32,7 @@
 //   of the quad's rows rather than a lane per block (see words4_dot).
 //
 // Layouts (src/gpu/tensor.rs): all weights are read as vec4<u32> words.
-//   f32: K % 4 == 0, 4 elements per vec4.   f16: K % 8 == 0, 8 halves per vec4 (element 2i in the low half).
+//   f32: K % 4 == 0, 4 elements per vec4.   f16, bf16: K % 8 == 0, 8 halves per vec4 (element 2i in the low half).
 //   q8_0: 2 vec4 of qs per block (32 x i8). q4_0 / q4_1: 1 vec4 of qs per block. Scales at word p.scales_offset
 //   (a multiple of 4: qs sections are whole vec4s), read through `ws`: q8_0 / q4_0 two f16 `d` per word, q4_1 one
 //   word (d | m << 16).
@@ -157,11 +157,20 @@ fn xv(i: u32) -> vec4<f32> {
 #endif
 }
 
+#include half
+
 const FMT_F32: u32 = 0u;
 const FMT_F16: u32 = 1u;
 const FMT_Q8_0: u32 = 2u;
 const FMT_Q4_0: u32 = 3u;
 const FMT_Q4_1: u32 = 4u;
+const FMT_BF16: u32 = 5u;
+
+// Two f16 or bf16 weights of a word (`fmt` FMT_F16 or FMT_BF16, a constant at every call site).
+fn halves(fmt: u32, v: u32) -> vec2<f32> {
+    if (fmt == FMT_BF16) { return unpack2x16bfloat(v); }
+    return unpack2x16float(v);
+}
 
 // acc[m] += dot(wv, x[m, 4i .. 4i+4]) for m < MR. MR is an override constant, so the branches fold away.
 fn accum(acc: vec4<f32>, wv: vec4<f32>, i: u32, k4: u32) -> vec4<f32> {
@@ -202,13 +211,13 @@ fn row_dot(fmt: u32, row: u32, lane: u32, stride: u32) -> vec4<f32> {
         for (var i = lane; i < k4; i += stride) {
             acc = accum(acc, bitcast<vec4<f32>>(w[base + i]), i, k4);
         }
-    } else if (fmt == FMT_F16) {
+    } else if (fmt == FMT_F16 || fmt == FMT_BF16) {
         let k8 = p.k / 8u;
         let base = row * k8;
         for (var i = lane; i < k8; i += stride) {
             let q = w[base + i];
-            acc = accum(acc, vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), 2u * i, k4);
-            acc = accum(acc, vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), 2u * i + 1u, k4);
+            acc = accum(acc, vec4<f32>(halves(fmt, q.x), halves(fmt, q.y)), 2u * i, k4);
+            acc = accum(acc, vec4<f32>(halves(fmt, q.z), halves(fmt, q.w)), 2u * i + 1u, k4);
         }
     } else if (fmt == FMT_Q8_0) {
         let bpr = p.k / 32u;
@@ -306,9 +315,9 @@ fn store(row: u32, g: vec4<f32>, u: vec4<f32>) {
 // On lavapipe / SwiftShader every load is a per-lane gather, and x's loads cost as much as w's; dotting each x
 // chunk with 4 weight rows cuts the x loads per weight byte by 4. Rows past N re-read row N-1 and are not stored.
 
-fn f16_dot(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
-    return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x0)
-         + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x1);
+fn f16_dot(fmt: u32, q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
+    return dot(vec4<f32>(halves(fmt, q.x), halves(fmt, q.y)), x0)
+         + dot(vec4<f32>(halves(fmt, q.z), halves(fmt, q.w)), x1);
 }
 
 fn q8_0_blk(b: u32, xs: array<vec4<f32>, 8>) -> f32 {
@@ -356,8 +365,9 @@ fn f32_dot4(i: vec4<u32>, xv: vec4<f32>) -> vec4<f32> {
                      dot(bitcast<vec4<f32>>(w[i.z]), xv), dot(bitcast<vec4<f32>>(w[i.w]), xv));
 }
 
-fn f16_dot4(i: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(f16_dot(w[i.x], x0, x1), f16_dot(w[i.y], x0, x1), f16_dot(w[i.z], x0, x1), f16_dot(w[i.w], x0, x1));
+fn f16_dot4(fmt: u32, i: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(f16_dot(fmt, w[i.x], x0, x1), f16_dot(fmt, w[i.y], x0, x1), f16_dot(fmt, w[i.z], x0, x1),
+                     f16_dot(fmt, w[i.w], x0, x1));
 }
 
 #ifdef SG_X
@@ -483,11 +493,11 @@ fn rows4_dot(fmt: u32, r: vec4<u32>, lane: u32, stride: u32) -> vec4<f32> {
         for (var i = lane; i < k4; i += stride) {
             acc += f32_dot4(base + vec4<u32>(i), xv(i));
         }
-    } else if (fmt == FMT_F16) {
+    } else if (fmt == FMT_F16 || fmt == FMT_BF16) {
         let k8 = p.k / 8u;
         let base = r * k8;
         for (var i = lane; i < k8; i += stride) {
-            acc += f16_dot4(base + vec4<u32>(i), xv(2u * i), xv(2u * i + 1u));
+            acc += f16_dot4(fmt, base + vec4<u32>(i), xv(2u * i), xv(2u * i + 1u));
         }
     } else {
 #ifdef WORDS
@@ -662,6 +672,8 @@ fn entry(fmt: u32, g: Group, l: Lane) {
 fn gemv_f32(g: Group, l: Lane) { entry(FMT_F32, g, l); }
 @compute @workgroup_size(WG)
 fn gemv_f16(g: Group, l: Lane) { entry(FMT_F16, g, l); }
+@compute @workgroup_size(WG)
+fn gemv_bf16(g: Group, l: Lane) { entry(FMT_BF16, g, l); }
 @compute @workgroup_size(WG)
 fn gemv_q8_0(g: Group, l: Lane) { entry(FMT_Q8_0, g, l); }
 @compute @workgroup_size(WG)

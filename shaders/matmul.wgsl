@@ -6,6 +6,7 @@
 //   default       w: array<f32>, B(k, n) = w[n * K + k] when p.trans_b (nn.Linear weight (N, K)), else w[k * N + n]
 //   F16_WEIGHTS   w: (N, K) f16, two halves per u32 word (element 2i low), read with unpack2x16float
 //   SHADER_F16    with F16_WEIGHTS: the B tile is held as f16 in workgroup memory (`enable f16`), half the bytes
+//   BF16          with F16_WEIGHTS: the pairs are bf16 (unpack2x16bfloat of half.wgsl); the tile stays f32
 //   Q8_0 / Q4_0 / Q4_1  w: (N, K) ggml blocks in the GPU layout of src/gpu/tensor.rs, K % 32 == 0; each tile
 //                 step is exactly one block per weight row, dequantized into workgroup memory (never to memory)
 // Epilogue: c = act(a·B + bias) with ACT (activation4 of activation.wgsl), then + res with RESIDUAL (res laid out
@@ -53,6 +54,7 @@ struct Params {
 #endif
 
 #include activation
+#include half
 
 #ifdef QUANT
 #include quant
@@ -138,7 +140,11 @@ fn load_tiles(t: u32, m0: u32, n0: u32, k0: u32, a_off: u32, b_off: u32) {
         var v = 0.0;
         if (gn < p.n && gk < p.k) {
             let i = gn * p.k + gk;
+#ifdef BF16
+            let h = unpack2x16bfloat(w[i / 2u]);
+#else
             let h = unpack2x16float(w[i / 2u]);
+#endif
             v = select(h.x, h.y, (i & 1u) == 1u);
         }
         put_b(kk + e, r, v);

@@ -8,8 +8,8 @@
 // lane. No workgroup memory, no barriers: both cost CPU adapters far more than the cache traffic they save.
 // Measured on lavapipe (docs/benchmarks.md): 2.9 x the tiled kernel of matmul.wgsl on ViT-shaped f32 problems.
 //
-// Weights in webvlm's GPU layouts (src/gpu/tensor.rs), FMT: 0 f32, 1 f16, 2 q8_0, 3 q4_0, 4 q4_1. K % 4 == 0
-// (f32), K % 8 == 0 (f16), K % 32 == 0 (quantized). Rows past N and M are clamped on load and not stored.
+// Weights in webvlm's GPU layouts (src/gpu/tensor.rs), FMT: 0 f32, 1 f16, 2 q8_0, 3 q4_0, 4 q4_1, 5 bf16.
+// K % 4 == 0 (f32), K % 8 == 0 (f16, bf16), K % 32 == 0 (quantized). Rows past N and M are clamped on load and not stored.
 //
 // Strided and batched (the matrices of attention, read in place from [T, H, D] tensors): batch b = wid.z reads row
 // r of x at x_off + b * x_batch + r * x_stride (vec4 units), row c of an f32 w likewise, and writes y[m, n] at
@@ -77,6 +77,7 @@ struct Params {
 
 #include quant
 #include activation
+#include half
 
 // Elements 4i .. 4i+3 of float weight row `c` (`wb`: the batch's first f32 weight row, in vec4 units).
 fn chunk(wb: u32, c: u32, i: u32) -> vec4<f32> {
@@ -84,6 +85,9 @@ fn chunk(wb: u32, c: u32, i: u32) -> vec4<f32> {
         return bitcast<vec4<f32>>(w4[wb + c * p.w_stride + i]);
     }
     let base = c * (p.k / 2u) + 2u * i;
+    if (FMT == 5u) {
+        return vec4<f32>(unpack2x16bfloat(w[base]), unpack2x16bfloat(w[base + 1u]));
+    }
     return vec4<f32>(unpack2x16float(w[base]), unpack2x16float(w[base + 1u]));
 }
 
@@ -191,7 +195,7 @@ fn main(
 #endif
 #endif
     var a = Acc();
-    if (FMT < 2u) {
+    if (FMT < 2u || FMT == 5u) {
         for (var i = 0u; i < k4; i++) {
             a = mac(a, ra, rb, i, chunk(wb, c.x, i), chunk(wb, c.y, i), chunk(wb, c.z, i), chunk(wb, c.w, i));
         }

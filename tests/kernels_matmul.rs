@@ -165,7 +165,7 @@ async fn run_swiglu(
 async fn linear_swiglu() -> Result<(), String> {
     let ctx = common::ctx().await;
     let mut rng = Rng::new(13);
-    for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+    for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
         for (i, &f) in [1usize, 7, 65].iter().enumerate() {
             for (j, &k) in [32usize, 96].iter().enumerate() {
                 let m = [1, 2, 3, 4][(i + j) % 4];
@@ -299,7 +299,7 @@ async fn linear_fused() -> Result<(), String> {
     let gemv =
         |p: Path| matches!(p, Path::Auto | Path::Gemv | Path::GemvSubgroups | Path::GemvWords | Path::GemvSharedX);
     let acts = [None, Some(Unary::GeluTanh), Some(Unary::GeluErf), Some(Unary::Silu)];
-    for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1].into_iter().enumerate() {
+    for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1, DType::BF16].into_iter().enumerate() {
         for (j, &path) in paths.iter().enumerate() {
             for (a, &act) in acts.iter().enumerate() {
                 let m = if gemv(path) { [1, 1, 3, 4][(i + a) % 4] } else { [17, 64, 9][(i + a) % 3] };
@@ -344,7 +344,7 @@ async fn linear_rope_qkv() -> Result<(), String> {
     if direct_subgroups(&ctx) {
         paths.push(Path::GemvSharedX);
     }
-    let dtypes = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
+    let dtypes = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
     // (heads, kv heads, head dim, K, position)
     let shapes = [(9usize, 3usize, 64usize, 576usize, 37usize), (2, 1, 8, 64, 0), (4, 4, 16, 96, 5), (3, 1, 4, 32, 2)];
     let mut case = 0;
@@ -473,10 +473,11 @@ async fn linear_rope_qkv() -> Result<(), String> {
 const MS: &[usize] = &[1, 2, 3, 17, 64, 129];
 const NS: &[usize] = &[1, 7, 65, 257];
 
-/// f32 / f16 weights: GEMV (M ≤ 4, K a multiple of 8 for the vec4 loads) and GEMM (any M, K, N, odd included).
+/// f32 / f16 / bf16 weights: GEMV (M ≤ 4, K a multiple of 8 for the vec4 loads) and GEMM (any M, K, N, odd
+/// included).
 async fn float_weights(ctx: Arc<GpuContext>) -> Result<(), String> {
     let mut rng = Rng::new(11);
-    for dtype in [DType::F32, DType::F16] {
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
         for (i, &n) in NS.iter().enumerate() {
             for (j, &k) in [8usize, 96, 200].iter().enumerate() {
                 let m = [1, 2, 3, 4][(i + j) % 4];
@@ -771,10 +772,11 @@ async fn stacked_weights_equal_their_parts() -> Result<(), String> {
     }
 }
 
-/// BF16 matrices with the default dtype: F16 on adapters with shader-f16, F32 on the others, every value exact
+/// BF16 matrices with the default dtype: F16 on adapters with shader-f16, BF16 on the others, every value exact
 /// (read back through `linear` with identity rows of x: y[m, n] = w[n, m], one product each); a matrix with a
-/// value beyond f16's range stays F32 (and a stack holding one loads apart); asked for F16 explicitly, such a
-/// matrix is a `ValueRange` error naming it, not infinities.
+/// value beyond f16's range stays BF16 (and a stack holding one loads apart); rows the 16-bit kernels do not
+/// read whole become F32; asked for F16 explicitly, a matrix past f16's range is a `ValueRange` error naming
+/// it, not infinities.
 async fn bf16_weights_default_dtype() -> Result<(), String> {
     use webvlm::loader::safetensors::ShardedSafetensors;
     use webvlm::nn::{LoadOptions, VarBuilder};
@@ -797,10 +799,10 @@ async fn bf16_weights_default_dtype() -> Result<(), String> {
     let st = ShardedSafetensors::single("t.safetensors", Box::new(file)).map_err(|e| e.to_string())?;
     let f16 = ctx.caps.shader_f16;
     let vb = VarBuilder::new(&st, &ctx, LoadOptions::default());
-    // `o`: rows of 12, which the f16 kernels do not read as whole words: f32 on every adapter
+    // `o`: rows of 12, which the 16-bit kernels do not read as whole words: f32 on every adapter
     let cases = [
-        ("s", &ws, k, if f16 { DType::F16 } else { DType::F32 }),
-        ("b", &wb, k, DType::F32),
+        ("s", &ws, k, if f16 { DType::F16 } else { DType::BF16 }),
+        ("b", &wb, k, DType::BF16),
         ("o", &wo, 12, DType::F32),
     ];
     for (name, want, k, dtype) in cases {
@@ -825,7 +827,7 @@ async fn bf16_weights_default_dtype() -> Result<(), String> {
     }
     match vb.matrix_stack(&["s", "b"], k, &[n, n]) {
         Ok(None) if f16 => {}
-        Ok(Some(t)) if !f16 && t.dtype == DType::F32 => {}
+        Ok(Some(t)) if !f16 && t.dtype == DType::BF16 => {}
         other => return Err(format!("stack with a value past f16 (shader-f16 {f16}): got {other:?}")),
     }
     let vb = VarBuilder::new(&st, &ctx, LoadOptions { dtype: Some(DType::F16), ..Default::default() });
@@ -912,9 +914,10 @@ async fn chunked_upload_equals_whole() -> Result<(), String> {
     use webvlm::loader::{quant, DType as FileDType};
     let ctx = common::ctx().await;
     let mut rng = Rng::new(11);
-    let cases: [(DType, FileDType, usize, usize); 7] = [
+    let cases: [(DType, FileDType, usize, usize); 8] = [
         (DType::F32, FileDType::F32, 9, 37),
         (DType::F16, FileDType::F16, 9, 37),
+        (DType::BF16, FileDType::BF16, 9, 37),
         (DType::F16, FileDType::F16, 6, 64),
         (DType::Q8_0, FileDType::Q8_0, 7, 96),
         (DType::Q4_0, FileDType::Q4_0, 7, 96),
@@ -926,6 +929,7 @@ async fn chunked_upload_equals_whole() -> Result<(), String> {
         let bytes: Vec<u8> = match fd {
             FileDType::F32 => bytemuck::cast_slice(&data).to_vec(),
             FileDType::F16 => data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            FileDType::BF16 => data.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
             q => quant::quantize(q, &data).map_err(|e| e.to_string())?,
         };
         let whole = mm::upload_ggml(&ctx, &bytes, &[rows, cols], gd).map_err(|e| e.to_string())?;
@@ -973,7 +977,7 @@ async fn linear_rows_on_views() -> Result<(), String> {
         paths.push(Path::DirectSubgroups);
     }
     let (mx, my, k, n, rows) = (192, 256, 64, 36, 70);
-    for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1, DType::Q8_0].into_iter().enumerate() {
+    for (i, dtype) in [DType::F32, DType::F16, DType::Q4_1, DType::Q8_0, DType::BF16].into_iter().enumerate() {
         for (j, &path) in paths.iter().enumerate() {
             let act = [None, Some(Unary::GeluTanh)][(i + j) % 2];
             let what = format!("linear_rows {dtype} {path:?} {act:?}");

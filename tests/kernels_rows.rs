@@ -6,7 +6,7 @@ mod common;
 use webvlm::gpu::{DType, Recorder};
 use webvlm::loader::quant;
 use webvlm::ops::norm::NormKernel;
-use webvlm::ops::{embedding, norm, rope, softmax};
+use webvlm::ops::{embedding, matmul as mm, norm, rope, softmax};
 use webvlm::testing::{check_close, Rng};
 
 #[cfg(target_arch = "wasm32")]
@@ -197,13 +197,17 @@ async fn embedding_all_dtypes() -> Result<(), String> {
     let table = rng.vec(vocab * dim, -1.0, 1.0);
     let ids: Vec<u32> = (0..13).map(|_| rng.usize(0, vocab - 1) as u32).chain([0, vocab as u32 - 1]).collect();
     let tids = ctx.upload_u32(&ids, &[ids.len()]).map_err(e)?;
-    for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+    for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
         // the reference table is what the stored dtype represents exactly
         let (tt, reference) = match dtype {
             DType::F32 => (ctx.upload_f32(&table, &[vocab, dim]).map_err(e)?, table.clone()),
             DType::F16 => {
                 let r: Vec<f32> = table.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
                 (ctx.upload_f16(&table, &[vocab, dim]).map_err(e)?, r)
+            }
+            DType::BF16 => {
+                let r: Vec<f32> = table.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+                (mm::upload_weight(&ctx, &table, &[vocab, dim], DType::BF16).map_err(e)?, r)
             }
             q => {
                 let bytes = quant::quantize(q.try_into().map_err(e)?, &table).map_err(e)?;

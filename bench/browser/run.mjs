@@ -5,7 +5,8 @@
 //        node run.mjs --runtimes webvlm-vlm --reps 2 --out ../results/browser-smolvlm.json   (the image path)
 //        node run.mjs --runtimes tfjs-vlm-wasm,tfjs-vlm-webgpu --reps 3 --merge --out ../results/browser-smolvlm.json
 //                     [--prompts N] [--out ../results/browser-smollm2.json] [--merge]
-// --dtype f16|f32|q8_0|q4_0|q4_1 (webvlm, webvlm-vlm): the GPU weight dtype (default: the file's, BF16 -> f16).
+// --dtype f16|bf16|f32|q8_0|q4_0|q4_1 (webvlm, webvlm-vlm): the GPU weight dtype (default: the file's; BF16 -> f16
+// where the adapter has shader-f16).
 // --profile (webvlm, webvlm-vlm): one more run (the first prompt / an image) with GPU timestamps per kernel, reported as gpu_profile.
 // --merge keeps the other runtimes' entries of an existing --out file (rerun one runtime, keep the rest).
 // Greedy texts are compared with transformers (prompts.json, from tests/fixtures/real/smollm2_reference.json): every

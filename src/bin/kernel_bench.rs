@@ -73,7 +73,7 @@ mod native {
         Ok(mm::upload_weight(ctx, &data, &[n, k], dtype)?)
     }
 
-    const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
+    const DTYPES: [DType; 6] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1];
 
     fn gemv_bench(
         ctx: &GpuContext,
@@ -139,8 +139,8 @@ mod native {
         let mut rng = Rng::new(2);
         let mut out = Vec::new();
         let mut problems: Vec<(&str, usize, usize, usize, Vec<DType>)> = vec![
-            ("vit_768", 1024, 768, 768, vec![DType::F32, DType::F16]),
-            ("vit_mlp_3072", 1024, 768, 3072, vec![DType::F32, DType::F16]),
+            ("vit_768", 1024, 768, 768, vec![DType::F32, DType::F16, DType::BF16]),
+            ("vit_mlp_3072", 1024, 768, 3072, vec![DType::F32, DType::F16, DType::BF16]),
         ];
         for m in [64, 128, 256] {
             problems.push(("prefill_576x1536", m, 576, 1536, DTYPES.to_vec()));

@@ -58,7 +58,7 @@ mod native {
         /// GGUF vision projector for a GGUF --model.
         #[arg(long)]
         mmproj: Option<PathBuf>,
-        /// Weight dtype of --model on the GPU: auto, f32, f16, q8_0, q4_0.
+        /// Weight dtype of --model on the GPU: auto, f32, f16, bf16, q8_0, q4_0, q4_1.
         #[arg(long, default_value = "auto")]
         dtype: String,
         /// KV-cache context of --model.

@@ -76,8 +76,8 @@ mod native {
             image: Vec<PathBuf>,
             #[arg(long)]
             prompt: String,
-            /// Weight dtype on the GPU: auto (as stored; bf16 as f16 where the adapter has shader-f16), f32, f16, q8_0, q4_0,
-            /// q4_1.
+            /// Weight dtype on the GPU: auto (as stored; bf16 as f16 where the adapter has shader-f16), f32, f16, bf16,
+            /// q8_0, q4_0, q4_1.
             #[arg(long, default_value = "auto")]
             dtype: String,
             #[arg(long, default_value_t = 256)]

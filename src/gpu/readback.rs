@@ -117,7 +117,7 @@ impl GpuContext {
         Ok(data)
     }
 
-    /// Reads an f32 (or f16, converted) tensor.
+    /// Reads an f32 (or f16 / bf16, converted) tensor.
     pub async fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
         let n = t.numel();
         match t.dtype {
@@ -129,6 +129,11 @@ impl GpuContext {
                 let b = self.read_bytes(t, 0, t.bytes()).await?;
                 let h: Vec<u16> = bytemuck::pod_collect_to_vec(&b);
                 Ok(h[..n].iter().map(|&x| half::f16::from_bits(x).to_f32()).collect())
+            }
+            DType::BF16 => {
+                let b = self.read_bytes(t, 0, t.bytes()).await?;
+                let h: Vec<u16> = bytemuck::pod_collect_to_vec(&b);
+                Ok(h[..n].iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect())
             }
             d => Err(Error::UnsupportedDtype { op: "read_f32", dtype: d.to_string() }),
         }

@@ -34,6 +34,7 @@ macro_rules! shader {
 pub static SHADERS: &[ShaderFile] = &[
     shader!("quant", []),      // library: validated inside its includers
     shader!("activation", []), // library
+    shader!("half", []),       // library
     shader!("copy", [&[]]),
     shader!(
         "matmul_direct",
@@ -52,13 +53,14 @@ pub static SHADERS: &[ShaderFile] = &[
     shader!("norm", [&[], &["LAYER"], &["ROWS"], &["LAYER", "ROWS"]]),
     shader!("softmax", [&[], &["ROWS"], &["ROWS", "VEC4"], &["IN_PLACE"], &["ROWS", "VEC4", "IN_PLACE"]]),
     shader!("rope", [&[], &["INTERLEAVED"], &["QKV"], &["QKV", "INTERLEAVED"]]),
-    shader!("embedding", [&["F32"], &["F16"], &["QUANT"]]),
+    shader!("embedding", [&["F32"], &["F16"], &["BF16"], &["QUANT"]]),
     shader!(
         "matmul",
         [
             &[],
             &["F16_WEIGHTS"],
             &["F16_WEIGHTS", "SHADER_F16"],
+            &["F16_WEIGHTS", "BF16"],
             &["QUANT", "Q8_0"],
             &["QUANT", "Q4_0"],
             &["QUANT", "Q4_1"],

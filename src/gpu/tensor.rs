@@ -5,6 +5,8 @@
 //! - `F32`: one f32 per element.
 //! - `F16`: two halves per u32 word, element 2i in the low half; read with `unpack2x16float`, so f16 weights
 //!   work with or without the shader-f16 feature.
+//! - `BF16`: the same pairs of bfloat16 (an f32's high 16 bits; element 2i low), widened by a shift: what a bf16
+//!   checkpoint stores, kept on adapters without shader-f16 (half the bytes of f32, exact).
 //! - `U32`: token ids, indices.
 //! - `Q8_0`, `Q4_0`, `Q4_1` (GGUF block formats, 32 elements per block, blocks along the last dim): the block's
 //!   quant bytes exactly as ggml stores them, packed into u32 words (`qs` section: 8 words per Q8_0 block, 4 per
@@ -23,6 +25,7 @@ use super::GpuContext;
 pub enum DType {
     F32,
     F16,
+    BF16,
     U32,
     Q8_0,
     Q4_0,
@@ -58,7 +61,7 @@ impl DType {
     pub fn storage_bytes(self, n: usize) -> u64 {
         let words = match self {
             DType::F32 | DType::U32 => n,
-            DType::F16 => n.div_ceil(2),
+            DType::F16 | DType::BF16 => n.div_ceil(2),
             q => {
                 let blocks = n / Self::QK;
                 blocks * q.qs_words_per_block() + q.scale_words(blocks)
@@ -71,6 +74,7 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
+            DType::BF16 => "bf16",
             DType::U32 => "u32",
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
@@ -91,11 +95,14 @@ impl std::str::FromStr for DType {
         Ok(match s.to_ascii_lowercase().as_str() {
             "f32" => DType::F32,
             "f16" => DType::F16,
+            "bf16" => DType::BF16,
             "u32" => DType::U32,
             "q8_0" | "q8" => DType::Q8_0,
             "q4_0" | "q4" => DType::Q4_0,
             "q4_1" => DType::Q4_1,
-            other => return Err(Error::Config(format!("unknown dtype `{other}` (use f32, f16, q8_0, q4_0 or q4_1)"))),
+            other => {
+                return Err(Error::Config(format!("unknown dtype `{other}` (use f32, f16, bf16, q8_0, q4_0 or q4_1)")))
+            }
         })
     }
 }
@@ -252,7 +259,7 @@ impl GpuContext {
     }
 }
 
-/// The file dtype with the same block bytes as a GPU dtype (quant formats and f32/f16 map one to one).
+/// The file dtype with the same block bytes as a GPU dtype (quant formats and f32/f16/bf16 map one to one).
 impl TryFrom<DType> for crate::loader::DType {
     type Error = Error;
     fn try_from(d: DType) -> Result<Self> {
@@ -261,6 +268,7 @@ impl TryFrom<DType> for crate::loader::DType {
         Ok(match d {
             G::F32 => F::F32,
             G::F16 => F::F16,
+            G::BF16 => F::BF16,
             G::Q8_0 => F::Q8_0,
             G::Q4_0 => F::Q4_0,
             G::Q4_1 => F::Q4_1,

@@ -83,8 +83,9 @@ impl WeightStore for GgufStore {
 pub struct LoadOptions {
     /// Dtype for the matrices of linear layers and embeddings. `None` keeps the file's dtype; BF16 becomes F16 on
     /// adapters with shader-f16 (exact for every bf16 value of magnitude 2^-17 ..= 65504, within 2^-25 below;
-    /// a matrix holding a larger value, or rows of a length that is not a multiple of 8, stays F32) and F32 on the others (SwiftShader, whose emulated f16
-    /// unpacking made the image path 26 % slower: docs/benchmarks.md).
+    /// a matrix holding a larger value stays BF16) and stays BF16 on the others (SwiftShader, whose emulated f16
+    /// unpacking made the image path 26 % slower: docs/benchmarks.md); rows of a length that is not a multiple
+    /// of 8 (which the 16-bit GEMV and direct GEMM do not read) become F32.
     /// A float weight is quantized at load (ggml's reference quantizer); an already quantized weight is kept as is.
     pub dtype: Option<DType>,
     /// Keep linear layers that read the same input (q/k/v, gate/up) as separate weights, one kernel each, instead
@@ -201,9 +202,9 @@ impl<'a> VarBuilder<'a> {
         }
         let target = self.target_dtype(&meta, shape[1]);
         let t = match self.upload_matrix(&full, &meta, shape, target) {
-            // a bf16 matrix with values beyond f16's range: f32 after all
+            // a bf16 matrix with values beyond f16's range: bf16 after all
             Err(Error::ValueRange { .. }) if self.bf16_default(meta.dtype) => {
-                self.upload_matrix(&full, &meta, shape, DType::F32)
+                self.upload_matrix(&full, &meta, shape, DType::BF16)
             }
             r => r,
         }
@@ -230,7 +231,7 @@ impl<'a> VarBuilder<'a> {
     }
 
     /// Whether a stored matrix's dtype comes from the BF16 default of [`LoadOptions::dtype`] (so a conversion to
-    /// F16 that failed, which only that default asks for unbidden, may fall back to F32).
+    /// F16 that failed, which only that default asks for unbidden, may fall back to BF16).
     fn bf16_default(&self, stored: FileDType) -> bool {
         self.opts.dtype.is_none() && stored == FileDType::BF16
     }
@@ -280,7 +281,7 @@ impl<'a> VarBuilder<'a> {
             Ok(Cow::Owned(bytes))
         });
         let t = match stacked {
-            // a bf16 part's values beyond f16's range: the caller loads the parts apart, that one as f32
+            // a bf16 part's values beyond f16's range: the caller loads the parts apart, that one as bf16
             Err(Error::ValueRange { .. }) if parts.iter().any(|p| self.bf16_default(p.0.src)) => return Ok(None),
             r => r,
         }
@@ -293,9 +294,11 @@ impl<'a> VarBuilder<'a> {
     fn target_dtype(&self, meta: &TensorMeta, cols: usize) -> DType {
         let file_gpu = match meta.dtype {
             FileDType::F32 => DType::F32,
-            // rows the f16 kernels read as whole words (else f16 would leave the GEMV and direct GEMM for the tiled one)
-            FileDType::BF16 if self.ctx.caps.shader_f16 && matmul::gemv_supports(DType::F16, cols) => DType::F16,
-            FileDType::BF16 => DType::F32,
+            // rows the 16-bit kernels read as whole words (else they would leave the GEMV and direct GEMM for the
+            // tiled one)
+            FileDType::BF16 if !matmul::gemv_supports(DType::BF16, cols) => DType::F32,
+            FileDType::BF16 if self.ctx.caps.shader_f16 => DType::F16,
+            FileDType::BF16 => DType::BF16,
             FileDType::F16 => DType::F16,
             FileDType::Q8_0 => DType::Q8_0,
             FileDType::Q4_0 => DType::Q4_0,
@@ -313,7 +316,7 @@ impl<'a> VarBuilder<'a> {
     }
 }
 
-/// One stored matrix read in rows and converted to its GPU dtype's ggml bytes (bf16 → f32, f32/f16 → f16 or
+/// One stored matrix read in rows and converted to its GPU dtype's ggml bytes (bf16 → f16 or f32, f32/f16 → f16 or
 /// quantized at load, as ggml does), a few rows at a time: the memory this needs does not grow with the tensor.
 struct Part {
     name: String,

@@ -17,7 +17,7 @@ struct Params {
     _p: [u32; 3],
 }
 
-/// `out[t] = table[ids[t]]`: table [V, D] (f32 / f16 / q8_0 / q4_0 / q4_1), ids U32 [T] → [T, D] f32.
+/// `out[t] = table[ids[t]]`: table [V, D] (f32 / f16 / bf16 / q8_0 / q4_0 / q4_1), ids U32 [T] → [T, D] f32.
 /// Ids are checked against V by the caller (they come from the tokenizer); the kernel clamps as a safety net.
 pub fn embedding(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     expect_dtype("embedding", ids, DType::U32)?;
@@ -29,6 +29,7 @@ pub fn embedding(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Result<Ten
     let (define, fmt) = match table.dtype {
         DType::F32 => ("F32", 0),
         DType::F16 => ("F16", 0),
+        DType::BF16 => ("BF16", 0),
         DType::Q8_0 => ("QUANT", 0),
         DType::Q4_0 => ("QUANT", 1),
         DType::Q4_1 => ("QUANT", 2),

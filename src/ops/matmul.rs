@@ -1,5 +1,5 @@
 //! Matrix products (`shaders/gemv.wgsl`, `shaders/matmul.wgsl`, `shaders/matmul_direct.wgsl`): [`linear`]
-//! (`y = x·wᵀ + b` with the weight in F32, F16, Q8_0, Q4_0 or Q4_1, dequantized inside the kernels) and the
+//! (`y = x·wᵀ + b` with the weight in F32, F16, BF16, Q8_0, Q4_0 or Q4_1, dequantized inside the kernels) and the
 //! general f32 [`matmul`], with the CPU reference [`cpu_linear`] and the weight upload helpers the loader uses
 //! ([`upload_weight`], [`upload_ggml`]).
 //!
@@ -212,7 +212,7 @@ pub fn cpu_adapter(caps: &Caps) -> bool {
 pub fn gemv_supports(dtype: DType, k: usize) -> bool {
     match dtype {
         DType::F32 => k % 4 == 0,
-        DType::F16 => k % 8 == 0,
+        DType::F16 | DType::BF16 => k % 8 == 0,
         DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => k % DType::QK == 0,
         DType::U32 => false,
     }
@@ -221,7 +221,7 @@ pub fn gemv_supports(dtype: DType, k: usize) -> bool {
 /// `y = x·wᵀ + bias`, PyTorch `nn.Linear` semantics.
 ///
 /// - `x`: `[.., K]` f32 (M = product of the leading dims)
-/// - `w`: `[N, K]` in F32, F16, Q8_0, Q4_0 or Q4_1 (quantized: K % 32 == 0)
+/// - `w`: `[N, K]` in F32, F16, BF16, Q8_0, Q4_0 or Q4_1 (quantized: K % 32 == 0)
 /// - `bias`: `[N]` f32
 /// - returns `[.., N]` f32
 pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -675,6 +675,7 @@ fn gemm_direct(
         DType::Q8_0 => 2,
         DType::Q4_0 => 3,
         DType::Q4_1 => 4,
+        DType::BF16 => 5,
         DType::U32 => return Err(Error::UnsupportedDtype { op: OP, dtype: w.dtype.to_string() }),
     };
     // whole rows of vec4 outputs: aligned vec4 stores (scattered scalar stores cost CPU adapters more than the
@@ -821,6 +822,7 @@ impl Gemv<'_> {
         let entry = match w.dtype {
             DType::F32 => "gemv_f32",
             DType::F16 => "gemv_f16",
+            DType::BF16 => "gemv_bf16",
             DType::Q8_0 => "gemv_q8_0",
             DType::Q4_0 => "gemv_q4_0",
             DType::Q4_1 => "gemv_q4_1",
@@ -918,6 +920,8 @@ fn gemm(
         DType::F16 => {
             PipelineKey::new("matmul", "matmul").define("F16_WEIGHTS").define_if(ctx.caps.shader_f16, "SHADER_F16")
         }
+        // bf16's range is f32's: its tile stays f32 (an f16 tile could overflow)
+        DType::BF16 => PipelineKey::new("matmul", "matmul").define("F16_WEIGHTS").define("BF16"),
         DType::Q8_0 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q8_0"),
         DType::Q4_0 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_0"),
         DType::Q4_1 => PipelineKey::new("matmul", "matmul").define("QUANT").define("Q4_1"),
@@ -1003,6 +1007,7 @@ fn loader_dtype(dtype: DType) -> Result<loader::DType> {
     Ok(match dtype {
         DType::F32 => loader::DType::F32,
         DType::F16 => loader::DType::F16,
+        DType::BF16 => loader::DType::BF16,
         DType::Q8_0 => loader::DType::Q8_0,
         DType::Q4_0 => loader::DType::Q4_0,
         DType::Q4_1 => loader::DType::Q4_1,
@@ -1041,7 +1046,7 @@ pub fn upload_weight(ctx: &GpuContext, data: &[f32], shape: &[usize], dtype: DTy
     upload_ggml(ctx, &bytes, shape, dtype)
 }
 
-/// Uploads a tensor's bytes exactly as GGUF stores them (F32, F16 or ggml Q8_0/Q4_0/Q4_1 blocks, row by row),
+/// Uploads a tensor's bytes exactly as GGUF stores them (F32, F16, BF16 or ggml Q8_0/Q4_0/Q4_1 blocks, row by row),
 /// splitting quantized blocks into the GPU layout with the loader's [`quant::split_gpu_layout`].
 pub fn upload_ggml(ctx: &GpuContext, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
     let ld = loader_dtype(dtype)?;
@@ -1085,7 +1090,7 @@ pub fn upload_ggml_chunked<'a>(
     // words of Q8_0/Q4_0 that pack two blocks each when a row has an odd number of blocks
     let blocks_per_row = cols / DType::QK;
     let pairs = match dtype {
-        DType::F16 => cols % 2 == 1,
+        DType::F16 | DType::BF16 => cols % 2 == 1,
         DType::Q8_0 | DType::Q4_0 => blocks_per_row % 2 == 1,
         _ => false,
     };
@@ -1094,7 +1099,7 @@ pub fn upload_ggml_chunked<'a>(
         per_chunk = (per_chunk & !1).max(2);
     }
     let (qs_words_per_block, scales_offset) = match dtype {
-        DType::F32 | DType::F16 => (0, 0),
+        DType::F32 | DType::F16 | DType::BF16 => (0, 0),
         DType::Q4_1 => (4, u32_dim(OP, "scales offset", rows * blocks_per_row * 4)?),
         DType::Q8_0 => (8, u32_dim(OP, "scales offset", rows * blocks_per_row * 8)?),
         DType::Q4_0 => (4, u32_dim(OP, "scales offset", rows * blocks_per_row * 4)?),
@@ -1113,7 +1118,7 @@ pub fn upload_ggml_chunked<'a>(
         }
         match dtype {
             DType::F32 => ctx.write_words(&t, (r0 * cols) as u64, &bytemuck::pod_collect_to_vec::<u8, u32>(&bytes))?,
-            DType::F16 => {
+            DType::F16 | DType::BF16 => {
                 // two little-endian halves per word, element 2i low: the bytes read as u32 (the last chunk padded)
                 let mut padded = bytes.into_owned();
                 padded.resize(padded.len().div_ceil(4) * 4, 0);
@@ -1154,7 +1159,7 @@ pub fn cpu_linear(x: &[f32], m: usize, k: usize, w_dequantized: &[f32], n: usize
     y
 }
 
-/// The values the kernels see for `data` stored as `dtype` (ggml quantize → dequantize, or f16 rounding).
+/// The values the kernels see for `data` stored as `dtype` (ggml quantize → dequantize, or f16 / bf16 rounding).
 pub fn cpu_roundtrip(data: &[f32], dtype: DType) -> Result<Vec<f32>> {
     let ld = loader_dtype(dtype)?;
     quant::dequantize(ld, &quant::quantize(ld, data)?, data.len())

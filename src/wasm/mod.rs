@@ -306,11 +306,12 @@ fn parse_dtype(s: Option<String>) -> Result<Option<DType>> {
         None | Some("") | Some("auto") => None,
         Some("f32") | Some("fp32") => Some(DType::F32),
         Some("f16") | Some("fp16") => Some(DType::F16),
+        Some("bf16") => Some(DType::BF16),
         Some("q8_0") | Some("q8") => Some(DType::Q8_0),
         Some("q4_0") | Some("q4") => Some(DType::Q4_0),
         Some("q4_1") => Some(DType::Q4_1),
         Some(other) => {
-            return Err(Error::Config(format!("unknown dtype `{other}`; use f32, f16, q8_0, q4_0 or q4_1")));
+            return Err(Error::Config(format!("unknown dtype `{other}`; use f32, f16, bf16, q8_0, q4_0 or q4_1")));
         }
     })
 }
