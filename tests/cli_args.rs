@@ -1,6 +1,7 @@
-//! The `webvlm` CLI's argument checks, through the binary: `eval` and `bench` refuse what their arguments alone
-//! decide (k out of range, --limit 0, a blank question, a missing image, sizes that would overflow) with a clear
-//! message and a non-zero exit before any GPU or model work, leaving --out as it was; a size the adapter cannot
+//! The `webvlm` CLI's argument checks, through the binary: `eval`, `bench` (and for token counts `run`, `ask`,
+//! `vqa`) refuse what their arguments alone decide (k out of range, --limit 0, no tokens to generate or no
+//! context, a blank question, a missing image, sizes that would overflow) with a clear message and a non-zero
+//! exit before any GPU or model work, leaving --out as it was; a size the adapter cannot
 //! bind is refused before bench's timed runs; and an eval that fails part way leaves its records and no summary or
 //! report of the previous run beside them.
 
@@ -100,6 +101,31 @@ fn limit_0_is_refused_as_such() {
     assert!(err.contains("--limit") && err.contains("at least 1"), "eval --limit 0: unclear message:\n{err}");
     assert!(!err.contains("has no items"), "eval --limit 0 blames the items file:\n{err}");
     assert_previous_outputs_intact(&dir);
+}
+
+#[test]
+fn zero_tokens_are_refused_before_the_model_loads() {
+    let dir = eval_dir("tokens", &[item("a", "images/cat.png", "What animal is this?")]);
+    for flag in ["--max-tokens", "--context"] {
+        let o = eval(&dir, &[flag, "0"]);
+        let err = refused_early(&o, &format!("eval {flag} 0"));
+        assert!(err.contains(flag) && err.contains("at least 1"), "eval {flag} 0: unclear message:\n{err}");
+        assert_previous_outputs_intact(&dir);
+    }
+    // the other commands that generate take the same checks
+    let model = ["--model", "/nonexistent/model.gguf"];
+    let cases: [(&[&str], &str); 4] = [
+        (&["run", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
+        (&["run", "--prompt", "hi", "--context", "0"], "--context"),
+        (&["ask", "--max-tokens", "0", "a question"], "--max-tokens"),
+        (&["vqa", "--data", "/nonexistent/vqa.jsonl", "--max-tokens", "0"], "--max-tokens"),
+    ];
+    for (args, flag) in cases {
+        let o = webvlm(&[&args[..1], &model[..], &args[1..]].concat());
+        let what = args.join(" ");
+        let err = refused_early(&o, &what);
+        assert!(err.contains(flag) && err.contains("at least 1"), "{what}: unclear message:\n{err}");
+    }
 }
 
 #[test]

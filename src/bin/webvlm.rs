@@ -55,6 +55,16 @@ mod native {
         }
     }
 
+    /// A token count that must be at least 1 (--max-tokens, --context): 0 would generate nothing or hold no
+    /// prompt, found out only after the model had loaded.
+    fn tokens(s: &str) -> std::result::Result<usize, String> {
+        match s.parse::<usize>() {
+            Ok(0) => Err("0 tokens: give at least 1".into()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(format!("{e}: expected a number of tokens, at least 1")),
+        }
+    }
+
     #[derive(Parser)]
     #[command(name = "webvlm", version, about = "Vision-language models on WebGPU / wgpu")]
     struct Cli {
@@ -80,7 +90,7 @@ mod native {
             /// q8_0, q4_0, q4_1.
             #[arg(long, default_value = "auto")]
             dtype: String,
-            #[arg(long, default_value_t = 256)]
+            #[arg(long, default_value_t = 256, value_parser = tokens)]
             max_tokens: usize,
             #[arg(long, default_value_t = 0.0)]
             temperature: f32,
@@ -93,7 +103,7 @@ mod native {
             #[arg(long, default_value_t = 0)]
             seed: u64,
             /// Context length to allocate the KV cache for.
-            #[arg(long, default_value_t = 2048)]
+            #[arg(long, default_value_t = 2048, value_parser = tokens)]
             context: usize,
             /// An optional system message.
             #[arg(long)]
@@ -187,7 +197,7 @@ mod native {
             limit: Option<usize>,
             #[arg(long)]
             no_image: bool,
-            #[arg(long, default_value_t = 4)]
+            #[arg(long, default_value_t = 4, value_parser = tokens)]
             max_tokens: usize,
             #[arg(long, default_value = "auto")]
             dtype: String,
@@ -230,11 +240,11 @@ mod native {
         /// Only the first N items (N ≥ 1).
         #[arg(long, value_parser = at_least_one)]
         limit: Option<usize>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = tokens)]
         max_tokens: usize,
         #[arg(long, default_value = "auto")]
         dtype: String,
-        #[arg(long, default_value_t = 4096)]
+        #[arg(long, default_value_t = 4096, value_parser = tokens)]
         context: usize,
         /// Output directory: records.jsonl, summary.json, report.html.
         #[arg(long, default_value = "out/eval")]
@@ -284,9 +294,9 @@ mod native {
         pub prompts: Option<PathBuf>,
         #[arg(long, default_value = "auto")]
         pub dtype: String,
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = tokens)]
         pub max_tokens: usize,
-        #[arg(long, default_value_t = 4096)]
+        #[arg(long, default_value_t = 4096, value_parser = tokens)]
         pub context: usize,
         /// Print the whole result (question, arm, caption, query, documents, answer, citations, degraded, trace)
         /// as JSON on stdout.
