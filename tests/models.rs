@@ -382,29 +382,33 @@ async fn llava_siglip() -> Result<(), String> {
     Ok(())
 }
 
-/// Quantized at load (Q8_0): logits stay close to the f32 goldens and the greedy tokens survive.
+/// Quantized at load (Q8_0) or rounded to bf16 (the dtype a bf16 checkpoint keeps on adapters without
+/// shader-f16): logits stay close to the f32 goldens.
 async fn llama_quantized_at_load() -> Result<(), String> {
     let ctx = common::ctx().await;
-    let opts = LoadOptions { dtype: Some(webvlm::gpu::DType::Q8_0), ..Default::default() };
-    let model = fixture_model!(&ctx, "llama", opts)?;
     let g = Golden::new(fixture!("llama", "golden.safetensors"), fixture!("llama", "golden.json"))?;
-    let ids = g.ids("input_ids");
-    let mut rec = Recorder::new(&ctx);
-    let x = model.embed_prompt(&mut rec, &ids, &[]).map_err(e)?;
-    let mut cache = model.lm.new_cache(&ctx).map_err(e)?;
-    let logits = model.lm.forward(&mut rec, &x, &mut cache, true).map_err(e)?;
-    rec.submit().map_err(e)?;
-    let got = ctx.read_f32(&logits).await.map_err(e)?;
-    let want = g.f32("logits")?;
-    let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    // Q8_0 keeps ~8 bits per weight (relative error ≤ 1/254 per weight); through 2 layers of this random model
-    // (q/k scaled ×3 to sharpen attention) that compounds to a few percent of the logit range at worst. The
-    // assertion is a loose bound on the worst logit plus a tight one on the mean, so a wrong block decode (which
-    // gives errors of the order of the logits themselves) fails while quantization noise passes.
-    let d = check_close("llama q8_0 logits", &got, &want, 0.1 * max, 0.0)?;
-    println!("q8_0 logits: max abs err {:.3e}, mean {:.3e} of max {max:.3}", d.max_abs, d.mean_abs);
-    if d.mean_abs > 0.01 * max {
-        return Err(format!("q8_0 logits: mean abs err {:.3e} > 1% of max {max:.3}", d.mean_abs));
+    for dtype in [webvlm::gpu::DType::Q8_0, webvlm::gpu::DType::BF16] {
+        let opts = LoadOptions { dtype: Some(dtype), ..Default::default() };
+        let model = fixture_model!(&ctx, "llama", opts)?;
+        let ids = g.ids("input_ids");
+        let mut rec = Recorder::new(&ctx);
+        let x = model.embed_prompt(&mut rec, &ids, &[]).map_err(e)?;
+        let mut cache = model.lm.new_cache(&ctx).map_err(e)?;
+        let logits = model.lm.forward(&mut rec, &x, &mut cache, true).map_err(e)?;
+        rec.submit().map_err(e)?;
+        let got = ctx.read_f32(&logits).await.map_err(e)?;
+        let want = g.f32("logits")?;
+        let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // Q8_0 keeps ~8 bits per weight (relative error ≤ 1/254 per weight), bf16 8 significant bits (≤ 2^-9);
+        // through 2 layers of this random model (q/k scaled ×3 to sharpen attention) that compounds to a few
+        // percent of the logit range at worst. The assertion is a loose bound on the worst logit plus a tight one
+        // on the mean, so a wrong block decode or unpack (which gives errors of the order of the logits
+        // themselves) fails while rounding noise passes.
+        let d = check_close(&format!("llama {dtype} logits"), &got, &want, 0.1 * max, 0.0)?;
+        println!("{dtype} logits: max abs err {:.3e}, mean {:.3e} of max {max:.3}", d.max_abs, d.mean_abs);
+        if d.mean_abs > 0.01 * max {
+            return Err(format!("{dtype} logits: mean abs err {:.3e} > 1% of max {max:.3}", d.mean_abs));
+        }
     }
     Ok(())
 }

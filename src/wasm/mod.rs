@@ -32,7 +32,7 @@ use crate::processor::chat::{Content, ContentPart, Message};
 const TS_TYPES: &'static str = r#"
 /** Options for `WebvlmEngine.loadFiles` / `loadGguf`. */
 export interface WasmLoadOptions {
-  /** Weight dtype for linear layers: "f32" | "f16" | "q8_0" | "q4_0" | "q4_1"; omitted keeps the file's (bf16: f16 with shader-f16, else f32). */
+  /** Weight dtype for linear layers: "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_1"; omitted keeps the file's (bf16: f16 with shader-f16, else bf16). */
   dtype?: string;
   /** KV-cache length in tokens (default 2048, capped by the model). */
   maxContext?: number;
