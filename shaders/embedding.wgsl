@@ -1,5 +1,5 @@
-// Embedding lookup: out[t, :] = table[ids[t], :], for tables in f32, f16 or bf16 (packed pairs) or a GGUF block format
-// (dequantized on the fly with the ggml formulas). One invocation per output element.
+// Embedding lookup: out[t, :] = table[ids[t], :], for tables in f32, f16 or bf16 (packed pairs) or a GGUF block
+// format (dequantized on the fly with the ggml formulas). One invocation per output element.
 // bindings: 1 ids (T) u32, 2 w = table words, 3 out (T, D) f32
 
 override WG: u32 = 256u;

@@ -9,7 +9,8 @@
 // Measured on lavapipe (docs/benchmarks.md): 2.9 x the tiled kernel of matmul.wgsl on ViT-shaped f32 problems.
 //
 // Weights in webvlm's GPU layouts (src/gpu/tensor.rs), FMT: 0 f32, 1 f16, 2 q8_0, 3 q4_0, 4 q4_1, 5 bf16.
-// K % 4 == 0 (f32), K % 8 == 0 (f16, bf16), K % 32 == 0 (quantized). Rows past N and M are clamped on load and not stored.
+// K % 4 == 0 (f32), K % 8 == 0 (f16, bf16), K % 32 == 0 (quantized). Rows past N and M are clamped on load and
+// not stored.
 //
 // Strided and batched (the matrices of attention, read in place from [T, H, D] tensors): batch b = wid.z reads row
 // r of x at x_off + b * x_batch + r * x_stride (vec4 units), row c of an f32 w likewise, and writes y[m, n] at
